@@ -1,0 +1,169 @@
+//! Tokens: HS256 JWTs signed with the server's secret, so any backend that
+//! knows the secret can mint them and every node can check them.
+//!
+//! A token says who is calling (`sub`), until when (`exp`), and which topic
+//! selectors it may `publish` to and `subscribe` to.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::topic::{Selector, Topic};
+
+/// The claims pollcast reads. Unknown claims are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<String>,
+}
+
+/// Who is calling, after the token checked out.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: Option<String>,
+    pub publish: Vec<Selector>,
+    pub subscribe: Vec<Selector>,
+    /// A stable name for the caller, for scoping idempotency keys: the
+    /// subject, or a hash of the token when it has none.
+    pub identity: String,
+}
+
+impl Caller {
+    pub fn may_publish(&self, topic: &Topic) -> bool {
+        self.publish.iter().any(|s| s.matches(topic.as_str()))
+    }
+
+    /// Whether a requested selector can ever match a topic this caller may read.
+    pub fn may_subscribe(&self, selector: &Selector) -> bool {
+        self.subscribe.iter().any(|s| s.overlaps(selector))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a bearer token is required")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+}
+
+/// The keys derived from the secret, built once at start.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        // Tokens minted by other backends may carry an audience; pollcast has
+        // no audience of its own to check it against.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// A random 256-bit secret, hex-encoded, for servers started without one.
+    pub fn random_secret() -> String {
+        let bytes: [u8; 32] = rand::random();
+        hex::encode(bytes)
+    }
+
+    pub fn mint(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                _ => AuthError::Invalid("malformed token".into()),
+            }
+        })?;
+        let claims = data.claims;
+        let parse_all = |list: &[String]| -> Result<Vec<Selector>, AuthError> {
+            list.iter()
+                .map(|s| Selector::parse(s).map_err(|e| AuthError::Invalid(format!("selector {s:?}: {e}"))))
+                .collect()
+        };
+        let identity = match &claims.sub {
+            Some(sub) => format!("sub:{sub}"),
+            None => {
+                use sha2::Digest;
+                format!(
+                    "token:{}",
+                    hex::encode(&sha2::Sha256::digest(token.as_bytes())[..16])
+                )
+            }
+        };
+        Ok(Caller {
+            publish: parse_all(&claims.publish)?,
+            subscribe: parse_all(&claims.subscribe)?,
+            subject: claims.sub,
+            identity,
+        })
+    }
+}
+
+/// `exp` for a token valid for `ttl` from now.
+pub fn expiry_in(ttl: Duration) -> u64 {
+    (SystemTime::now() + ttl)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: Some("alice".into()),
+            exp,
+            publish: vec!["demo:*".into()],
+            subscribe: vec!["demo:*".into()],
+        }
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_its_permissions() {
+        let keys = TokenKeys::new(b"secret");
+        let caller = keys
+            .verify(&keys.mint(&claims(expiry_in(Duration::from_secs(60)))))
+            .unwrap();
+        assert_eq!(caller.subject.as_deref(), Some("alice"));
+        assert!(caller.may_publish(&Topic::parse("demo:x").unwrap()));
+        assert!(!caller.may_publish(&Topic::parse("other:x").unwrap()));
+    }
+
+    #[test]
+    fn expired_forged_and_garbage_tokens_are_refused() {
+        let keys = TokenKeys::new(b"secret");
+        assert_eq!(
+            keys.verify(&keys.mint(&claims(1))).unwrap_err(),
+            AuthError::Expired
+        );
+        let forged = TokenKeys::new(b"other").mint(&claims(expiry_in(Duration::from_secs(60))));
+        assert!(matches!(keys.verify(&forged), Err(AuthError::Invalid(_))));
+        assert!(matches!(keys.verify("garbage"), Err(AuthError::Invalid(_))));
+    }
+}

@@ -1,0 +1,141 @@
+//! Settings: command-line flags with `POLLCAST_*` environment fallbacks.
+//! Durations are written like `15s`, `100ms`, `24h`. A bad value stops the
+//! server at start with clap's message, which names the flag.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pollcast",
+    version,
+    about = "Real-time events over Server-Sent Events plus REST, durable in Postgres"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a signed access token (JWT) for the generic topic API.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "POLLCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Postgres URL. Without it, events live in memory only.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// HS256 secret that signs and checks every token. Random per start when
+    /// absent, so tokens then die with the process.
+    #[arg(long, env = "POLLCAST_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// Interval of `: ping` comments on every stream.
+    #[arg(long, env = "POLLCAST_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// How long events stay replayable before retention drops them.
+    #[arg(long, env = "POLLCAST_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// Reconnection delay sent to clients in the stream's `retry:` line.
+    #[arg(long, env = "POLLCAST_RETRY", default_value = "2s", value_parser = parse_duration)]
+    pub retry: Duration,
+
+    /// Allowed CORS origin for browsers on other origins (repeatable; `*` for any).
+    #[arg(long = "cors-origin", env = "POLLCAST_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Frames queued per stream before a slow subscriber is disconnected.
+    #[arg(long, env = "POLLCAST_SUBSCRIBER_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscriber_buffer: u32,
+
+    /// Recent frames each node keeps in memory for attaching and reconnecting
+    /// streams without reading the database.
+    #[arg(long, env = "POLLCAST_RING_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ring_size: u32,
+
+    /// How often a node looks for events committed by other nodes even when
+    /// no notification arrived.
+    #[arg(long, env = "POLLCAST_TAIL_POLL", default_value = "1s", value_parser = parse_duration)]
+    pub tail_poll: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The server's secret (the same as its --token-secret).
+    #[arg(long, env = "POLLCAST_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: String,
+
+    /// Subject: who the token speaks for.
+    #[arg(long)]
+    pub sub: Option<String>,
+
+    /// Topic selector the token may publish to (repeatable).
+    #[arg(long)]
+    pub publish: Vec<String>,
+
+    /// Topic selector the token may subscribe to (repeatable).
+    #[arg(long)]
+    pub subscribe: Vec<String>,
+
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// Parses `15s`, `100ms`, `24h`, `1h 30m`; zero is refused, since every
+/// duration here is an interval or a window.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("{e} (write durations like 15s, 100ms or 24h)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+impl ServeConfig {
+    /// The defaults, listening on an ephemeral port: what tests start from.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["pollcast", "--listen", "127.0.0.1:0"]);
+        let mut config = cli.serve;
+        // Tests must not inherit a developer's environment.
+        config.database_url = None;
+        config.token_secret = None;
+        config.cors_origins.clear();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_flag() {
+        let err = Cli::try_parse_from(["pollcast", "--heartbeat", "often"]).unwrap_err();
+        assert!(err.to_string().contains("--heartbeat"), "{err}");
+    }
+}

@@ -1,0 +1,302 @@
+//! Topic names and topic selectors: parsed once at the edge, so the rest of
+//! the server only ever handles valid ones.
+//!
+//! A topic is 1–8 `:`-separated segments of `[a-z0-9_.-]`. A selector is the
+//! same shape where a segment may be `*`, standing for exactly one segment.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The most segments a topic or selector may have (`org:acme:team:dev` has 4).
+pub const MAX_SEGMENTS: usize = 8;
+/// Longest topic or selector accepted, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// Why a topic or selector was refused; the message is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic must not be empty")]
+    Empty,
+    #[error("topic is longer than {MAX_TOPIC_LEN} bytes")]
+    TooLong,
+    #[error("topic has more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
+    #[error("topic segment {0:?} must be made of [a-z0-9_.-]")]
+    BadSegment(String),
+    #[error("a topic name cannot contain the wildcard `*`")]
+    WildcardInTopic,
+}
+
+fn is_segment_char(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '-')
+}
+
+fn check_segments(raw: &str, allow_wildcard: bool) -> Result<(), TopicError> {
+    if raw.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if raw.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    let mut count = 0;
+    for segment in raw.split(':') {
+        count += 1;
+        if segment == "*" {
+            if !allow_wildcard {
+                return Err(TopicError::WildcardInTopic);
+            }
+        } else if segment.is_empty() || !segment.chars().all(is_segment_char) {
+            // Only a short prefix goes back to the client: the message must
+            // stay small whatever was sent.
+            let shown: String = segment.chars().take(40).collect();
+            return Err(TopicError::BadSegment(shown));
+        }
+    }
+    if count > MAX_SEGMENTS {
+        return Err(TopicError::TooManySegments);
+    }
+    Ok(())
+}
+
+/// A valid topic name. Cloning is an atomic increment: the fan-out hub keeps
+/// one copy per stored frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    pub fn parse(raw: &str) -> Result<Self, TopicError> {
+        check_segments(raw, false)?;
+        Ok(Topic(Arc::from(raw)))
+    }
+
+    /// Rebuilds a topic read back from the store, where only parsed topics
+    /// were ever written; skips the check on the replay path.
+    pub fn from_stored(raw: &str) -> Self {
+        Topic(Arc::from(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first segment: `session` for `session:42`.
+    pub fn kind(&self) -> &str {
+        self.0.split(':').next().unwrap_or_default()
+    }
+
+    /// Topics whose first segment belongs to the live polling domain: only
+    /// the domain itself writes them, never a generic publisher.
+    pub fn is_reserved(&self) -> bool {
+        matches!(self.kind(), "session" | "participant")
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A topic pattern: exact segments, or `*` for exactly one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Selector {
+    raw: Arc<str>,
+    has_wildcard: bool,
+}
+
+impl Selector {
+    pub fn parse(raw: &str) -> Result<Self, TopicError> {
+        check_segments(raw, true)?;
+        Ok(Selector {
+            has_wildcard: raw.split(':').any(|s| s == "*"),
+            raw: Arc::from(raw),
+        })
+    }
+
+    /// The selector that matches exactly one topic.
+    pub fn exact(topic: &Topic) -> Self {
+        Selector {
+            raw: Arc::from(topic.as_str()),
+            has_wildcard: false,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// `Some(topic)` when the selector has no wildcard and so names one topic.
+    pub fn as_exact(&self) -> Option<&str> {
+        (!self.has_wildcard).then_some(&*self.raw)
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        if !self.has_wildcard {
+            return &*self.raw == topic;
+        }
+        let mut pattern = self.raw.split(':');
+        let mut name = topic.split(':');
+        loop {
+            match (pattern.next(), name.next()) {
+                (None, None) => return true,
+                (Some(p), Some(n)) if p == "*" || p == n => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether some topic matches both selectors: same number of segments,
+    /// and at every position the segments are equal or one is `*`.
+    pub fn overlaps(&self, other: &Selector) -> bool {
+        let mut a = self.raw.split(':');
+        let mut b = other.raw.split(':');
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (Some(x), Some(y)) if x == "*" || y == "*" || x == y => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// A POSIX regular expression matching the same topics, for the store's
+    /// `topic ~ pattern` queries. Segments hold only `[a-z0-9_.-]`, of which
+    /// only `.` is special in a regex.
+    pub fn to_regex(&self) -> String {
+        let body: Vec<String> = self
+            .raw
+            .split(':')
+            .map(|s| match s {
+                "*" => "[^:]+".to_string(),
+                literal => literal.replace('.', "\\."),
+            })
+            .collect();
+        format!("^{}$", body.join(":"))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// Which events one reader may see: those whose topic matches one of the
+/// selectors it asked for *and* one the caller's token allows.
+#[derive(Debug, Clone)]
+pub struct TopicFilter {
+    requested: Vec<Selector>,
+    /// `None` when the caller is not restricted beyond what it asked for.
+    allowed: Option<Vec<Selector>>,
+}
+
+impl TopicFilter {
+    pub fn new(requested: Vec<Selector>, allowed: Option<Vec<Selector>>) -> Self {
+        TopicFilter { requested, allowed }
+    }
+
+    /// Every topic: what the hub's own tail reads.
+    pub fn everything() -> Self {
+        TopicFilter {
+            requested: Vec::new(),
+            allowed: None,
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.requested.is_empty() && self.allowed.is_none()
+    }
+
+    pub fn requested(&self) -> &[Selector] {
+        &self.requested
+    }
+
+    pub fn allowed(&self) -> Option<&[Selector]> {
+        self.allowed.as_deref()
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        let requested = self.is_everything() || self.requested.iter().any(|s| s.matches(topic));
+        requested
+            && self
+                .allowed
+                .as_ref()
+                .is_none_or(|allowed| allowed.iter().any(|s| s.matches(topic)))
+    }
+
+    /// The exact topics asked for, when no requested selector has a
+    /// wildcard; lets the hub index the subscriber by topic.
+    pub fn exact_topics(&self) -> Option<Vec<&str>> {
+        if self.requested.is_empty() {
+            return None;
+        }
+        self.requested.iter().map(|s| s.as_exact()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_accept_the_documented_shape() {
+        assert!(Topic::parse("org:acme:team:dev").is_ok());
+        assert!(Topic::parse("a.b-c_d:0").is_ok());
+        assert!(Topic::parse("a:b:c:d:e:f:g:h").is_ok());
+    }
+
+    #[test]
+    fn topics_reject_everything_else() {
+        for bad in [
+            "",
+            "A",
+            "a::b",
+            ":a",
+            "a:",
+            "a b",
+            "a:*",
+            "a\nb",
+            "a:b:c:d:e:f:g:h:i",
+        ] {
+            assert!(Topic::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(Topic::parse(&"a".repeat(257)), Err(TopicError::TooLong));
+    }
+
+    #[test]
+    fn a_wildcard_stands_for_exactly_one_segment() {
+        let s = Selector::parse("session:*").unwrap();
+        assert!(s.matches("session:42"));
+        assert!(!s.matches("session"));
+        assert!(!s.matches("session:42:x"));
+        assert!(!s.matches("sessions:42"));
+        let mid = Selector::parse("user:*:notifications").unwrap();
+        assert!(mid.matches("user:7:notifications"));
+        assert!(!mid.matches("user:7:messages"));
+    }
+
+    #[test]
+    fn overlap_needs_equal_length_and_compatible_segments() {
+        let p = |s| Selector::parse(s).unwrap();
+        assert!(p("user:*").overlaps(&p("user:42")));
+        assert!(p("*:42").overlaps(&p("user:*")));
+        assert!(!p("user:*").overlaps(&p("user:*:x")));
+        assert!(!p("user:1").overlaps(&p("user:2")));
+    }
+
+    #[test]
+    fn regex_translation_escapes_dots() {
+        assert_eq!(Selector::parse("a.b:*").unwrap().to_regex(), "^a\\.b:[^:]+$");
+    }
+
+    #[test]
+    fn a_filter_needs_both_the_request_and_the_permission() {
+        let p = |s| Selector::parse(s).unwrap();
+        let f = TopicFilter::new(vec![p("user:*")], Some(vec![p("user:1"), p("user:2")]));
+        assert!(f.matches("user:1"));
+        assert!(!f.matches("user:3"));
+        assert!(f.exact_topics().is_none());
+        let exact = TopicFilter::new(vec![p("a:1"), p("a:2")], None);
+        assert_eq!(exact.exact_topics(), Some(vec!["a:1", "a:2"]));
+    }
+}

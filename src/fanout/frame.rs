@@ -1,0 +1,68 @@
+//! SSE framing, written by hand so that nothing a client sends can break a
+//! frame: event types and ids are validated to `[a-z0-9_.:-]` and digits,
+//! and `data:` holds one line of JSON, whose serializer escapes every
+//! control character.
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::event::{format_timestamp, EventId, StoredEvent};
+use crate::domain::topic::Topic;
+
+/// A stored event framed once for every subscriber.
+#[derive(Debug)]
+pub struct Frame {
+    pub id: EventId,
+    pub topic: Topic,
+    /// `id: …\nevent: …\ndata: …\n\n`
+    pub bytes: Bytes,
+}
+
+impl Frame {
+    pub fn from_event(event: &StoredEvent) -> Self {
+        let data = event.envelope_json();
+        let mut text = String::with_capacity(data.len() + event.event_type.as_str().len() + 32);
+        text.push_str("id: ");
+        text.push_str(&event.id.to_string());
+        text.push_str("\nevent: ");
+        text.push_str(event.event_type.as_str());
+        text.push_str("\ndata: ");
+        text.push_str(&data);
+        text.push_str("\n\n");
+        debug_assert!(!data.contains(['\n', '\r', '\0']));
+        Frame {
+            id: event.id,
+            topic: event.topic.clone(),
+            bytes: Bytes::from(text),
+        }
+    }
+}
+
+/// A frame that is not stored (`connection:*`, `system:*`): no `id:` line,
+/// so it never moves the client's Last-Event-ID.
+pub fn transient(event_type: &'static str, payload: Value) -> Bytes {
+    #[derive(Serialize)]
+    struct Transient<'a> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        timestamp: String,
+        payload: Value,
+    }
+    let data = serde_json::to_string(&Transient {
+        event_type,
+        timestamp: format_timestamp(&Utc::now()),
+        payload,
+    })
+    .expect("a JSON value always serializes");
+    Bytes::from(format!("event: {event_type}\ndata: {data}\n\n"))
+}
+
+/// The heartbeat: an SSE comment, ignored by every client.
+pub const PING: &[u8] = b": ping\n\n";
+
+/// The reconnection delay line, sent once per stream.
+pub fn retry_line(millis: u128) -> Bytes {
+    Bytes::from(format!("retry: {millis}\n"))
+}

@@ -1,0 +1,245 @@
+//! The hub: one node's live fan-out. It holds a ring of recently framed
+//! events and the set of attached subscribers, each with a bounded queue.
+//!
+//! The seam between replay and live is decided by id under the hub's lock:
+//! a subscriber attaches at a cursor, receives from the ring every matching
+//! frame after that cursor, and every later frame through its queue, with
+//! nothing in between. A cursor older than the ring must first be brought
+//! forward from the store (`Attach::Behind`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use super::frame::Frame;
+use crate::domain::event::{EventId, StoredEvent};
+use crate::domain::topic::TopicFilter;
+use crate::metrics;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Frames kept for reconnects and attaches without a store read.
+    pub ring_capacity: usize,
+    /// Frames one subscriber may have queued; past that it is disconnected
+    /// (it resumes with Last-Event-ID), so a stalled reader costs at most
+    /// this many pointers.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            ring_capacity: 4096,
+            subscriber_buffer: 1024,
+        }
+    }
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    config: HubConfig,
+}
+
+struct State {
+    /// Highest id published; every committed event up to it is in the ring
+    /// or older than `ring_floor`.
+    high: EventId,
+    /// Every event with a greater id (up to `high`) is in the ring.
+    ring_floor: EventId,
+    ring: VecDeque<Arc<Frame>>,
+    subscribers: HashMap<u64, Subscriber>,
+    /// Subscribers asking only for exact topics, indexed by topic, so an
+    /// event touches only its own topic's subscribers…
+    by_topic: HashMap<Arc<str>, HashSet<u64>>,
+    /// …plus those with a wildcard, which are checked for every event.
+    wildcard: HashSet<u64>,
+    next_key: u64,
+}
+
+struct Subscriber {
+    filter: TopicFilter,
+    queue: mpsc::Sender<Arc<Frame>>,
+    /// Cancelled when the subscriber is dropped for being slow: closes its
+    /// HTTP connection even though nobody is reading from it.
+    on_slow: Option<CancellationToken>,
+}
+
+/// The result of [`Hub::attach`].
+pub enum Attach {
+    /// Attached: send `backlog`, then whatever arrives on the subscription.
+    Live {
+        backlog: Vec<Arc<Frame>>,
+        subscription: Subscription,
+    },
+    /// The cursor is older than the ring: read the store up to `high` first.
+    Behind { high: EventId },
+}
+
+/// A live attachment. Dropping it detaches the subscriber.
+pub struct Subscription {
+    key: u64,
+    hub: Arc<Hub>,
+    pub frames: mpsc::Receiver<Arc<Frame>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.lock().remove(self.key);
+    }
+}
+
+impl State {
+    fn remove(&mut self, key: u64) -> Option<Subscriber> {
+        let subscriber = self.subscribers.remove(&key)?;
+        match subscriber.filter.exact_topics() {
+            Some(topics) => {
+                for topic in topics {
+                    if let Some(keys) = self.by_topic.get_mut(topic) {
+                        keys.remove(&key);
+                        if keys.is_empty() {
+                            self.by_topic.remove(topic);
+                        }
+                    }
+                }
+            }
+            None => {
+                self.wildcard.remove(&key);
+            }
+        }
+        Some(subscriber)
+    }
+}
+
+impl Hub {
+    /// A hub whose live feed starts after `start` (the store's head).
+    pub fn new(start: EventId, config: HubConfig) -> Arc<Self> {
+        Arc::new(Hub {
+            state: Mutex::new(State {
+                high: start,
+                ring_floor: start,
+                ring: VecDeque::with_capacity(config.ring_capacity),
+                subscribers: HashMap::new(),
+                by_topic: HashMap::new(),
+                wildcard: HashSet::new(),
+                next_key: 0,
+            }),
+            config,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation under this lock leaves the state consistent at each
+        // step, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The highest id this node has published.
+    pub fn high(&self) -> EventId {
+        self.lock().high
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    /// Attaches a subscriber that has seen everything up to `cursor`.
+    pub fn attach(
+        self: &Arc<Self>,
+        cursor: EventId,
+        filter: TopicFilter,
+        on_slow: Option<CancellationToken>,
+    ) -> Attach {
+        let mut state = self.lock();
+        if cursor < state.ring_floor {
+            return Attach::Behind { high: state.high };
+        }
+        let backlog: Vec<Arc<Frame>> = state
+            .ring
+            .iter()
+            .filter(|f| f.id > cursor && filter.matches(f.topic.as_str()))
+            .cloned()
+            .collect();
+        let (queue, frames) = mpsc::channel(self.config.subscriber_buffer);
+        let key = state.next_key;
+        state.next_key += 1;
+        match filter.exact_topics() {
+            Some(topics) => {
+                for topic in topics {
+                    state.by_topic.entry(Arc::from(topic)).or_default().insert(key);
+                }
+            }
+            None => {
+                state.wildcard.insert(key);
+            }
+        }
+        state.subscribers.insert(
+            key,
+            Subscriber {
+                filter,
+                queue,
+                on_slow,
+            },
+        );
+        Attach::Live {
+            backlog,
+            subscription: Subscription {
+                key,
+                hub: Arc::clone(self),
+                frames,
+            },
+        }
+    }
+
+    /// Publishes committed events, in id order, to the ring and to every
+    /// matching subscriber. Ids at or below `high` were already published
+    /// and are skipped, so overlapping reads of the store are harmless.
+    pub fn publish(&self, events: &[StoredEvent]) {
+        let frames: Vec<Arc<Frame>> = events.iter().map(|e| Arc::new(Frame::from_event(e))).collect();
+        let mut state = self.lock();
+        let mut delivered = 0u64;
+        let mut full = Vec::new();
+        let mut closed = Vec::new();
+        for frame in frames {
+            if frame.id <= state.high {
+                continue;
+            }
+            state.high = frame.id;
+            state.ring.push_back(Arc::clone(&frame));
+            while state.ring.len() > self.config.ring_capacity {
+                if let Some(evicted) = state.ring.pop_front() {
+                    state.ring_floor = evicted.id;
+                }
+            }
+            let exact = state.by_topic.get(frame.topic.as_str()).into_iter().flatten();
+            for key in exact.chain(state.wildcard.iter()) {
+                let Some(subscriber) = state.subscribers.get(key) else {
+                    continue;
+                };
+                if !subscriber.filter.matches(frame.topic.as_str()) {
+                    continue;
+                }
+                match subscriber.queue.try_send(Arc::clone(&frame)) {
+                    Ok(()) => delivered += 1,
+                    Err(TrySendError::Full(_)) => full.push(*key),
+                    Err(TrySendError::Closed(_)) => closed.push(*key),
+                }
+            }
+            for key in closed.drain(..) {
+                state.remove(key);
+            }
+            for key in full.drain(..) {
+                if let Some(subscriber) = state.remove(key) {
+                    tracing::info!("dropping a subscriber whose buffer is full");
+                    ::metrics::counter!(metrics::SLOW_CONSUMERS_DROPPED).increment(1);
+                    if let Some(token) = subscriber.on_slow {
+                        token.cancel();
+                    }
+                }
+            }
+        }
+        drop(state);
+        ::metrics::counter!(metrics::DELIVERIES).increment(delivered);
+    }
+}

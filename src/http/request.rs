@@ -1,0 +1,156 @@
+//! What every handler needs from a request, parsed the same way everywhere:
+//! the trace id, the caller's token, repeated query parameters, and a JSON
+//! body under the size limit.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::HeaderMap;
+use serde::de::DeserializeOwned;
+use warp::Filter;
+
+use super::error::ApiError;
+use crate::auth::{AuthError, Caller, TokenKeys};
+use crate::domain::event::TraceId;
+
+/// Largest accepted request body (CONTRACT §5).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The parsed basics of one request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+    pub trace_id: TraceId,
+}
+
+impl RequestContext {
+    /// Extracts headers and the query string; never rejects.
+    pub fn filter() -> impl Filter<Extract = (RequestContext,), Error = std::convert::Infallible> + Clone {
+        let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+        warp::header::headers_cloned()
+            .and(query)
+            .map(|headers: HeaderMap, query: String| {
+                let trace_id = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(TraceId::from_traceparent)
+                    .unwrap_or_else(TraceId::generate);
+                let query = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+                RequestContext {
+                    headers,
+                    query,
+                    trace_id,
+                }
+            })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of a query parameter, in order.
+    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The single value of a query parameter; given twice is an error.
+    pub fn query_one<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, ApiError> {
+        let mut values = self.query_all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `{name}` is given more than once"
+            )));
+        }
+        Ok(first)
+    }
+
+    /// The bearer token from `Authorization`, or, when `allow_query` (GET
+    /// requests: EventSource cannot set headers), from `?access_token=`.
+    pub fn bearer(&self, allow_query: bool) -> Result<&str, AuthError> {
+        if let Some(value) = self.headers.get(AUTHORIZATION) {
+            let value = value
+                .to_str()
+                .map_err(|_| AuthError::Invalid("malformed Authorization header".into()))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or_else(|| AuthError::Invalid("Authorization must be `Bearer <token>`".into()))?;
+            return Ok(token.trim());
+        }
+        if allow_query {
+            if let Some(token) = self.query_all("access_token").next() {
+                return Ok(token);
+            }
+        }
+        Err(AuthError::Missing)
+    }
+
+    pub fn caller(&self, keys: &TokenKeys, allow_query: bool) -> Result<Caller, ApiError> {
+        Ok(keys.verify(self.bearer(allow_query)?)?)
+    }
+
+    /// Checks the content type and decodes a JSON body: malformed JSON is a
+    /// 400, JSON of the wrong shape a 422.
+    pub fn json<T: DeserializeOwned>(&self, body: &Bytes) -> Result<T, ApiError> {
+        let content_type = self.header(CONTENT_TYPE.as_str()).unwrap_or("");
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be application/json",
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
+    }
+}
+
+/// The request body, collected up to [`MAX_BODY`] bytes. Larger bodies are
+/// refused without reading the rest, whether or not they declare a length.
+pub fn limited_body() -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>(CONTENT_LENGTH.as_str())
+        .and(warp::body::stream())
+        .then(|declared: Option<u64>, stream| async move {
+            if declared.is_some_and(|n| n > MAX_BODY as u64) {
+                return Err(too_large());
+            }
+            collect_limited(stream).await
+        })
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {MAX_BODY} bytes"),
+    )
+}
+
+async fn collect_limited<S, B>(stream: S) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.remaining() > MAX_BODY {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}

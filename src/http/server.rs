@@ -1,0 +1,123 @@
+//! The HTTP server: accepts connections on a listener, runs each through
+//! the tower-http layers and the warp routes, and shuts down in seconds.
+//!
+//! Every connection gets a [`ConnectionCloser`] in its request extensions:
+//! the hub cancels it when that connection's stream falls too far behind,
+//! which closes the socket even though the peer is not reading (a stalled
+//! response is never polled again, so it could not end itself).
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::add_extension::AddExtensionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+/// Closes one TCP connection when cancelled.
+#[derive(Clone)]
+pub struct ConnectionCloser(pub CancellationToken);
+
+/// Longest a request may take to produce its response head. Streams are not
+/// affected: their head goes out at once and the body is not timed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long shutdown waits for open connections before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+pub struct ServerOptions {
+    pub cors_origins: Vec<String>,
+}
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then lets
+/// open connections finish (streams end on the same signal) for a few
+/// seconds and returns.
+pub async fn serve(
+    listener: TcpListener,
+    routes: BoxedFilter<(Response,)>,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) {
+    let cors = cors_layer(&options.cors_origins);
+    let app = warp::service(routes);
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (socket, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let closer = CancellationToken::new();
+        let service = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http())
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .option_layer(cors.clone())
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RESPONSE_TIMEOUT,
+            ))
+            .layer(AddExtensionLayer::new(ConnectionCloser(closer.clone())))
+            .service(app.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                },
+                _ = closer.cancelled() => tracing::debug!("closed a slow subscriber's connection"),
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open at shutdown; dropping them"),
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                http::header::AUTHORIZATION,
+                http::header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([http::header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
+            .max_age(Duration::from_secs(600)),
+    )
+}

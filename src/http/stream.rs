@@ -1,0 +1,343 @@
+//! `GET /v1/events`: the SSE stream of a set of topics.
+//!
+//! Each stream is a small state machine: it opens with a `connection:*`
+//! frame, replays from the store while its cursor is older than the hub's
+//! ring, attaches to the hub (the seam is decided by id, under the hub's
+//! lock), then forwards live frames and heartbeats until the client leaves,
+//! the server shuts down, or the hub drops it for being too slow.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use serde_json::json;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warp::reply::{Reply, Response};
+
+use super::error::ApiError;
+use super::request::RequestContext;
+use super::server::ConnectionCloser;
+use super::AppState;
+use crate::auth::Caller;
+use crate::domain::event::{parse_event_id, EventId};
+use crate::domain::topic::{Selector, TopicFilter};
+use crate::fanout::frame::{self, Frame, PING};
+use crate::fanout::hub::{Attach, Hub, Subscription};
+use crate::metrics;
+use crate::store::EventStore;
+
+/// Most selectors one stream or history request may ask for.
+pub const MAX_SELECTORS: usize = 32;
+/// Events read from the store per query while replaying.
+const REPLAY_PAGE: usize = 500;
+/// Most live frames written in one chunk: batching saves syscalls when a
+/// burst is queued, without holding frames back when it is not.
+const LIVE_BATCH: usize = 64;
+
+/// The `topic` selectors of a read request, checked against the caller's
+/// `subscribe` claims, as a filter for the hub and the store.
+pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selector>, TopicFilter), ApiError> {
+    let selectors: Vec<Selector> = ctx
+        .query_all("topic")
+        .map(|raw| Selector::parse(raw).map_err(|e| ApiError::bad_request(format!("topic {raw:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if selectors.is_empty() {
+        return Err(ApiError::bad_request("give at least one `topic` query parameter"));
+    }
+    if selectors.len() > MAX_SELECTORS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_SELECTORS} topics per request"
+        )));
+    }
+    if let Some(denied) = selectors.iter().find(|s| !caller.may_subscribe(s)) {
+        return Err(ApiError::forbidden(format!(
+            "the token may not subscribe to `{denied}`"
+        )));
+    }
+    let filter = TopicFilter::new(selectors.clone(), Some(caller.subscribe.clone()));
+    Ok((selectors, filter))
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPoint {
+    /// No Last-Event-ID: live from now.
+    Now,
+    /// Replay everything after this id, then live.
+    After(EventId),
+    /// A Last-Event-ID header that is not an id: treated like an unknown id
+    /// (a browser answered with a 4xx would never reconnect).
+    Malformed(String),
+}
+
+/// The start point of a request: the `Last-Event-ID` header wins over the
+/// `lastEventId` query parameter; a malformed query parameter is a 400.
+pub fn start_point(ctx: &RequestContext) -> Result<StartPoint, ApiError> {
+    let from_query = match ctx.query_one("lastEventId")? {
+        None => None,
+        Some(raw) => Some(
+            parse_event_id(raw)
+                .ok_or_else(|| ApiError::bad_request("lastEventId must be a decimal event id"))?,
+        ),
+    };
+    let header = ctx
+        .headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    Ok(match header.filter(|h| !h.trim().is_empty()) {
+        Some(raw) => match parse_event_id(raw.trim()) {
+            Some(id) => StartPoint::After(id),
+            None => StartPoint::Malformed(raw.chars().take(64).collect()),
+        },
+        None => from_query.map_or(StartPoint::Now, StartPoint::After),
+    })
+}
+
+pub async fn handle(state: AppState, ctx: RequestContext, closer: Option<ConnectionCloser>) -> Response {
+    match open(&state, &ctx, closer) {
+        Ok(response) => response,
+        Err(error) => error.into_response(&ctx.trace_id),
+    }
+}
+
+fn open(
+    state: &AppState,
+    ctx: &RequestContext,
+    closer: Option<ConnectionCloser>,
+) -> Result<Response, ApiError> {
+    let caller = ctx.caller(&state.keys, true)?;
+    let (selectors, filter) = read_filter(ctx, &caller)?;
+    let start = start_point(ctx)?;
+    let snapshot_url = history_url(&selectors);
+    let stream = EventStream::new(state, filter, start, snapshot_url, closer.map(|c| c.0));
+    Ok(sse_response(stream))
+}
+
+/// The history URL for the same topics: where a reset client resyncs.
+fn history_url(selectors: &[Selector]) -> String {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(selectors.iter().map(|s| ("topic", s.as_str())))
+        .finish();
+    format!("/v1/events/history?{query}")
+}
+
+/// Wraps a stream in the response headers every SSE stream carries.
+pub fn sse_response(stream: EventStream) -> Response {
+    let chunks = futures::stream::unfold(stream, |mut stream| async move {
+        stream
+            .next_chunk()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), stream))
+    });
+    // warp wants a `Sync` stream; the stream is only ever polled through
+    // `&mut`, which is what SyncStream makes explicit.
+    let mut response = warp::reply::stream(sync_wrapper::SyncStream::new(chunks)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+enum Phase {
+    Opening(StartPoint),
+    /// Replaying from the store or the ring up to the live seam.
+    CatchingUp,
+    Live(Subscription),
+    Done,
+}
+
+/// One open stream. Counts itself in the connections gauge while alive.
+pub struct EventStream {
+    store: Arc<dyn EventStore>,
+    hub: Arc<Hub>,
+    filter: TopicFilter,
+    phase: Phase,
+    /// Every event up to this id has been sent (or did not match).
+    cursor: EventId,
+    connection_id: Uuid,
+    snapshot_url: String,
+    retry: Duration,
+    heartbeat: Interval,
+    shutdown: CancellationToken,
+    on_slow: Option<CancellationToken>,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+    }
+}
+
+impl EventStream {
+    pub fn new(
+        state: &AppState,
+        filter: TopicFilter,
+        start: StartPoint,
+        snapshot_url: String,
+        on_slow: Option<CancellationToken>,
+    ) -> Self {
+        ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+        let every = state.streams.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        EventStream {
+            store: Arc::clone(&state.store),
+            hub: Arc::clone(&state.hub),
+            filter,
+            phase: Phase::Opening(start),
+            cursor: 0,
+            connection_id: Uuid::new_v4(),
+            snapshot_url,
+            retry: state.streams.retry,
+            heartbeat,
+            shutdown: state.shutdown.clone(),
+            on_slow,
+        }
+    }
+
+    /// The next bytes to write, or `None` to end the response.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                self.phase = Phase::Done;
+            }
+            let chunk = match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return None,
+                Phase::Opening(start) => self.open(start).await,
+                Phase::CatchingUp => self.catch_up().await,
+                Phase::Live(subscription) => self.live(subscription).await,
+            };
+            if let Some(chunk) = chunk {
+                return Some(chunk);
+            }
+        }
+    }
+
+    /// The first frame: `retry:` plus `connection:established`,
+    /// `connection:reconnected` or `connection:reset`.
+    async fn open(&mut self, start: StartPoint) -> Option<Bytes> {
+        let connection_id = self.connection_id.to_string();
+        let (event_type, payload) = match start {
+            StartPoint::Now => {
+                self.cursor = self.hub.high();
+                let payload = json!({
+                    "connectionId": connection_id,
+                    "timestamp": crate::domain::event::format_timestamp(&chrono::Utc::now()),
+                    "serverVersion": env!("CARGO_PKG_VERSION"),
+                });
+                ("connection:established", payload)
+            }
+            StartPoint::Malformed(raw) => self.reset("malformed", raw),
+            StartPoint::After(last) => {
+                // On a store error the stream ends before its first frame;
+                // EventSource then retries with the same Last-Event-ID.
+                let bounds = self.store.bounds().await.ok()?;
+                if last < bounds.pruned_through {
+                    self.reset("expired", last.to_string())
+                } else if last > bounds.head.max(self.hub.high()) {
+                    self.reset("unknown", last.to_string())
+                } else {
+                    let count = self
+                        .store
+                        .count_range(last, bounds.head, &self.filter)
+                        .await
+                        .ok()?;
+                    self.cursor = last;
+                    let payload = json!({
+                        "connectionId": connection_id,
+                        "timestamp": crate::domain::event::format_timestamp(&chrono::Utc::now()),
+                        "replayFrom": last.to_string(),
+                        "replayCount": count,
+                    });
+                    ("connection:reconnected", payload)
+                }
+            }
+        };
+        self.phase = Phase::CatchingUp;
+        let mut chunk = BytesMut::from(&frame::retry_line(self.retry.as_millis())[..]);
+        chunk.extend_from_slice(&frame::transient(event_type, payload));
+        Some(chunk.freeze())
+    }
+
+    /// A `connection:reset`: the client must resync from a snapshot; the
+    /// stream goes on live from now.
+    fn reset(&mut self, reason: &str, last: String) -> (&'static str, serde_json::Value) {
+        self.cursor = self.hub.high();
+        let payload = json!({ "reason": reason, "lastEventId": last, "snapshotUrl": self.snapshot_url });
+        ("connection:reset", payload)
+    }
+
+    async fn catch_up(&mut self) -> Option<Bytes> {
+        match self
+            .hub
+            .attach(self.cursor, self.filter.clone(), self.on_slow.clone())
+        {
+            Attach::Live {
+                backlog,
+                subscription,
+            } => {
+                self.phase = Phase::Live(subscription);
+                self.write_frames(backlog.iter().map(|f| f.as_ref()))
+            }
+            Attach::Behind { high } => {
+                let page = self
+                    .store
+                    .read_range(self.cursor, high, &self.filter, REPLAY_PAGE)
+                    .await
+                    .ok()?;
+                self.phase = Phase::CatchingUp;
+                let full_page = page.len() == REPLAY_PAGE;
+                ::metrics::counter!(metrics::REPLAYED).increment(page.len() as u64);
+                let frames: Vec<Frame> = page.iter().map(Frame::from_event).collect();
+                let chunk = self.write_frames(frames.iter());
+                if !full_page {
+                    // Nothing else matches up to `high`: jump there.
+                    self.cursor = self.cursor.max(high);
+                }
+                chunk
+            }
+        }
+    }
+
+    async fn live(&mut self, mut subscription: Subscription) -> Option<Bytes> {
+        let chunk = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return None,
+            first = subscription.frames.recv() => {
+                // `None`: the hub dropped us for being slow; the client
+                // resumes with Last-Event-ID.
+                let first = first?;
+                let mut batch = vec![first];
+                while batch.len() < LIVE_BATCH {
+                    match subscription.frames.try_recv() {
+                        Ok(frame) => batch.push(frame),
+                        Err(_) => break,
+                    }
+                }
+                self.write_frames(batch.iter().map(|f| f.as_ref()))
+            }
+            _ = self.heartbeat.tick() => Some(Bytes::from_static(PING)),
+        };
+        self.phase = Phase::Live(subscription);
+        chunk
+    }
+
+    /// Concatenates the frames after the cursor and moves the cursor; `None`
+    /// when there is nothing to send.
+    fn write_frames<'a>(&mut self, frames: impl Iterator<Item = &'a Frame>) -> Option<Bytes> {
+        let mut chunk = BytesMut::new();
+        for frame in frames {
+            if frame.id <= self.cursor {
+                continue;
+            }
+            self.cursor = frame.id;
+            chunk.extend_from_slice(&frame.bytes);
+        }
+        (!chunk.is_empty()).then(|| chunk.freeze())
+    }
+}

@@ -1,0 +1,172 @@
+//! pollcast carries real-time events over Server-Sent Events plus REST.
+//!
+//! Commands arrive as REST POSTs; each accepted command appends events to
+//! one append-only log (Postgres, or memory for a zero-setup run) in one
+//! transaction; every event streams to subscribers over SSE with its id; a
+//! client that reconnects with `Last-Event-ID` gets what it missed, in
+//! order, from the log. Several nodes can share one Postgres.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags with `POLLCAST_*` environment fallbacks.
+//! - [`domain`]: pure value types and rules (topics, selectors, events); no IO.
+//! - [`auth`]: JWT tokens and what they allow.
+//! - [`store`]: the event log trait, its Postgres writer/reader/listener, and
+//!   the in-memory backend.
+//! - [`fanout`]: the tail (store → hub, in id order), the hub (ring of framed
+//!   events, subscribers), and SSE framing.
+//! - [`http`]: routes, handlers, the error boundary, the SSE stream state
+//!   machine, and the server with its tower layers and graceful shutdown.
+//! - [`metrics`]: the Prometheus names and recorder.
+//!
+//! The path of one event: `http` parses and authorizes → `store` commits it
+//! in a batch → `fanout::tail` reads it back in id order → `fanout::hub`
+//! frames it once → every matching `http::stream` writes the shared bytes.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod fanout;
+pub mod http;
+pub mod metrics;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use auth::TokenKeys;
+use config::ServeConfig;
+use fanout::hub::{Hub, HubConfig};
+use http::{AppState, StreamSettings};
+use store::memory::MemoryStore;
+use store::postgres::PostgresStore;
+use store::{EventStore, StoreError};
+
+/// A running server: its address, and the handle to stop it.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the store (applying migrations on Postgres), starts the tail,
+    /// retention and the HTTP server on `listener`.
+    pub async fn start(config: &ServeConfig, listener: TcpListener) -> Result<Server, StoreError> {
+        let store = open_store(config).await?;
+        let secret = config.token_secret.clone().unwrap_or_else(|| {
+            tracing::warn!(
+                "no --token-secret / POLLCAST_TOKEN_SECRET: using a random secret; tokens will not survive a restart \
+                 and other nodes will not accept them"
+            );
+            TokenKeys::random_secret()
+        });
+        let head = store.bounds().await?.head;
+        let hub = Hub::new(
+            head,
+            HubConfig {
+                ring_capacity: config.ring_size as usize,
+                subscriber_buffer: config.subscriber_buffer as usize,
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let state = AppState {
+            store: Arc::clone(&store),
+            hub: Arc::clone(&hub),
+            keys: Arc::new(TokenKeys::new(secret.as_bytes())),
+            streams: StreamSettings {
+                heartbeat: config.heartbeat,
+                retry: config.retry,
+            },
+            shutdown: shutdown.clone(),
+        };
+        metrics::handle();
+
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(fanout::tail::run(
+            Arc::clone(&store),
+            hub,
+            config.tail_poll,
+            shutdown.clone(),
+        ));
+        tasks.spawn(run_retention(
+            Arc::clone(&store),
+            config.retention,
+            shutdown.clone(),
+        ));
+        tasks.spawn(http::server::serve(
+            listener,
+            http::routes(state.clone()),
+            http::server::ServerOptions {
+                cors_origins: config.cors_origins.clone(),
+            },
+            shutdown.clone(),
+        ));
+        Ok(Server {
+            addr,
+            shutdown,
+            tasks,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state, for tests and embedding programs.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Ends every stream, stops accepting, and waits (a few seconds at most)
+    /// for connections to close.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn open_store(config: &ServeConfig) -> Result<Arc<dyn EventStore>, StoreError> {
+    match &config.database_url {
+        Some(url) => Ok(PostgresStore::connect(url).await?),
+        None => {
+            tracing::warn!(
+                "NO DATABASE_URL: events are kept IN MEMORY ONLY and are lost when the process exits. \
+                 Set DATABASE_URL=postgres://… for durability and several nodes."
+            );
+            Ok(Arc::new(MemoryStore::new()))
+        }
+    }
+}
+
+/// Drops events older than the retention window, through the store's one
+/// maintenance path, a few times per window.
+async fn run_retention(store: Arc<dyn EventStore>, retention: Duration, stop: CancellationToken) {
+    let every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Ok(window) = chrono::Duration::from_std(retention) else {
+            continue;
+        };
+        match store.prune(chrono::Utc::now() - window).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "retention dropped old events"),
+            Err(error) => tracing::warn!(%error, "retention failed; will retry"),
+        }
+    }
+}

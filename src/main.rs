@@ -1,0 +1,78 @@
+//! The `pollcast` binary: parse settings, start logging, serve until
+//! SIGTERM or Ctrl-C; or mint a token with `pollcast token`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pollcast::auth::{expiry_in, Claims, TokenKeys};
+use pollcast::config::{Cli, Command, ServeConfig, TokenArgs};
+use pollcast::domain::topic::Selector;
+use pollcast::Server;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::Token(args)) => mint(args),
+        None => serve(cli.serve).await,
+    }
+}
+
+fn mint(args: TokenArgs) -> ExitCode {
+    for selector in args.publish.iter().chain(&args.subscribe) {
+        if let Err(error) = Selector::parse(selector) {
+            eprintln!("error: selector {selector:?}: {error}");
+            return ExitCode::from(2);
+        }
+    }
+    let claims = Claims {
+        sub: args.sub,
+        exp: expiry_in(args.ttl),
+        publish: args.publish,
+        subscribe: args.subscribe,
+    };
+    println!("{}", TokenKeys::new(args.token_secret.as_bytes()).mint(&claims));
+    ExitCode::SUCCESS
+}
+
+async fn serve(config: ServeConfig) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {} (--listen): {error}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(&config, listener).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %server.addr(), "pollcast listening");
+    wait_for_signal().await;
+    tracing::info!("shutting down: ending streams");
+    server.stop().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

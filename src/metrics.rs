@@ -1,0 +1,50 @@
+//! Prometheus metrics: the names in one place, and the recorder behind
+//! `GET /metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "pollcast_connections";
+pub const EVENTS_APPENDED: &str = "pollcast_events_appended_total";
+pub const DELIVERIES: &str = "pollcast_deliveries_total";
+pub const REPLAYED: &str = "pollcast_replayed_events_total";
+pub const APPEND_BATCH_SIZE: &str = "pollcast_append_batch_size";
+pub const SLOW_CONSUMERS_DROPPED: &str = "pollcast_slow_consumers_dropped_total";
+
+/// The process-wide recorder. Installed once: the `metrics` facade has one
+/// global recorder, and tests start many servers in one process.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(APPEND_BATCH_SIZE.into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            )
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (by an embedding
+        // program); ours then simply records nothing.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS, "Open SSE streams on this node");
+    metrics::describe_counter!(EVENTS_APPENDED, "Events committed by this node");
+    metrics::describe_counter!(DELIVERIES, "Live frames handed to subscribers");
+    metrics::describe_counter!(REPLAYED, "Events sent from the store to reconnecting streams");
+    metrics::describe_histogram!(APPEND_BATCH_SIZE, "Appends committed per writer transaction");
+    metrics::describe_counter!(
+        SLOW_CONSUMERS_DROPPED,
+        "Streams closed because their buffer was full"
+    );
+}
+
+pub fn events_appended(count: usize) {
+    metrics::counter!(EVENTS_APPENDED).increment(count as u64);
+}

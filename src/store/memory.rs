@@ -1,0 +1,175 @@
+//! The embedded default: the log in a `Vec` behind a mutex. One process,
+//! nothing durable, same semantics as Postgres (ids in commit order,
+//! idempotency, retention), so protocol tests can run on it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::{
+    replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError, StoredResponse,
+    IDEMPOTENCY_WINDOW,
+};
+use crate::domain::event::{EventId, StoredEvent};
+use crate::domain::topic::TopicFilter;
+
+#[derive(Default)]
+struct Log {
+    /// Events in id order; ids are dense here, but readers never rely on it.
+    events: Vec<StoredEvent>,
+    next_id: EventId,
+    pruned_through: EventId,
+    keys: HashMap<(String, String), RememberedKey>,
+}
+
+struct RememberedKey {
+    fingerprint: String,
+    response: StoredResponse,
+    at: DateTime<Utc>,
+}
+
+impl Log {
+    /// Index of the first event with an id greater than `after`.
+    fn position_after(&self, after: EventId) -> usize {
+        self.events.partition_point(|e| e.id <= after)
+    }
+
+    fn matching<'a>(
+        &'a self,
+        after: EventId,
+        up_to: EventId,
+        filter: &'a TopicFilter,
+    ) -> impl Iterator<Item = &'a StoredEvent> + 'a {
+        self.events[self.position_after(after)..]
+            .iter()
+            .take_while(move |e| e.id <= up_to)
+            .filter(move |e| filter.matches(e.topic.as_str()))
+    }
+}
+
+pub struct MemoryStore {
+    log: Mutex<Log>,
+    hints: watch::Sender<EventId>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore {
+            log: Mutex::new(Log {
+                next_id: 1,
+                ..Log::default()
+            }),
+            hints: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        // A panic while holding the lock cannot leave the log half-written
+        // (every mutation is a push or a drain), so a poisoned lock is usable.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let mut log = self.lock();
+        if let Some(key) = &request.idempotency {
+            if let Some(seen) = log.keys.get(&(key.scope.clone(), key.key.clone())) {
+                return Ok(replay_or_conflict(key, &seen.fingerprint, &seen.response));
+            }
+        }
+        let mut committed = Vec::with_capacity(request.events.len());
+        for event in request.events {
+            let id = log.next_id;
+            log.next_id += 1;
+            committed.push(StoredEvent::from_new(id, event));
+        }
+        log.events.extend(committed.iter().cloned());
+        let response = (request.respond)(&committed);
+        if let Some(key) = request.idempotency {
+            log.keys.insert(
+                (key.scope, key.key),
+                RememberedKey {
+                    fingerprint: key.fingerprint,
+                    response: response.clone(),
+                    at: Utc::now(),
+                },
+            );
+        }
+        let head = log.next_id - 1;
+        drop(log);
+        self.hints.send_replace(head);
+        Ok(AppendOutcome::Committed {
+            events: committed,
+            response,
+        })
+    }
+
+    async fn read_range(
+        &self,
+        after: EventId,
+        up_to: EventId,
+        filter: &TopicFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let log = self.lock();
+        Ok(log.matching(after, up_to, filter).take(limit).cloned().collect())
+    }
+
+    async fn count_range(
+        &self,
+        after: EventId,
+        up_to: EventId,
+        filter: &TopicFilter,
+    ) -> Result<u64, StoreError> {
+        Ok(self.lock().matching(after, up_to, filter).count() as u64)
+    }
+
+    async fn bounds(&self) -> Result<LogBounds, StoreError> {
+        let log = self.lock();
+        Ok(LogBounds {
+            pruned_through: log.pruned_through,
+            head: log.events.last().map_or(log.pruned_through, |e| e.id),
+        })
+    }
+
+    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut log = self.lock();
+        // Drop a prefix, like the Postgres path: everything up to the last
+        // event older than the cutoff.
+        let dropped = log
+            .events
+            .iter()
+            .rposition(|e| e.timestamp < cutoff)
+            .map_or(0, |i| i + 1);
+        if dropped > 0 {
+            log.pruned_through = log.events[dropped - 1].id;
+            log.events.drain(..dropped);
+        }
+        let key_cutoff = Utc::now() - IDEMPOTENCY_WINDOW;
+        log.keys.retain(|_, k| k.at >= key_cutoff);
+        Ok(dropped as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn commit_hints(&self) -> watch::Receiver<EventId> {
+        self.hints.subscribe()
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

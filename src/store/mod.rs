@@ -1,0 +1,139 @@
+//! The event log: one trait, two backends (`postgres` for durability and
+//! several nodes, `memory` for the zero-setup default).
+//!
+//! Every write goes through [`EventStore::append`], which resolves only after
+//! the events are committed with their final ids; every read is by id range.
+//! Idempotency keys live here too, because a key must be recorded in the
+//! same transaction as the events it produced.
+
+pub mod memory;
+mod migrations;
+pub mod postgres;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::domain::event::{EventId, NewEvent, StoredEvent};
+use crate::domain::topic::TopicFilter;
+
+/// A client's `Idempotency-Key`, scoped to the caller and fingerprinted
+/// with the request, so a retry is recognised and a reuse is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who may replay this key: the caller's identity plus method and path.
+    pub scope: String,
+    pub key: String,
+    /// Hash of the request body; a different body under the same key is a conflict.
+    pub fingerprint: String,
+}
+
+/// A response as it is replayed for a retried idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Builds the HTTP response of a command from its committed events. It runs
+/// inside the commit so the exact bytes can be kept with the idempotency key.
+pub type Respond = Box<dyn FnOnce(&[StoredEvent]) -> StoredResponse + Send + Sync>;
+
+/// One command's worth of events: committed together or not at all.
+pub struct AppendRequest {
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub respond: Respond,
+}
+
+/// What became of an [`AppendRequest`].
+#[derive(Debug)]
+pub enum AppendOutcome {
+    /// The events were committed with these ids.
+    Committed {
+        events: Vec<StoredEvent>,
+        response: StoredResponse,
+    },
+    /// The key was seen before with the same request: nothing appended,
+    /// here is the first response.
+    Replayed(StoredResponse),
+    /// The key was seen before with a different request: nothing appended.
+    KeyReused,
+}
+
+/// Where the log starts and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Every id up to this one has been dropped by retention (0: none).
+    pub pruned_through: EventId,
+    /// The highest committed id (or `pruned_through` when the log is empty).
+    pub head: EventId,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now; the client should retry.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a broken schema. Logged, never shown in detail.
+    #[error("event store failure: {0}")]
+    Internal(String),
+}
+
+/// How long an idempotency key is remembered (CONTRACT §6).
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Commits the request's events and returns them with their ids. Ids are
+    /// assigned in commit order across every writer of the store.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Events with `after < id <= up_to` whose topic passes `filter`, in id
+    /// order, at most `limit` of them.
+    async fn read_range(
+        &self,
+        after: EventId,
+        up_to: EventId,
+        filter: &TopicFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// How many events `read_range` would return without a limit.
+    async fn count_range(
+        &self,
+        after: EventId,
+        up_to: EventId,
+        filter: &TopicFilter,
+    ) -> Result<u64, StoreError>;
+
+    async fn bounds(&self) -> Result<LogBounds, StoreError>;
+
+    /// The one maintenance path that removes events: drops the prefix of the
+    /// log older than `cutoff`, and idempotency keys older than their window.
+    /// Returns how many events were dropped.
+    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Hints that new events may be committed: the value is the highest id
+    /// known to be committed. Readers treat it as a wake-up, not as truth.
+    fn commit_hints(&self) -> watch::Receiver<EventId>;
+
+    /// `"postgres"` or `"memory"`, for logs and metrics.
+    fn kind(&self) -> &'static str;
+}
+
+/// Decides a keyed request against what the store already remembers.
+pub(crate) fn replay_or_conflict(
+    key: &IdempotencyKey,
+    fingerprint: &str,
+    response: &StoredResponse,
+) -> AppendOutcome {
+    if key.fingerprint == fingerprint {
+        AppendOutcome::Replayed(response.clone())
+    } else {
+        AppendOutcome::KeyReused
+    }
+}

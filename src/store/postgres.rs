@@ -1,0 +1,674 @@
+//! The durable store on Postgres.
+//!
+//! Writes: one writer task per node drains queued appends into one
+//! transaction per batch (our group commit: one fsync for many commands).
+//! It takes a fixed advisory lock first, so ids are assigned and committed
+//! in order across every node, and ends each batch with a NOTIFY carrying
+//! the highest id. Nothing else assigns ids.
+//!
+//! Reads: plain id-range queries on the pool. A dedicated LISTEN connection
+//! turns other nodes' NOTIFYs into commit hints; hints are only wake-ups,
+//! the table is the truth.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    migrations, replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError,
+    StoredResponse,
+};
+use crate::domain::event::{EventId, EventType, StoredEvent, TraceId};
+use crate::domain::topic::{Selector, Topic, TopicFilter};
+
+/// Advisory lock serializing every writer of the log, on every node
+/// ("pollcast" in ASCII).
+const LOG_LOCK: i64 = 0x706f_6c6c_6361_7374;
+/// The NOTIFY channel carrying the highest committed id.
+const NOTIFY_CHANNEL: &str = "pollcast_events";
+/// Most appends folded into one transaction: large enough to amortize the
+/// commit, small enough that a batch's latency stays low.
+const MAX_BATCH_APPENDS: usize = 512;
+/// How many appends may wait for the writer before callers wait to queue.
+const WRITER_QUEUE: usize = 8192;
+
+pub struct PostgresStore {
+    pool: Pool,
+    writer: mpsc::Sender<Job>,
+    hints: watch::Sender<EventId>,
+    /// Stops the LISTEN task when the store is dropped.
+    stop: CancellationToken,
+}
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl PostgresStore {
+    /// Connects, applies pending migrations, and starts the writer and the
+    /// LISTEN tasks.
+    pub async fn connect(url: &str) -> Result<Arc<Self>, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Internal(format!("bad database URL: {e}")))?;
+        config.connect_timeout(Duration::from_secs(3));
+        if config.get_application_name().is_none() {
+            config.application_name("pollcast");
+        }
+
+        let (mut client, connection) = config.connect(NoTls).await.map_err(classify)?;
+        let driver = tokio::spawn(connection);
+        let applied = migrations::apply(&mut client).await.map_err(classify)?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "applied database migrations");
+        }
+        drop(client);
+        let _ = driver.await;
+
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // Short timeouts: during an outage a request should get its 503
+        // quickly rather than hang.
+        let timeouts = Timeouts {
+            wait: Some(Duration::from_secs(3)),
+            create: Some(Duration::from_secs(3)),
+            recycle: Some(Duration::from_secs(3)),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .timeouts(timeouts)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+
+        let head = read_head(&pool).await?;
+        let (hints, _) = watch::channel(head);
+        let (writer, queue) = mpsc::channel(WRITER_QUEUE);
+        let stop = CancellationToken::new();
+        tokio::spawn(run_writer(pool.clone(), queue, hints.clone()));
+        tokio::spawn(run_listener(config, hints.clone(), stop.clone()));
+        Ok(Arc::new(PostgresStore {
+            pool,
+            writer,
+            hints,
+            stop,
+        }))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(classify_pool)
+    }
+}
+
+async fn read_head(pool: &Pool) -> Result<EventId, StoreError> {
+    let client = pool.get().await.map_err(classify_pool)?;
+    let row = client
+        .query_one("SELECT coalesce(max(id), 0) FROM events", &[])
+        .await
+        .map_err(classify)?;
+    Ok(row.get(0))
+}
+
+/// Maps a database error to "retry later" (connection trouble, shutdown,
+/// overload) or "internal" (everything else).
+fn classify(error: tokio_postgres::Error) -> StoreError {
+    let transient = error.is_closed()
+        || error.code().is_none_or(|code| {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+        });
+    if transient {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Internal(error.to_string())
+    }
+}
+
+fn classify_pool(error: PoolError) -> StoreError {
+    match error {
+        PoolError::Backend(e) => classify(e),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------- writer --
+
+async fn run_writer(pool: Pool, mut queue: mpsc::Receiver<Job>, hints: watch::Sender<EventId>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH_APPENDS);
+    // `recv_many` waits for the first job and then takes whatever else is
+    // queued: a lone command waits for nothing, a burst shares one commit.
+    while queue.recv_many(&mut batch, MAX_BATCH_APPENDS).await > 0 {
+        let jobs = std::mem::take(&mut batch);
+        metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(jobs.len() as f64);
+        let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        match commit_batch(&pool, requests).await {
+            Ok((outcomes, head)) => {
+                if let Some(head) = head {
+                    hints.send_if_modified(|known| raise(known, head));
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "append batch failed");
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn raise(known: &mut EventId, seen: EventId) -> bool {
+    if seen > *known {
+        *known = seen;
+        true
+    } else {
+        false
+    }
+}
+
+/// What the batch does with one append.
+enum Plan {
+    /// Append its events (index into the list of executed appends).
+    Execute(usize),
+    /// Already decided from a remembered idempotency key.
+    Decided(AppendOutcome),
+    /// Same key as an earlier append of this batch: answer like it.
+    Follow(usize),
+}
+
+/// One transaction for the whole batch. Returns one outcome per request and
+/// the highest id appended, if any.
+async fn commit_batch(
+    pool: &Pool,
+    requests: Vec<AppendRequest>,
+) -> Result<(Vec<AppendOutcome>, Option<EventId>), StoreError> {
+    let mut client = pool.get().await.map_err(classify_pool)?;
+    let tx = client.transaction().await.map_err(classify)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+        .await
+        .map_err(classify)?;
+
+    let remembered = remembered_keys(&tx, &requests).await?;
+    let mut plans = Vec::with_capacity(requests.len());
+    let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut executed = 0;
+    for (index, request) in requests.iter().enumerate() {
+        let plan = match &request.idempotency {
+            None => None,
+            Some(key) => {
+                let id = (key.scope.as_str(), key.key.as_str());
+                if let Some((fingerprint, response)) = remembered.get(&(key.scope.clone(), key.key.clone())) {
+                    Some(Plan::Decided(replay_or_conflict(key, fingerprint, response)))
+                } else if let Some(&leader) = first_with_key.get(&id) {
+                    Some(Plan::Follow(leader))
+                } else {
+                    first_with_key.insert(id, index);
+                    None
+                }
+            }
+        };
+        plans.push(plan.unwrap_or_else(|| {
+            executed += 1;
+            Plan::Execute(executed - 1)
+        }));
+    }
+    drop(first_with_key);
+
+    // Split the requests into those that append and the rest.
+    let mut keys = Vec::with_capacity(plans.len());
+    let mut runnable = Vec::with_capacity(executed);
+    for (request, plan) in requests.into_iter().zip(&plans) {
+        keys.push(request.idempotency.clone());
+        if matches!(plan, Plan::Execute(_)) {
+            runnable.push(request);
+        }
+    }
+
+    let total: usize = runnable.iter().map(|r| r.events.len()).sum();
+    let ids = next_ids(&tx, total).await?;
+    let mut ids = ids.into_iter();
+    let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(runnable.len());
+    for request in runnable {
+        let events: Vec<StoredEvent> = request
+            .events
+            .into_iter()
+            .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
+            .collect();
+        let response = (request.respond)(&events);
+        committed.push((events, response));
+    }
+    insert_events(&tx, committed.iter().flat_map(|(events, _)| events)).await?;
+    insert_keys(&tx, &plans, &keys, &committed).await?;
+    let head = committed
+        .iter()
+        .filter_map(|(events, _)| events.last())
+        .map(|e| e.id)
+        .max();
+    if let Some(head) = head {
+        tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &head.to_string()])
+            .await
+            .map_err(classify)?;
+    }
+    tx.commit().await.map_err(classify)?;
+    crate::metrics::events_appended(total);
+
+    let outcomes = resolve_outcomes(plans, &keys, committed);
+    Ok((outcomes, head))
+}
+
+/// The remembered keys among those this batch carries.
+async fn remembered_keys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    requests: &[AppendRequest],
+) -> Result<HashMap<(String, String), (String, StoredResponse)>, StoreError> {
+    let (scopes, keys): (Vec<&str>, Vec<&str>) = requests
+        .iter()
+        .filter_map(|r| r.idempotency.as_ref())
+        .map(|k| (k.scope.as_str(), k.key.as_str()))
+        .unzip();
+    if scopes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = tx
+        .query(
+            "SELECT k.scope, k.key, k.fingerprint, k.status, k.body
+               FROM idempotency_keys k
+               JOIN unnest($1::text[], $2::text[]) AS wanted(scope, key) USING (scope, key)",
+            &[&scopes, &keys],
+        )
+        .await
+        .map_err(classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let status: i16 = row.get(3);
+            (
+                (row.get(0), row.get(1)),
+                (
+                    row.get(2),
+                    StoredResponse {
+                        status: status as u16,
+                        body: row.get(4),
+                    },
+                ),
+            )
+        })
+        .collect())
+}
+
+/// `count` fresh ids, ascending. Called under the log lock, so no other
+/// writer can take ids in between.
+async fn next_ids(tx: &deadpool_postgres::Transaction<'_>, count: usize) -> Result<Vec<EventId>, StoreError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(
+            "SELECT nextval('events_id_seq') FROM generate_series(1, $1::bigint)",
+            &[&(count as i64)],
+        )
+        .await
+        .map_err(classify)?;
+    let mut ids: Vec<EventId> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+async fn insert_events<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: impl Iterator<Item = &'a StoredEvent>,
+) -> Result<(), StoreError> {
+    let mut ids = Vec::new();
+    let mut topics = Vec::new();
+    let mut types = Vec::new();
+    let mut traces = Vec::new();
+    let mut payloads = Vec::new();
+    let mut times = Vec::new();
+    for e in events {
+        ids.push(e.id);
+        topics.push(e.topic.as_str());
+        types.push(e.event_type.as_str());
+        traces.push(e.trace_id.as_str());
+        payloads.push(e.payload.get());
+        times.push(e.timestamp);
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO events (id, topic, type, trace_id, payload, created_at)
+         SELECT i, t, y, r, p::json, c
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+             AS u(i, t, y, r, p, c)",
+        &[&ids, &topics, &types, &traces, &payloads, &times],
+    )
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+async fn insert_keys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    plans: &[Plan],
+    keys: &[Option<super::IdempotencyKey>],
+    committed: &[(Vec<StoredEvent>, StoredResponse)],
+) -> Result<(), StoreError> {
+    let mut scopes = Vec::new();
+    let mut names = Vec::new();
+    let mut fingerprints = Vec::new();
+    let mut statuses = Vec::new();
+    let mut bodies = Vec::new();
+    for (plan, key) in plans.iter().zip(keys) {
+        if let (Plan::Execute(i), Some(key)) = (plan, key) {
+            let response = &committed[*i].1;
+            scopes.push(key.scope.as_str());
+            names.push(key.key.as_str());
+            fingerprints.push(key.fingerprint.as_str());
+            statuses.push(response.status as i16);
+            bodies.push(response.body.as_str());
+        }
+    }
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[])",
+        &[&scopes, &names, &fingerprints, &statuses, &bodies],
+    )
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+fn resolve_outcomes(
+    plans: Vec<Plan>,
+    keys: &[Option<super::IdempotencyKey>],
+    committed: Vec<(Vec<StoredEvent>, StoredResponse)>,
+) -> Vec<AppendOutcome> {
+    // Followers need the leader's response, so answer from a copy of the
+    // responses before the committed events move into the outcomes.
+    let responses: Vec<StoredResponse> = committed.iter().map(|(_, r)| r.clone()).collect();
+    let mut committed: Vec<Option<(Vec<StoredEvent>, StoredResponse)>> =
+        committed.into_iter().map(Some).collect();
+    let leader_of: Vec<Option<usize>> = plans
+        .iter()
+        .map(|p| match p {
+            Plan::Execute(i) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    plans
+        .into_iter()
+        .enumerate()
+        .map(|(index, plan)| match plan {
+            Plan::Execute(i) => {
+                let (events, response) = committed[i].take().expect("each append answered once");
+                AppendOutcome::Committed { events, response }
+            }
+            Plan::Decided(outcome) => outcome,
+            Plan::Follow(leader) => {
+                let executed = leader_of[leader].expect("a leader always executes");
+                let leader_key = keys[leader].as_ref().expect("a leader has a key");
+                let key = keys[index].as_ref().expect("a follower has a key");
+                replay_or_conflict(key, &leader_key.fingerprint, &responses[executed])
+            }
+        })
+        .collect()
+}
+
+// ----------------------------------------------------------------- reads --
+
+/// The SQL condition and parameters selecting the topics of a filter,
+/// numbered from `$first`.
+struct TopicCondition {
+    sql: String,
+    params: Vec<Vec<String>>,
+}
+
+fn topic_condition(filter: &TopicFilter, first: usize) -> TopicCondition {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    let mut add = |selectors: &[Selector], sql: &mut String| {
+        let exact: Vec<String> = selectors
+            .iter()
+            .filter_map(|s| s.as_exact())
+            .map(str::to_string)
+            .collect();
+        let patterns: Vec<String> = selectors
+            .iter()
+            .filter(|s| s.as_exact().is_none())
+            .map(Selector::to_regex)
+            .collect();
+        let mut parts = Vec::new();
+        if !exact.is_empty() {
+            params.push(exact);
+            parts.push(format!("topic = ANY(${})", first + params.len() - 1));
+        }
+        if !patterns.is_empty() {
+            params.push(patterns);
+            parts.push(format!("topic ~ ANY(${})", first + params.len() - 1));
+        }
+        if parts.is_empty() {
+            parts.push("false".into());
+        }
+        sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
+    };
+    if !filter.is_everything() {
+        add(filter.requested(), &mut sql);
+    }
+    if let Some(allowed) = filter.allowed() {
+        add(allowed, &mut sql);
+    }
+    TopicCondition { sql, params }
+}
+
+fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    let payload: String = row.get(4);
+    Ok(StoredEvent {
+        id: row.get(0),
+        topic: Topic::from_stored(row.get(1)),
+        event_type: EventType::from_stored(row.get(2)),
+        trace_id: TraceId::from_stored(row.get(3)),
+        payload: RawValue::from_string(payload)
+            .map_err(|e| StoreError::Internal(format!("stored payload: {e}")))?,
+        timestamp: row.get(5),
+    })
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn read_range(
+        &self,
+        after: EventId,
+        up_to: EventId,
+        filter: &TopicFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let condition = topic_condition(filter, 4);
+        let sql = format!(
+            "SELECT id, topic, type, trace_id, payload::text, created_at FROM events
+              WHERE id > $1 AND id <= $2{} ORDER BY id LIMIT $3",
+            condition.sql
+        );
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &up_to, &limit];
+        params.extend(condition.params.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await.map_err(classify)?;
+        let rows = client.query(&statement, &params).await.map_err(classify)?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    async fn count_range(
+        &self,
+        after: EventId,
+        up_to: EventId,
+        filter: &TopicFilter,
+    ) -> Result<u64, StoreError> {
+        let condition = topic_condition(filter, 3);
+        let sql = format!(
+            "SELECT count(*) FROM events WHERE id > $1 AND id <= $2{}",
+            condition.sql
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &up_to];
+        params.extend(condition.params.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await.map_err(classify)?;
+        let row = client.query_one(&statement, &params).await.map_err(classify)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn bounds(&self) -> Result<LogBounds, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT pruned_through, (SELECT max(id) FROM events) FROM log_state",
+                &[],
+            )
+            .await
+            .map_err(classify)?;
+        let pruned_through: EventId = row.get(0);
+        let max: Option<EventId> = row.get(1);
+        Ok(LogBounds {
+            pruned_through,
+            head: max.unwrap_or(pruned_through).max(pruned_through),
+        })
+    }
+
+    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT prune_events($1)", &[&cutoff])
+            .await
+            .map_err(classify)?;
+        client
+            .execute(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
+                &[],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("SELECT 1", &[]).await.map_err(classify)?;
+        Ok(())
+    }
+
+    fn commit_hints(&self) -> watch::Receiver<EventId> {
+        self.hints.subscribe()
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+// ---------------------------------------------------------------- listen --
+
+/// Keeps a LISTEN connection open and turns notifications into hints. After
+/// every (re)connect it raises a hint anyway: notifications sent while it
+/// was down are lost, so readers must look at the table.
+async fn run_listener(
+    config: tokio_postgres::Config,
+    hints: watch::Sender<EventId>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        match listen_once(&config, &hints, &stop).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(error) => {
+                tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    hints: &watch::Sender<EventId>,
+    stop: &CancellationToken,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    // The plain connection future drops notifications; poll_message hands
+    // them over.
+    let (tx, mut notifications) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await?;
+    hints.send_modify(|_| {});
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            next = notifications.recv() => match next {
+                Some(payload) => {
+                    if let Ok(id) = payload.parse::<EventId>() {
+                        hints.send_if_modified(|known| raise(known, id));
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
