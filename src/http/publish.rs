@@ -59,6 +59,7 @@ async fn publish(
             "the token may not publish to `{topic}`"
         )));
     }
+    ctx.require_json()?;
     let body = body?;
     let input: PublishIn = ctx.json(&body)?;
     let event_type = EventType::parse(&input.event_type).map_err(ApiError::unprocessable)?;

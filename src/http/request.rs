@@ -94,18 +94,24 @@ impl RequestContext {
         Ok(keys.verify(self.bearer(allow_query)?)?)
     }
 
-    /// Checks the content type and decodes a JSON body: malformed JSON is a
-    /// 400, JSON of the wrong shape a 422.
-    pub fn json<T: DeserializeOwned>(&self, body: &Bytes) -> Result<T, ApiError> {
+    /// Refuses a body that is not declared as JSON (415).
+    pub fn require_json(&self) -> Result<(), ApiError> {
         let content_type = self.header(CONTENT_TYPE.as_str()).unwrap_or("");
         let media = content_type.split(';').next().unwrap_or("").trim();
-        if !media.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::new(
+        if media.eq_ignore_ascii_case("application/json") {
+            Ok(())
+        } else {
+            Err(ApiError::new(
                 http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "the body must be application/json",
-            ));
+            ))
         }
+    }
+
+    /// Decodes a JSON body: malformed JSON is a 400, JSON of the wrong
+    /// shape a 422.
+    pub fn json<T: DeserializeOwned>(&self, body: &Bytes) -> Result<T, ApiError> {
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
         serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))

@@ -146,11 +146,10 @@ fn classify(error: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Failing to get a connection is always "retry later", whatever the
+/// server said (it may refuse new connections while it restarts).
 fn classify_pool(error: PoolError) -> StoreError {
-    match error {
-        PoolError::Backend(e) => classify(e),
-        other => StoreError::Unavailable(other.to_string()),
-    }
+    StoreError::Unavailable(error.to_string())
 }
 
 // ---------------------------------------------------------------- writer --

@@ -1,0 +1,41 @@
+# pollcast: the two commands a newcomer needs are `make run` and `make test`.
+
+CARGO ?= cargo
+# A development secret kept under target/, so `make run` and `make token`
+# agree across restarts without any setup. Set POLLCAST_TOKEN_SECRET to
+# use your own.
+DEV_SECRET := target/dev-token-secret
+SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
+
+.PHONY: run token test lint unit openapi postgres
+
+## Run the server on the embedded in-memory store (no setup; nothing durable).
+## With DATABASE_URL set it uses Postgres and applies sql/ at start.
+run: $(DEV_SECRET)
+	POLLCAST_TOKEN_SECRET=$(SECRET) $(CARGO) run --release --bin pollcast
+
+## Print a token for the README walk-through (topics demo:*).
+token: $(DEV_SECRET)
+	@POLLCAST_TOKEN_SECRET=$(SECRET) $(CARGO) run -q --release --bin pollcast -- token \
+		--sub demo --publish 'demo:*' --subscribe 'demo:*'
+
+$(DEV_SECRET):
+	@mkdir -p target
+	@head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $@
+
+## Every test: formatting, lints, unit and integration tests (on a real
+## Postgres, one database per test), and the OpenAPI document.
+test: lint postgres openapi unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+openapi:
+	@scripts/check-openapi.sh
+
+unit: postgres
+	$(CARGO) test --all-targets

@@ -1,0 +1,9 @@
+//! One integration test binary: every test starts a real server on a
+//! port-0 listener, on its own Postgres database or on the memory store.
+
+mod errors;
+mod helpers;
+mod history;
+mod idempotency;
+mod ops;
+mod streams;
