@@ -97,8 +97,9 @@ async fn publish(
     }
 }
 
-/// The request's `Idempotency-Key`, scoped to the caller and the route and
-/// fingerprinted with the body.
+/// The request's `Idempotency-Key`, scoped to the caller and fingerprinted
+/// with the route and the body: the same key on another route or with
+/// another body is a conflict, not a new request.
 pub fn idempotency_key(
     ctx: &RequestContext,
     identity: &str,
@@ -112,13 +113,15 @@ pub fn idempotency_key(
         .to_str()
         .ok()
         .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..=0x7e).contains(&b)))
-        .ok_or_else(|| {
-            ApiError::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters")
-        })?;
+        .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters"))?;
+    let mut fingerprint = Sha256::new();
+    fingerprint.update(route.as_bytes());
+    fingerprint.update([0]);
+    fingerprint.update(body);
     Ok(Some(IdempotencyKey {
-        scope: format!("{identity}|{route}"),
+        scope: identity.to_string(),
         key: key.to_string(),
-        fingerprint: hex::encode(Sha256::digest(body)),
+        fingerprint: hex::encode(fingerprint.finalize()),
     }))
 }
 

@@ -21,10 +21,10 @@ use crate::domain::topic::TopicFilter;
 /// with the request, so a retry is recognised and a reuse is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
-    /// Who may replay this key: the caller's identity plus method and path.
+    /// Whose key it is: the caller's identity.
     pub scope: String,
     pub key: String,
-    /// Hash of the request body; a different body under the same key is a conflict.
+    /// Hash of the route and body; a different request under the same key is a conflict.
     pub fingerprint: String,
 }
 

@@ -46,6 +46,18 @@ async fn a_retry_returns_the_first_response_and_appends_nothing(backend: Backend
     assert_eq!(conflict["error"]["code"], "conflict");
     assert_eq!(count(&app).await, 1);
 
+    // The same key on another topic is another request under a used key.
+    let response = app
+        .http
+        .post(app.url("/v1/topics/demo:b/events"))
+        .bearer_auth(app.demo_token())
+        .header("Idempotency-Key", "key-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+
     // Concurrent retries of one key: one append, identical answers.
     let mut tasks = Vec::new();
     for _ in 0..10 {
