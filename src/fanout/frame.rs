@@ -66,3 +66,37 @@ pub const PING: &[u8] = b": ping\n\n";
 pub fn retry_line(millis: u128) -> Bytes {
     Bytes::from(format!("retry: {millis}\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::event::{EventType, NewEvent, TraceId};
+
+    proptest! {
+        /// Whatever a client puts in a payload (CR, LF, NUL, U+2028, long
+        /// strings), its frame is exactly `id`, `event`, `data` and a blank
+        /// line, and the data parses back to the same payload.
+        #[test]
+        fn no_payload_can_break_a_frame(text in any::<String>(), key in "\\PC{0,20}", n in any::<i64>()) {
+            let payload = json!({ key.clone(): text, "n": n, "nested": ["\r\n\0", {"x": "\n\ndata: forged"}] });
+            let event = NewEvent::new(
+                Topic::parse("demo:a").unwrap(),
+                EventType::parse("demo:said").unwrap(),
+                TraceId::generate(),
+                &payload,
+            );
+            let frame = Frame::from_event(&StoredEvent::from_new(42, event));
+            let text = std::str::from_utf8(&frame.bytes).unwrap();
+            prop_assert!(text.ends_with("\n\n"));
+            let lines: Vec<&str> = text[..text.len() - 2].split(['\n', '\r']).collect();
+            prop_assert_eq!(lines.len(), 3);
+            prop_assert_eq!(lines[0], "id: 42");
+            prop_assert_eq!(lines[1], "event: demo:said");
+            let data: Value = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+            prop_assert_eq!(&data["payload"], &payload);
+        }
+    }
+}

@@ -113,7 +113,9 @@ pub fn idempotency_key(
         .to_str()
         .ok()
         .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..=0x7e).contains(&b)))
-        .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters")
+        })?;
     let mut fingerprint = Sha256::new();
     fingerprint.update(route.as_bytes());
     fingerprint.update([0]);

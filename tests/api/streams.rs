@@ -372,3 +372,53 @@ async fn shutdown_ends_open_streams_within_seconds() {
         started.elapsed()
     );
 }
+
+/// Two nodes on one database: an event published on one reaches a
+/// subscriber of the other (NOTIFY wakes it; the table is the truth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_the_same_database_delivers_every_event() {
+    let first = TestApp::spawn(Backend::Postgres).await;
+    let mut config = crate::helpers::test_config();
+    config.database_url = Some(first.db.as_ref().unwrap().url.clone());
+    config.tail_poll = Duration::from_secs(60); // only NOTIFY can wake it in time
+    let second = TestApp::start(config, None).await;
+    let mut on_second = second.subscribe(&["demo:a"], None).await;
+    on_second.next().await;
+    let mut published = Vec::new();
+    for n in 0..20 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        published.push(node.publish("demo:a", "demo:said", json!({ "n": n })).await);
+    }
+    let want: Vec<i64> = published
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids(&on_second.stored(20).await), want);
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_last_event_id_for_configured_origins() {
+    let app = TestApp::spawn_with(Backend::Memory, |c| {
+        c.cors_origins = vec!["http://app.example".into()]
+    })
+    .await;
+    let response = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/v1/events?topic=demo:a"))
+        .header("Origin", "http://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "last-event-id")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+    let allowed = response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("last-event-id"), "{allowed}");
+}
