@@ -1,0 +1,310 @@
+//! The rules of live polling as one pure function:
+//! `decide(state, command) → events | rejection`. No IO, no clock, no
+//! randomness: the caller passes ids and times in, so every rule is tested
+//! as given/when/then.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::ids::{ParticipantId, PollId, VoteId};
+use super::input::{parse_choice, PollDraft};
+use super::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
+use super::DomainEvent;
+
+/// Why a vote was refused: exactly the catalog's reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    PollClosed,
+    DuplicateVote,
+    PollNotActive,
+    InvalidOption,
+    InvalidRating,
+    InvalidText,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::PollClosed => "poll_closed",
+            RejectReason::DuplicateVote => "duplicate_vote",
+            RejectReason::PollNotActive => "poll_not_active",
+            RejectReason::InvalidOption => "invalid_option",
+            RejectReason::InvalidRating => "invalid_rating",
+            RejectReason::InvalidText => "invalid_text",
+        }
+    }
+
+    /// Content problems are 422; state problems (the poll's or the
+    /// participant's) are 409.
+    pub fn is_content(self) -> bool {
+        matches!(
+            self,
+            RejectReason::InvalidOption | RejectReason::InvalidRating | RejectReason::InvalidText
+        )
+    }
+}
+
+/// A command the rules refused; nothing changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// A refused vote: answered with its reason and told to the voter's topic.
+    Vote { reason: RejectReason, message: String },
+    /// A transition the state machine does not allow (409 `conflict`).
+    Conflict(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Command {
+    StartSession {
+        at: DateTime<Utc>,
+    },
+    EndSession {
+        at: DateTime<Utc>,
+    },
+    CreatePoll {
+        poll_id: PollId,
+        draft: PollDraft,
+        at: DateTime<Utc>,
+    },
+    ActivatePoll {
+        poll_id: PollId,
+        at: DateTime<Utc>,
+    },
+    ClosePoll {
+        poll_id: PollId,
+        at: DateTime<Utc>,
+    },
+    Join {
+        participant_id: ParticipantId,
+        display_name: Option<String>,
+        at: DateTime<Utc>,
+    },
+    SubmitVote {
+        vote_id: VoteId,
+        participant_id: ParticipantId,
+        poll_id: PollId,
+        vote_data: Value,
+        at: DateTime<Utc>,
+        client_submitted_at: Option<DateTime<Utc>>,
+    },
+    /// A stream of an absent participant opened: it is present again.
+    MarkPresent {
+        participant_id: ParticipantId,
+        at: DateTime<Utc>,
+    },
+    /// Its last stream has been closed for the whole grace period.
+    MarkAbsent {
+        participant_id: ParticipantId,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a command may look at: one session and the parts of it the command
+/// touches, loaded by the caller in the command's transaction.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub session: Session,
+    /// The polls the command names, plus the session's open poll if any.
+    pub polls: Vec<Poll>,
+    /// How many polls the session has (for the next poll's order).
+    pub poll_count: i64,
+    /// Participants present now.
+    pub participant_count: i64,
+    /// The participant the command is about, if any.
+    pub participant: Option<Participant>,
+    /// Whether that participant already voted on the poll the command names.
+    pub has_voted: bool,
+}
+
+impl State {
+    fn poll(&self, id: PollId) -> Result<&Poll, Rejection> {
+        self.polls
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| Rejection::Conflict("the poll does not belong to this session".into()))
+    }
+
+    fn open_poll(&self) -> Option<&Poll> {
+        self.polls.iter().find(|p| p.status == PollStatus::Open)
+    }
+
+    fn present_participant(&self, id: ParticipantId) -> Result<&Participant, Rejection> {
+        self.participant
+            .as_ref()
+            .filter(|p| p.id == id)
+            .ok_or_else(|| Rejection::Conflict("unknown participant".into()))
+    }
+}
+
+fn conflict(message: &str) -> Rejection {
+    Rejection::Conflict(message.to_string())
+}
+
+fn closing(poll: &Poll, at: DateTime<Utc>) -> DomainEvent {
+    DomainEvent::PollClosed {
+        poll_id: poll.id,
+        session_id: poll.session_id,
+        at,
+        final_vote_count: poll.vote_count,
+    }
+}
+
+pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejection> {
+    let session = &state.session;
+    match command {
+        Command::StartSession { at } => match session.status {
+            SessionStatus::Draft => Ok(vec![DomainEvent::SessionStarted {
+                session_id: session.id,
+                at,
+                participant_count: state.participant_count,
+            }]),
+            SessionStatus::Active => Err(conflict("the session is already active")),
+            SessionStatus::Ended => Err(conflict("the session has ended")),
+        },
+        Command::EndSession { at } => match session.status {
+            SessionStatus::Active => {
+                let mut events: Vec<DomainEvent> = state.open_poll().map(|p| closing(p, at)).into_iter().collect();
+                events.push(DomainEvent::SessionEnded {
+                    session_id: session.id,
+                    at,
+                    final_participant_count: state.participant_count,
+                });
+                Ok(events)
+            }
+            SessionStatus::Draft => Err(conflict("the session has not started")),
+            SessionStatus::Ended => Err(conflict("the session has already ended")),
+        },
+        Command::CreatePoll { poll_id, draft, at } => {
+            if session.status == SessionStatus::Ended {
+                return Err(conflict("the session has ended"));
+            }
+            Ok(vec![DomainEvent::PollCreated(Poll {
+                id: poll_id,
+                session_id: session.id,
+                question: draft.question,
+                kind: draft.kind,
+                is_anonymous: draft.is_anonymous,
+                sequence_order: state.poll_count as i32 + 1,
+                status: PollStatus::Draft,
+                created_at: at,
+                activated_at: None,
+                closed_at: None,
+                vote_count: 0,
+            })])
+        }
+        Command::ActivatePoll { poll_id, at } => {
+            match session.status {
+                SessionStatus::Active => {}
+                SessionStatus::Draft => return Err(conflict("start the session before activating a poll")),
+                SessionStatus::Ended => return Err(conflict("the session has ended")),
+            }
+            let poll = state.poll(poll_id)?;
+            match poll.status {
+                PollStatus::Draft => {}
+                PollStatus::Open => return Err(conflict("the poll is already open")),
+                PollStatus::Closed => return Err(conflict("a closed poll does not reopen")),
+            }
+            let mut events: Vec<DomainEvent> = state.open_poll().map(|p| closing(p, at)).into_iter().collect();
+            events.push(DomainEvent::PollActivated {
+                poll_id,
+                session_id: session.id,
+                question: poll.question.clone(),
+                at,
+            });
+            Ok(events)
+        }
+        Command::ClosePoll { poll_id, at } => {
+            let poll = state.poll(poll_id)?;
+            match poll.status {
+                PollStatus::Open => Ok(vec![closing(poll, at)]),
+                PollStatus::Draft => Err(conflict("the poll is not open")),
+                PollStatus::Closed => Err(conflict("the poll is already closed")),
+            }
+        }
+        Command::Join {
+            participant_id,
+            display_name,
+            at,
+        } => {
+            if session.status == SessionStatus::Ended {
+                return Err(conflict("the session has ended"));
+            }
+            Ok(vec![DomainEvent::ParticipantJoined {
+                participant: Participant {
+                    id: participant_id,
+                    session_id: session.id,
+                    display_name,
+                    joined_at: at,
+                    present: true,
+                },
+                at,
+                participant_count: state.participant_count + 1,
+            }])
+        }
+        Command::SubmitVote {
+            vote_id,
+            participant_id,
+            poll_id,
+            vote_data,
+            at,
+            client_submitted_at,
+        } => {
+            state.present_participant(participant_id)?;
+            let poll = state.poll(poll_id)?;
+            let refuse = |reason: RejectReason, message: &str| Rejection::Vote {
+                reason,
+                message: message.to_string(),
+            };
+            match poll.status {
+                PollStatus::Draft => return Err(refuse(RejectReason::PollNotActive, "the poll is not open yet")),
+                PollStatus::Closed => return Err(refuse(RejectReason::PollClosed, "the poll is closed")),
+                PollStatus::Open => {}
+            }
+            if state.has_voted {
+                return Err(refuse(
+                    RejectReason::DuplicateVote,
+                    "participant already voted on this poll",
+                ));
+            }
+            let choice =
+                parse_choice(poll, &vote_data).map_err(|(reason, message)| Rejection::Vote { reason, message })?;
+            Ok(vec![DomainEvent::VoteAccepted {
+                vote: Vote {
+                    id: vote_id,
+                    poll_id,
+                    participant_id,
+                    choice,
+                    submitted_at: at,
+                    client_submitted_at,
+                },
+                session_id: session.id,
+            }])
+        }
+        Command::MarkPresent { participant_id, at } => {
+            let participant = state.present_participant(participant_id)?;
+            if participant.present || session.status == SessionStatus::Ended {
+                return Ok(Vec::new());
+            }
+            Ok(vec![DomainEvent::ParticipantJoined {
+                participant: Participant {
+                    present: true,
+                    ..participant.clone()
+                },
+                at,
+                participant_count: state.participant_count + 1,
+            }])
+        }
+        Command::MarkAbsent { participant_id, at } => {
+            let participant = state.present_participant(participant_id)?;
+            if !participant.present {
+                return Ok(Vec::new());
+            }
+            Ok(vec![DomainEvent::ParticipantDisconnected {
+                participant_id,
+                session_id: session.id,
+                at,
+                participant_count: (state.participant_count - 1).max(0),
+            }])
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The live polling model: sessions, polls, participants, votes, and the
+//! running tally of a poll. Plain data; the rules are in `decide`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::ids::{OptionId, ParticipantId, PollId, PresenterId, SessionId, VoteId};
+use crate::domain::event::format_timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Draft,
+    Active,
+    Ended,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Draft => "draft",
+            SessionStatus::Active => "active",
+            SessionStatus::Ended => "ended",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "draft" => SessionStatus::Draft,
+            "active" => SessionStatus::Active,
+            "ended" => SessionStatus::Ended,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: SessionId,
+    pub title: String,
+    /// The short join code participants type.
+    pub slug: String,
+    pub presenter_id: PresenterId,
+    pub status: SessionStatus,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Session {
+    /// The session's fields as clients see them.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "sessionId": self.id.to_string(),
+            "title": self.title,
+            "slug": self.slug,
+            "presenterId": self.presenter_id.to_string(),
+            "status": self.status.as_str(),
+            "createdAt": format_timestamp(&self.created_at),
+            "startedAt": self.started_at.as_ref().map(format_timestamp),
+            "endedAt": self.ended_at.as_ref().map(format_timestamp),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStatus {
+    Draft,
+    Open,
+    Closed,
+}
+
+impl PollStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollStatus::Draft => "draft",
+            PollStatus::Open => "open",
+            PollStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "draft" => PollStatus::Draft,
+            "open" => PollStatus::Open,
+            "closed" => PollStatus::Closed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollOption {
+    pub id: OptionId,
+    pub text: String,
+    pub sequence_order: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollKind {
+    MultipleChoice {
+        options: Vec<PollOption>,
+        allow_multiple: bool,
+    },
+    RatingScale {
+        min: i32,
+        max: i32,
+    },
+    OpenText,
+}
+
+impl PollKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PollKind::MultipleChoice { .. } => "multiple_choice",
+            PollKind::RatingScale { .. } => "rating_scale",
+            PollKind::OpenText => "open_text",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poll {
+    pub id: PollId,
+    pub session_id: SessionId,
+    pub question: String,
+    pub kind: PollKind,
+    pub is_anonymous: bool,
+    /// Position of the poll within its session, from 1.
+    pub sequence_order: i32,
+    pub status: PollStatus,
+    pub created_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Accepted votes so far (kept with the poll, in the vote's transaction).
+    pub vote_count: i64,
+}
+
+impl Poll {
+    /// The `poll:created` payload fields, which are also the poll resource.
+    pub fn to_json(&self) -> Value {
+        let (options, allow_multiple, min, max) = match &self.kind {
+            PollKind::MultipleChoice {
+                options,
+                allow_multiple,
+            } => (
+                options
+                    .iter()
+                    .map(|o| {
+                        json!({
+                            "optionId": o.id.to_string(),
+                            "optionText": o.text,
+                            "sequenceOrder": o.sequence_order,
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+                *allow_multiple,
+                None,
+                None,
+            ),
+            PollKind::RatingScale { min, max } => (Vec::new(), false, Some(*min), Some(*max)),
+            PollKind::OpenText => (Vec::new(), false, None, None),
+        };
+        json!({
+            "pollId": self.id.to_string(),
+            "sessionId": self.session_id.to_string(),
+            "question": self.question,
+            "pollType": self.kind.type_name(),
+            "allowMultiple": allow_multiple,
+            "isAnonymous": self.is_anonymous,
+            "options": options,
+            "minRating": min,
+            "maxRating": max,
+            "sequenceOrder": self.sequence_order,
+            "status": self.status.as_str(),
+            "createdAt": format_timestamp(&self.created_at),
+        })
+    }
+
+    pub fn option_ids(&self) -> Vec<OptionId> {
+        match &self.kind {
+            PollKind::MultipleChoice { options, .. } => options.iter().map(|o| o.id).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub session_id: SessionId,
+    pub display_name: Option<String>,
+    pub joined_at: DateTime<Utc>,
+    /// Counted in `participantCount`: from joining until its last stream
+    /// has been closed for longer than the grace period.
+    pub present: bool,
+}
+
+/// What a participant chose, already checked against the poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    Options(Vec<OptionId>),
+    Rating(i32),
+    Text(String),
+}
+
+impl Choice {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Choice::Options(ids) => json!({ "selectedOptionIds": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>() }),
+            Choice::Rating(value) => json!({ "ratingValue": value }),
+            Choice::Text(text) => json!({ "textResponse": text }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vote {
+    pub id: VoteId,
+    pub poll_id: PollId,
+    pub participant_id: ParticipantId,
+    pub choice: Choice,
+    /// Server time of acceptance (the record's time).
+    pub submitted_at: DateTime<Utc>,
+    /// What the client said, kept for the presenter's audit only.
+    pub client_submitted_at: Option<DateTime<Utc>>,
+}
+
+/// The aggregates of one poll: what results show, never who voted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub vote_count: i64,
+    /// Votes per option, for every option of the poll (zero included).
+    pub option_counts: Vec<(OptionId, i64)>,
+    /// Votes per rating value, for every value of the scale.
+    pub rating_counts: BTreeMap<i32, i64>,
+    /// Open-text answers, oldest first, without their authors.
+    pub texts: Vec<String>,
+}
+
+impl Tally {
+    /// The results fields of `vote:accepted` and of `GET …/results`.
+    pub fn results_json(&self, poll: &Poll) -> Value {
+        let percentage = |n: i64, of: i64| {
+            if of == 0 {
+                0.0
+            } else {
+                ((n as f64) * 10_000.0 / (of as f64)).round() / 100.0
+            }
+        };
+        let selections: i64 = self.option_counts.iter().map(|(_, n)| n).sum();
+        let breakdown: Vec<Value> = self
+            .option_counts
+            .iter()
+            .map(|(id, n)| json!({ "optionId": id.to_string(), "voteCount": n, "percentage": percentage(*n, selections) }))
+            .collect();
+        let rated: i64 = self.rating_counts.values().sum();
+        let average = (rated > 0).then(|| {
+            let sum: i64 = self.rating_counts.iter().map(|(v, n)| *v as i64 * n).sum();
+            ((sum as f64 / rated as f64) * 100.0).round() / 100.0
+        });
+        let distribution: serde_json::Map<String, Value> =
+            self.rating_counts.iter().map(|(v, n)| (v.to_string(), json!(n))).collect();
+        let mut results = json!({
+            "pollId": poll.id.to_string(),
+            "sessionId": poll.session_id.to_string(),
+            "pollType": poll.kind.type_name(),
+            "currentVoteCount": self.vote_count,
+            "voteBreakdown": breakdown,
+            "averageRating": average,
+            "ratingDistribution": if matches!(poll.kind, PollKind::RatingScale { .. }) { Value::Object(distribution) } else { Value::Null },
+        });
+        if matches!(poll.kind, PollKind::OpenText) {
+            results["textResponses"] = json!(self.texts);
+        }
+        results
+    }
+}
