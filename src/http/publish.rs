@@ -79,14 +79,11 @@ async fn publish(
         &body,
     )?;
     let event = NewEvent::new(topic, event_type, ctx.trace_id.clone(), &payload);
-    let request = AppendRequest {
-        events: vec![event],
-        idempotency,
-        respond: Box::new(|events| StoredResponse {
-            status: StatusCode::CREATED.as_u16(),
-            body: events[0].envelope_json(),
-        }),
-    };
+    let respond = Box::new(|events: &[crate::domain::event::StoredEvent]| StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        body: events[0].envelope_json(),
+    });
+    let request = AppendRequest::events(vec![event], respond, idempotency);
     match state.store.append(request).await? {
         AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => {
             Ok(stored_response(response))

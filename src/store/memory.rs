@@ -3,14 +3,14 @@
 //! idempotency, retention), so protocol tests can run on it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use super::memory_polling::{MemTx, PollingTables};
 use super::{
-    replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError, StoredResponse,
+    is_remembered, replay_or_conflict, TxCommand, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError, StoredResponse,
     IDEMPOTENCY_WINDOW,
 };
 use crate::domain::event::{EventId, StoredEvent};
@@ -23,6 +23,7 @@ struct Log {
     next_id: EventId,
     pruned_through: EventId,
     keys: HashMap<(String, String), RememberedKey>,
+    polling: PollingTables,
 }
 
 struct RememberedKey {
@@ -51,7 +52,9 @@ impl Log {
 }
 
 pub struct MemoryStore {
-    log: Mutex<Log>,
+    /// An async lock: commands await while holding it, which is what makes
+    /// each one a transaction here.
+    log: tokio::sync::Mutex<Log>,
     hints: watch::Sender<EventId>,
 }
 
@@ -64,7 +67,7 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore {
-            log: Mutex::new(Log {
+            log: tokio::sync::Mutex::new(Log {
                 next_id: 1,
                 ..Log::default()
             }),
@@ -72,31 +75,37 @@ impl MemoryStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        // A panic while holding the lock cannot leave the log half-written
-        // (every mutation is a push or a drain), so a poisoned lock is usable.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, Log> {
+        self.log.lock().await
     }
 }
 
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let mut log = self.lock();
+        let mut log = self.lock().await;
         if let Some(key) = &request.idempotency {
             if let Some(seen) = log.keys.get(&(key.scope.clone(), key.key.clone())) {
                 return Ok(replay_or_conflict(key, &seen.fingerprint, &seen.response));
             }
         }
-        let mut committed = Vec::with_capacity(request.events.len());
-        for event in request.events {
+        let head = log.next_id - 1;
+        let output = request
+            .command
+            .run(&mut MemTx {
+                tables: &mut log.polling,
+                head,
+            })
+            .await?;
+        let mut committed = Vec::with_capacity(output.events.len());
+        for event in output.events {
             let id = log.next_id;
             log.next_id += 1;
             committed.push(StoredEvent::from_new(id, event));
         }
         log.events.extend(committed.iter().cloned());
-        let response = (request.respond)(&committed);
-        if let Some(key) = request.idempotency {
+        let response = (output.respond)(&committed);
+        if let Some(key) = request.idempotency.filter(|_| is_remembered(&response)) {
             log.keys.insert(
                 (key.scope, key.key),
                 RememberedKey {
@@ -108,11 +117,26 @@ impl EventStore for MemoryStore {
         }
         let head = log.next_id - 1;
         drop(log);
-        self.hints.send_replace(head);
+        if !committed.is_empty() {
+            crate::metrics::events_appended(committed.len());
+            self.hints.send_replace(head);
+        }
         Ok(AppendOutcome::Committed {
             events: committed,
             response,
         })
+    }
+
+    async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError> {
+        let mut log = self.lock().await;
+        let head = log.next_id - 1;
+        let output = command
+            .run(&mut MemTx {
+                tables: &mut log.polling,
+                head,
+            })
+            .await?;
+        Ok((output.respond)(&[]))
     }
 
     async fn read_range(
@@ -122,7 +146,7 @@ impl EventStore for MemoryStore {
         filter: &TopicFilter,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let log = self.lock();
+        let log = self.lock().await;
         Ok(log.matching(after, up_to, filter).take(limit).cloned().collect())
     }
 
@@ -132,11 +156,11 @@ impl EventStore for MemoryStore {
         up_to: EventId,
         filter: &TopicFilter,
     ) -> Result<u64, StoreError> {
-        Ok(self.lock().matching(after, up_to, filter).count() as u64)
+        Ok(self.lock().await.matching(after, up_to, filter).count() as u64)
     }
 
     async fn bounds(&self) -> Result<LogBounds, StoreError> {
-        let log = self.lock();
+        let log = self.lock().await;
         Ok(LogBounds {
             pruned_through: log.pruned_through,
             head: log.events.last().map_or(log.pruned_through, |e| e.id),
@@ -144,7 +168,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut log = self.lock();
+        let mut log = self.lock().await;
         // Drop a prefix, like the Postgres path: everything up to the last
         // event older than the cutoff.
         let dropped = log

@@ -6,7 +6,10 @@ use tokio_postgres::Client;
 
 /// Every migration, in order. A file is never edited once released: changes
 /// come as a new file.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_events", include_str!("../../sql/0001_events.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_events", include_str!("../../sql/0001_events.sql")),
+    ("0002_polling", include_str!("../../sql/0002_polling.sql")),
+];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x706f_6c6c_6d69_6772;

@@ -7,8 +7,11 @@
 //! same transaction as the events it produced.
 
 pub mod memory;
+mod memory_polling;
 mod migrations;
+pub mod polling;
 pub mod postgres;
+mod postgres_polling;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -39,11 +42,60 @@ pub struct StoredResponse {
 /// inside the commit so the exact bytes can be kept with the idempotency key.
 pub type Respond = Box<dyn FnOnce(&[StoredEvent]) -> StoredResponse + Send + Sync>;
 
-/// One command's worth of events: committed together or not at all.
-pub struct AppendRequest {
+/// What a command decided: the events to append (possibly none) and how to
+/// answer once they have ids. Only 2xx answers are remembered for
+/// idempotency: a refused request is decided afresh when retried.
+pub struct CommandOutput {
     pub events: Vec<NewEvent>,
-    pub idempotency: Option<IdempotencyKey>,
     pub respond: Respond,
+}
+
+impl CommandOutput {
+    /// No events, a fixed answer.
+    pub fn answer(response: StoredResponse) -> Self {
+        CommandOutput {
+            events: Vec::new(),
+            respond: Box::new(move |_| response),
+        }
+    }
+}
+
+/// A unit of work run inside a store transaction: the writer's batch for
+/// [`EventStore::append`], a read-only snapshot for [`EventStore::read`].
+#[async_trait]
+pub trait TxCommand: Send + Sync {
+    async fn run(self: Box<Self>, tx: &mut dyn polling::PollingTx) -> Result<CommandOutput, StoreError>;
+}
+
+/// The simplest command: append these events.
+pub struct AppendEvents {
+    pub events: Vec<NewEvent>,
+    pub respond: Respond,
+}
+
+#[async_trait]
+impl TxCommand for AppendEvents {
+    async fn run(self: Box<Self>, _tx: &mut dyn polling::PollingTx) -> Result<CommandOutput, StoreError> {
+        Ok(CommandOutput {
+            events: self.events,
+            respond: self.respond,
+        })
+    }
+}
+
+/// One command: its events are committed together or not at all.
+pub struct AppendRequest {
+    pub command: Box<dyn TxCommand>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl AppendRequest {
+    pub fn events(events: Vec<NewEvent>, respond: Respond, idempotency: Option<IdempotencyKey>) -> Self {
+        AppendRequest {
+            command: Box::new(AppendEvents { events, respond }),
+            idempotency,
+        }
+    }
 }
 
 /// What became of an [`AppendRequest`].
@@ -85,9 +137,14 @@ pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Commits the request's events and returns them with their ids. Ids are
-    /// assigned in commit order across every writer of the store.
+    /// Runs the request's command in the writer's transaction and commits
+    /// its events, returning them with their ids. Ids are assigned in commit
+    /// order across every writer of the store.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Runs a command on a consistent read-only snapshot; its events, if
+    /// any, are discarded.
+    async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError>;
 
     /// Events with `after < id <= up_to` whose topic passes `filter`, in id
     /// order, at most `limit` of them.
@@ -123,6 +180,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// `"postgres"` or `"memory"`, for logs and metrics.
     fn kind(&self) -> &'static str;
+}
+
+/// Whether a response is kept for idempotent replays.
+pub(crate) fn is_remembered(response: &StoredResponse) -> bool {
+    (200..300).contains(&response.status)
 }
 
 /// Decides a keyed request against what the store already remembers.

@@ -24,9 +24,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use super::postgres_polling::PgTx;
 use super::{
-    migrations, replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError,
-    StoredResponse,
+    is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds,
+    StoreError, StoredResponse, TxCommand,
 };
 use crate::domain::event::{EventId, EventType, StoredEvent, TraceId};
 use crate::domain::topic::{Selector, Topic, TopicFilter};
@@ -133,7 +134,7 @@ async fn read_head(pool: &Pool) -> Result<EventId, StoreError> {
 
 /// Maps a database error to "retry later" (connection trouble, shutdown,
 /// overload) or "internal" (everything else).
-fn classify(error: tokio_postgres::Error) -> StoreError {
+pub(super) fn classify(error: tokio_postgres::Error) -> StoreError {
     let transient = error.is_closed()
         || error.code().is_none_or(|code| {
             let c = code.code();
@@ -248,17 +249,23 @@ async fn commit_batch(
         }
     }
 
-    let total: usize = runnable.iter().map(|r| r.events.len()).sum();
+    // Run each command in order: a later one sees what an earlier one wrote.
+    let mut outputs = Vec::with_capacity(runnable.len());
+    for request in runnable {
+        let mut polling = PgTx::new(&tx);
+        outputs.push(request.command.run(&mut polling).await?);
+    }
+    let total: usize = outputs.iter().map(|o| o.events.len()).sum();
     let ids = next_ids(&tx, total).await?;
     let mut ids = ids.into_iter();
-    let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(runnable.len());
-    for request in runnable {
-        let events: Vec<StoredEvent> = request
+    let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let events: Vec<StoredEvent> = output
             .events
             .into_iter()
             .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
             .collect();
-        let response = (request.respond)(&events);
+        let response = (output.respond)(&events);
         committed.push((events, response));
     }
     insert_events(&tx, committed.iter().flat_map(|(events, _)| events)).await?;
@@ -385,6 +392,9 @@ async fn insert_keys(
     for (plan, key) in plans.iter().zip(keys) {
         if let (Plan::Execute(i), Some(key)) = (plan, key) {
             let response = &committed[*i].1;
+            if !is_remembered(response) {
+                continue;
+            }
             scopes.push(key.scope.as_str());
             names.push(key.key.as_str());
             fingerprints.push(key.fingerprint.as_str());
@@ -511,6 +521,22 @@ impl EventStore for PostgresStore {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for every query of the command: a state snapshot and
+        // its lastEventId agree.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(classify)?;
+        let output = command.run(&mut PgTx::new(&tx)).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok((output.respond)(&[]))
     }
 
     async fn read_range(

@@ -1,0 +1,218 @@
+//! [`PollingTx`] on plain maps, for the memory store. The caller holds the
+//! store's lock for the whole command, which is what makes it a transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::polling::{PollingTx, PresenceConnection, VoteRecord};
+use super::StoreError;
+use crate::domain::event::EventId;
+use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, SessionId};
+use crate::domain::polling::model::{Choice, Participant, Poll, PollKind, Session, Tally, Vote};
+
+type R<T> = Result<T, StoreError>;
+
+#[derive(Default)]
+pub struct PollingTables {
+    sessions: HashMap<SessionId, Session>,
+    slugs: HashMap<String, SessionId>,
+    polls: HashMap<PollId, Poll>,
+    session_polls: HashMap<SessionId, Vec<PollId>>,
+    participants: HashMap<ParticipantId, Participant>,
+    /// Votes per poll, in the order accepted.
+    votes: HashMap<PollId, Vec<Vote>>,
+    /// The one-vote-per-participant-per-poll rule, as a unique index would.
+    voted: HashSet<(PollId, ParticipantId)>,
+    option_counts: HashMap<OptionId, i64>,
+    rating_counts: HashMap<(PollId, i32), i64>,
+    connections: HashMap<Uuid, PresenceConnection>,
+}
+
+/// A command's view of the tables, with the log's head at its start.
+pub struct MemTx<'a> {
+    pub tables: &'a mut PollingTables,
+    pub head: EventId,
+}
+
+#[async_trait]
+impl PollingTx for MemTx<'_> {
+    async fn head_event_id(&mut self) -> R<EventId> {
+        Ok(self.head)
+    }
+
+    async fn session(&mut self, id: SessionId) -> R<Option<Session>> {
+        Ok(self.tables.sessions.get(&id).cloned())
+    }
+
+    async fn session_by_slug(&mut self, slug: &str) -> R<Option<Session>> {
+        let id = self.tables.slugs.get(slug).copied();
+        Ok(id.and_then(|id| self.tables.sessions.get(&id).cloned()))
+    }
+
+    async fn insert_session(&mut self, session: &Session) -> R<()> {
+        self.tables.slugs.insert(session.slug.clone(), session.id);
+        self.tables.sessions.insert(session.id, session.clone());
+        Ok(())
+    }
+
+    async fn update_session(&mut self, session: &Session) -> R<()> {
+        if let Some(stored) = self.tables.sessions.get_mut(&session.id) {
+            stored.status = session.status;
+            stored.started_at = session.started_at;
+            stored.ended_at = session.ended_at;
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, id: PollId) -> R<Option<Poll>> {
+        Ok(self.tables.polls.get(&id).cloned())
+    }
+
+    async fn polls_of(&mut self, session: SessionId) -> R<Vec<Poll>> {
+        let ids = self.tables.session_polls.get(&session).cloned().unwrap_or_default();
+        Ok(ids.iter().filter_map(|id| self.tables.polls.get(id).cloned()).collect())
+    }
+
+    async fn open_poll(&mut self, session: SessionId) -> R<Option<Poll>> {
+        let polls = self.polls_of(session).await?;
+        Ok(polls.into_iter().find(|p| p.status == crate::domain::polling::model::PollStatus::Open))
+    }
+
+    async fn poll_count(&mut self, session: SessionId) -> R<i64> {
+        Ok(self.tables.session_polls.get(&session).map_or(0, |p| p.len() as i64))
+    }
+
+    async fn insert_poll(&mut self, poll: &Poll) -> R<()> {
+        self.tables.session_polls.entry(poll.session_id).or_default().push(poll.id);
+        self.tables.polls.insert(poll.id, poll.clone());
+        Ok(())
+    }
+
+    async fn update_poll(&mut self, poll: &Poll) -> R<()> {
+        if let Some(stored) = self.tables.polls.get_mut(&poll.id) {
+            stored.status = poll.status;
+            stored.activated_at = poll.activated_at;
+            stored.closed_at = poll.closed_at;
+        }
+        Ok(())
+    }
+
+    async fn participant(&mut self, id: ParticipantId) -> R<Option<Participant>> {
+        Ok(self.tables.participants.get(&id).cloned())
+    }
+
+    async fn insert_participant(&mut self, participant: &Participant) -> R<()> {
+        self.tables.participants.insert(participant.id, participant.clone());
+        Ok(())
+    }
+
+    async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()> {
+        if let Some(p) = self.tables.participants.get_mut(&id) {
+            p.present = present;
+        }
+        Ok(())
+    }
+
+    async fn present_count(&mut self, session: SessionId) -> R<i64> {
+        Ok(self
+            .tables
+            .participants
+            .values()
+            .filter(|p| p.session_id == session && p.present)
+            .count() as i64)
+    }
+
+    async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool> {
+        Ok(self.tables.voted.contains(&(poll, participant)))
+    }
+
+    async fn record_vote(&mut self, vote: &Vote, _poll: &Poll) -> R<bool> {
+        if !self.tables.voted.insert((vote.poll_id, vote.participant_id)) {
+            return Ok(false);
+        }
+        self.tables.votes.entry(vote.poll_id).or_default().push(vote.clone());
+        if let Some(poll) = self.tables.polls.get_mut(&vote.poll_id) {
+            poll.vote_count += 1;
+        }
+        match &vote.choice {
+            Choice::Options(ids) => {
+                for id in ids {
+                    *self.tables.option_counts.entry(*id).or_default() += 1;
+                }
+            }
+            Choice::Rating(value) => *self.tables.rating_counts.entry((vote.poll_id, *value)).or_default() += 1,
+            Choice::Text(_) => {}
+        }
+        Ok(true)
+    }
+
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
+        let votes = self.tables.votes.get(&poll.id).map(Vec::as_slice).unwrap_or_default();
+        let mut tally = Tally {
+            vote_count: votes.len() as i64,
+            ..Tally::default()
+        };
+        match &poll.kind {
+            PollKind::MultipleChoice { options, .. } => {
+                tally.option_counts = options
+                    .iter()
+                    .map(|o| (o.id, self.tables.option_counts.get(&o.id).copied().unwrap_or(0)))
+                    .collect();
+            }
+            PollKind::RatingScale { min, max } => {
+                tally.rating_counts = (*min..=*max)
+                    .map(|v| (v, self.tables.rating_counts.get(&(poll.id, v)).copied().unwrap_or(0)))
+                    .collect();
+            }
+            PollKind::OpenText => {
+                let skip = votes.len().saturating_sub(text_limit);
+                tally.texts = votes[skip..]
+                    .iter()
+                    .filter_map(|v| match &v.choice {
+                        Choice::Text(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
+            }
+        }
+        let latest = votes.last().map(|v| (v.id.to_string(), v.submitted_at));
+        Ok((tally, latest))
+    }
+
+    async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>> {
+        let votes = self.tables.votes.get(&poll).cloned().unwrap_or_default();
+        Ok(votes
+            .into_iter()
+            .map(|vote| VoteRecord {
+                display_name: self
+                    .tables
+                    .participants
+                    .get(&vote.participant_id)
+                    .and_then(|p| p.display_name.clone()),
+                vote,
+            })
+            .collect())
+    }
+
+    async fn open_connection(&mut self, connection: &PresenceConnection) -> R<()> {
+        self.tables.connections.insert(connection.id, connection.clone());
+        Ok(())
+    }
+
+    async fn close_connection(&mut self, id: Uuid) -> R<()> {
+        self.tables.connections.remove(&id);
+        Ok(())
+    }
+
+    async fn connection_count(&mut self, participant: ParticipantId) -> R<i64> {
+        Ok(self
+            .tables
+            .connections
+            .values()
+            .filter(|c| c.participant_id == participant)
+            .count() as i64)
+    }
+}

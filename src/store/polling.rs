@@ -1,0 +1,71 @@
+//! What live polling needs from a store, inside one transaction: read and
+//! write sessions, polls, participants, votes, counters and presence rows.
+//! Postgres implements it on a transaction; the memory store on its maps.
+//! Writes only ever happen inside the writer's batch, under the log lock.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::event::EventId;
+use crate::domain::polling::ids::{ParticipantId, PollId, SessionId};
+use crate::domain::polling::model::{Participant, Poll, Session, Tally, Vote};
+
+/// One open participant stream, on some node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceConnection {
+    pub id: Uuid,
+    pub node_id: Uuid,
+    pub session_id: SessionId,
+    pub participant_id: ParticipantId,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// A vote as the presenter sees it (non-anonymous polls only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteRecord {
+    pub vote: Vote,
+    pub display_name: Option<String>,
+}
+
+type R<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait PollingTx: Send {
+    /// The highest event id visible to this transaction.
+    async fn head_event_id(&mut self) -> R<EventId>;
+
+    async fn session(&mut self, id: SessionId) -> R<Option<Session>>;
+    async fn session_by_slug(&mut self, slug: &str) -> R<Option<Session>>;
+    async fn insert_session(&mut self, session: &Session) -> R<()>;
+    /// Writes status, started_at and ended_at.
+    async fn update_session(&mut self, session: &Session) -> R<()>;
+
+    async fn poll(&mut self, id: PollId) -> R<Option<Poll>>;
+    /// The session's polls in order.
+    async fn polls_of(&mut self, session: SessionId) -> R<Vec<Poll>>;
+    async fn open_poll(&mut self, session: SessionId) -> R<Option<Poll>>;
+    async fn poll_count(&mut self, session: SessionId) -> R<i64>;
+    async fn insert_poll(&mut self, poll: &Poll) -> R<()>;
+    /// Writes status, activated_at and closed_at.
+    async fn update_poll(&mut self, poll: &Poll) -> R<()>;
+
+    async fn participant(&mut self, id: ParticipantId) -> R<Option<Participant>>;
+    async fn insert_participant(&mut self, participant: &Participant) -> R<()>;
+    async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()>;
+    async fn present_count(&mut self, session: SessionId) -> R<i64>;
+
+    async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool>;
+    /// Stores the vote and bumps the poll's counters. `false` when the
+    /// participant already voted on the poll: the unique constraint decided.
+    async fn record_vote(&mut self, vote: &Vote, poll: &Poll) -> R<bool>;
+    /// The poll's aggregates, with at most `text_limit` newest text answers,
+    /// and the newest vote's id and time.
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)>;
+    async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>>;
+
+    async fn open_connection(&mut self, connection: &PresenceConnection) -> R<()>;
+    async fn close_connection(&mut self, id: Uuid) -> R<()>;
+    async fn connection_count(&mut self, participant: ParticipantId) -> R<i64>;
+}

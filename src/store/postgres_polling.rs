@@ -1,0 +1,438 @@
+//! [`PollingTx`] on a Postgres transaction: the live polling tables of
+//! `sql/0002_polling.sql`. A vote and its counters are one statement, so
+//! the writer's batch pays one round trip per vote.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::polling::{PollingTx, PresenceConnection, VoteRecord};
+use super::postgres::classify;
+use super::StoreError;
+use crate::domain::event::EventId;
+use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, PresenterId, SessionId, VoteId};
+use crate::domain::polling::model::{
+    Choice, Participant, Poll, PollKind, PollOption, PollStatus, Session, SessionStatus, Tally, Vote,
+};
+
+type R<T> = Result<T, StoreError>;
+
+pub struct PgTx<'a, 'b> {
+    tx: &'a deadpool_postgres::Transaction<'b>,
+}
+
+impl<'a, 'b> PgTx<'a, 'b> {
+    pub fn new(tx: &'a deadpool_postgres::Transaction<'b>) -> Self {
+        PgTx { tx }
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> R<Vec<Row>> {
+        let statement = self.tx.prepare_cached(sql).await.map_err(classify)?;
+        self.tx.query(&statement, params).await.map_err(classify)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> R<u64> {
+        let statement = self.tx.prepare_cached(sql).await.map_err(classify)?;
+        self.tx.execute(&statement, params).await.map_err(classify)
+    }
+
+    async fn options_of(&self, polls: &[Uuid]) -> R<BTreeMap<Uuid, Vec<PollOption>>> {
+        let rows = self
+            .query(
+                "SELECT poll_id, id, option_text, sequence_order FROM poll_options
+                  WHERE poll_id = ANY($1) ORDER BY poll_id, sequence_order",
+                &[&polls],
+            )
+            .await?;
+        let mut by_poll: BTreeMap<Uuid, Vec<PollOption>> = BTreeMap::new();
+        for row in rows {
+            by_poll.entry(row.get(0)).or_default().push(PollOption {
+                id: OptionId(row.get(1)),
+                text: row.get(2),
+                sequence_order: row.get(3),
+            });
+        }
+        Ok(by_poll)
+    }
+
+    async fn polls_where(&self, condition: &str, param: &Uuid) -> R<Vec<Poll>> {
+        let sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE {condition} ORDER BY sequence_order");
+        let rows = self.query(&sql, &[param]).await?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let mut options = if rows.iter().any(|r| r.get::<_, String>(4) == "multiple_choice") {
+            self.options_of(&ids).await?
+        } else {
+            BTreeMap::new()
+        };
+        rows.iter()
+            .map(|row| poll_from_row(row, options.remove(&row.get::<_, Uuid>(0)).unwrap_or_default()))
+            .collect()
+    }
+}
+
+const SESSION_COLUMNS: &str = "id, slug, title, presenter_id, status, created_at, started_at, ended_at";
+const POLL_COLUMNS: &str = "id, session_id, question, is_anonymous, poll_type, allow_multiple, min_rating, \
+     max_rating, sequence_order, status, created_at, activated_at, closed_at, vote_count";
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal(format!("unexpected {what} in the database"))
+}
+
+fn session_from_row(row: &Row) -> R<Session> {
+    Ok(Session {
+        id: SessionId(row.get(0)),
+        slug: row.get(1),
+        title: row.get(2),
+        presenter_id: PresenterId(row.get(3)),
+        status: SessionStatus::parse(row.get(4)).ok_or_else(|| corrupt("session status"))?,
+        created_at: row.get(5),
+        started_at: row.get(6),
+        ended_at: row.get(7),
+    })
+}
+
+fn poll_from_row(row: &Row, options: Vec<PollOption>) -> R<Poll> {
+    let kind = match row.get::<_, &str>(4) {
+        "multiple_choice" => PollKind::MultipleChoice {
+            options,
+            allow_multiple: row.get(5),
+        },
+        "rating_scale" => PollKind::RatingScale {
+            min: row.get::<_, Option<i32>>(6).ok_or_else(|| corrupt("rating bounds"))?,
+            max: row.get::<_, Option<i32>>(7).ok_or_else(|| corrupt("rating bounds"))?,
+        },
+        "open_text" => PollKind::OpenText,
+        _ => return Err(corrupt("poll type")),
+    };
+    Ok(Poll {
+        id: PollId(row.get(0)),
+        session_id: SessionId(row.get(1)),
+        question: row.get(2),
+        is_anonymous: row.get(3),
+        kind,
+        sequence_order: row.get(8),
+        status: PollStatus::parse(row.get(9)).ok_or_else(|| corrupt("poll status"))?,
+        created_at: row.get(10),
+        activated_at: row.get(11),
+        closed_at: row.get(12),
+        vote_count: row.get(13),
+    })
+}
+
+fn participant_from_row(row: &Row) -> Participant {
+    Participant {
+        id: ParticipantId(row.get(0)),
+        session_id: SessionId(row.get(1)),
+        display_name: row.get(2),
+        joined_at: row.get(3),
+        present: row.get(4),
+    }
+}
+
+/// Reads back a stored choice (written by `Choice::to_json`).
+pub(super) fn choice_from_json(value: &Value) -> R<Choice> {
+    if let Some(ids) = value.get("selectedOptionIds").and_then(Value::as_array) {
+        let ids = ids
+            .iter()
+            .map(|v| v.as_str().and_then(|s| OptionId::parse(s).ok()).ok_or_else(|| corrupt("choice")))
+            .collect::<R<Vec<_>>>()?;
+        return Ok(Choice::Options(ids));
+    }
+    if let Some(value) = value.get("ratingValue").and_then(Value::as_i64) {
+        return Ok(Choice::Rating(value as i32));
+    }
+    if let Some(text) = value.get("textResponse").and_then(Value::as_str) {
+        return Ok(Choice::Text(text.to_string()));
+    }
+    Err(corrupt("choice"))
+}
+
+#[async_trait]
+impl PollingTx for PgTx<'_, '_> {
+    async fn head_event_id(&mut self) -> R<EventId> {
+        let rows = self.query("SELECT coalesce(max(id), 0) FROM events", &[]).await?;
+        Ok(rows[0].get(0))
+    }
+
+    async fn session(&mut self, id: SessionId) -> R<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        self.query(&sql, &[&id.0]).await?.first().map(session_from_row).transpose()
+    }
+
+    async fn session_by_slug(&mut self, slug: &str) -> R<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE slug = $1");
+        self.query(&sql, &[&slug]).await?.first().map(session_from_row).transpose()
+    }
+
+    async fn insert_session(&mut self, s: &Session) -> R<()> {
+        self.execute(
+            "INSERT INTO sessions (id, slug, title, presenter_id, status, created_at, started_at, ended_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&s.id.0, &s.slug, &s.title, &s.presenter_id.0, &s.status.as_str(), &s.created_at, &s.started_at, &s.ended_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn update_session(&mut self, s: &Session) -> R<()> {
+        self.execute(
+            "UPDATE sessions SET status = $2, started_at = $3, ended_at = $4 WHERE id = $1",
+            &[&s.id.0, &s.status.as_str(), &s.started_at, &s.ended_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn poll(&mut self, id: PollId) -> R<Option<Poll>> {
+        Ok(self.polls_where("id = $1", &id.0).await?.pop())
+    }
+
+    async fn polls_of(&mut self, session: SessionId) -> R<Vec<Poll>> {
+        self.polls_where("session_id = $1", &session.0).await
+    }
+
+    async fn open_poll(&mut self, session: SessionId) -> R<Option<Poll>> {
+        Ok(self.polls_where("session_id = $1 AND status = 'open'", &session.0).await?.pop())
+    }
+
+    async fn poll_count(&mut self, session: SessionId) -> R<i64> {
+        let rows = self.query("SELECT count(*) FROM polls WHERE session_id = $1", &[&session.0]).await?;
+        Ok(rows[0].get(0))
+    }
+
+    async fn insert_poll(&mut self, p: &Poll) -> R<()> {
+        let (allow_multiple, min, max) = match &p.kind {
+            PollKind::MultipleChoice { allow_multiple, .. } => (*allow_multiple, None, None),
+            PollKind::RatingScale { min, max } => (false, Some(*min), Some(*max)),
+            PollKind::OpenText => (false, None, None),
+        };
+        self.execute(
+            "INSERT INTO polls (id, session_id, question, poll_type, allow_multiple, is_anonymous, min_rating,
+                                max_rating, sequence_order, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &p.id.0,
+                &p.session_id.0,
+                &p.question,
+                &p.kind.type_name(),
+                &allow_multiple,
+                &p.is_anonymous,
+                &min,
+                &max,
+                &p.sequence_order,
+                &p.status.as_str(),
+                &p.created_at,
+            ],
+        )
+        .await?;
+        if let PollKind::MultipleChoice { options, .. } = &p.kind {
+            let ids: Vec<Uuid> = options.iter().map(|o| o.id.0).collect();
+            let texts: Vec<&str> = options.iter().map(|o| o.text.as_str()).collect();
+            let orders: Vec<i32> = options.iter().map(|o| o.sequence_order).collect();
+            self.execute(
+                "INSERT INTO poll_options (poll_id, id, option_text, sequence_order)
+                 SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[])",
+                &[&p.id.0, &ids, &texts, &orders],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn update_poll(&mut self, p: &Poll) -> R<()> {
+        self.execute(
+            "UPDATE polls SET status = $2, activated_at = $3, closed_at = $4 WHERE id = $1",
+            &[&p.id.0, &p.status.as_str(), &p.activated_at, &p.closed_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn participant(&mut self, id: ParticipantId) -> R<Option<Participant>> {
+        let rows = self
+            .query(
+                "SELECT id, session_id, display_name, joined_at, present FROM participants WHERE id = $1",
+                &[&id.0],
+            )
+            .await?;
+        Ok(rows.first().map(participant_from_row))
+    }
+
+    async fn insert_participant(&mut self, p: &Participant) -> R<()> {
+        self.execute(
+            "INSERT INTO participants (id, session_id, display_name, joined_at, present) VALUES ($1, $2, $3, $4, $5)",
+            &[&p.id.0, &p.session_id.0, &p.display_name, &p.joined_at, &p.present],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()> {
+        self.execute("UPDATE participants SET present = $2 WHERE id = $1", &[&id.0, &present])
+            .await?;
+        Ok(())
+    }
+
+    async fn present_count(&mut self, session: SessionId) -> R<i64> {
+        let rows = self
+            .query(
+                "SELECT count(*) FROM participants WHERE session_id = $1 AND present",
+                &[&session.0],
+            )
+            .await?;
+        Ok(rows[0].get(0))
+    }
+
+    async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool> {
+        let rows = self
+            .query(
+                "SELECT 1 FROM votes WHERE poll_id = $1 AND participant_id = $2",
+                &[&poll.0, &participant.0],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn record_vote(&mut self, vote: &Vote, _poll: &Poll) -> R<bool> {
+        let (options, rating): (Vec<Uuid>, Option<i32>) = match &vote.choice {
+            Choice::Options(ids) => (ids.iter().map(|i| i.0).collect(), None),
+            Choice::Rating(value) => (Vec::new(), Some(*value)),
+            Choice::Text(_) => (Vec::new(), None),
+        };
+        // One statement: the insert decides (the unique constraint), and the
+        // counters move only when it inserted.
+        let rows = self
+            .query(
+                "WITH inserted AS (
+                     INSERT INTO votes (id, poll_id, participant_id, choice, submitted_at, client_submitted_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT ON CONSTRAINT votes_one_per_participant DO NOTHING
+                     RETURNING poll_id
+                 ), poll AS (
+                     UPDATE polls SET vote_count = vote_count + 1 WHERE id IN (SELECT poll_id FROM inserted)
+                 ), options AS (
+                     UPDATE poll_options SET vote_count = vote_count + 1
+                      WHERE id = ANY($7) AND EXISTS (SELECT 1 FROM inserted)
+                 ), ratings AS (
+                     INSERT INTO poll_rating_counts (poll_id, rating, vote_count)
+                     SELECT poll_id, $8, 1 FROM inserted WHERE $8::int IS NOT NULL
+                     ON CONFLICT (poll_id, rating) DO UPDATE SET vote_count = poll_rating_counts.vote_count + 1
+                 )
+                 SELECT count(*) FROM inserted",
+                &[
+                    &vote.id.0,
+                    &vote.poll_id.0,
+                    &vote.participant_id.0,
+                    &vote.choice.to_json(),
+                    &vote.submitted_at,
+                    &vote.client_submitted_at,
+                    &options,
+                    &rating,
+                ],
+            )
+            .await?;
+        Ok(rows[0].get::<_, i64>(0) == 1)
+    }
+
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
+        let count_rows = self.query("SELECT vote_count FROM polls WHERE id = $1", &[&poll.id.0]).await?;
+        let mut tally = Tally {
+            vote_count: count_rows.first().map_or(0, |r| r.get(0)),
+            ..Tally::default()
+        };
+        match &poll.kind {
+            PollKind::MultipleChoice { .. } => {
+                let rows = self
+                    .query(
+                        "SELECT id, vote_count FROM poll_options WHERE poll_id = $1 ORDER BY sequence_order",
+                        &[&poll.id.0],
+                    )
+                    .await?;
+                tally.option_counts = rows.iter().map(|r| (OptionId(r.get(0)), r.get(1))).collect();
+            }
+            PollKind::RatingScale { min, max } => {
+                tally.rating_counts = (*min..=*max).map(|v| (v, 0)).collect();
+                let rows = self
+                    .query("SELECT rating, vote_count FROM poll_rating_counts WHERE poll_id = $1", &[&poll.id.0])
+                    .await?;
+                for row in rows {
+                    tally.rating_counts.insert(row.get(0), row.get(1));
+                }
+            }
+            PollKind::OpenText => {
+                let rows = self
+                    .query(
+                        "SELECT choice->>'textResponse' FROM votes WHERE poll_id = $1
+                          ORDER BY submitted_at DESC, id DESC LIMIT $2",
+                        &[&poll.id.0, &(text_limit as i64)],
+                    )
+                    .await?;
+                tally.texts = rows.iter().rev().filter_map(|r| r.get(0)).collect();
+            }
+        }
+        let latest = self
+            .query(
+                "SELECT id, submitted_at FROM votes WHERE poll_id = $1 ORDER BY submitted_at DESC, id DESC LIMIT 1",
+                &[&poll.id.0],
+            )
+            .await?
+            .first()
+            .map(|r| (VoteId(r.get(0)).to_string(), r.get(1)));
+        Ok((tally, latest))
+    }
+
+    async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>> {
+        let rows = self
+            .query(
+                "SELECT v.id, v.participant_id, v.choice, v.submitted_at, v.client_submitted_at, p.display_name
+                   FROM votes v JOIN participants p ON p.id = v.participant_id
+                  WHERE v.poll_id = $1 ORDER BY v.submitted_at, v.id",
+                &[&poll.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VoteRecord {
+                    vote: Vote {
+                        id: VoteId(r.get(0)),
+                        poll_id: poll,
+                        participant_id: ParticipantId(r.get(1)),
+                        choice: choice_from_json(&r.get::<_, Value>(2))?,
+                        submitted_at: r.get(3),
+                        client_submitted_at: r.get(4),
+                    },
+                    display_name: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    async fn open_connection(&mut self, c: &PresenceConnection) -> R<()> {
+        self.execute(
+            "INSERT INTO presence_connections (id, node_id, session_id, participant_id, opened_at, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING",
+            &[&c.id, &c.node_id, &c.session_id.0, &c.participant_id.0, &c.opened_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn close_connection(&mut self, id: Uuid) -> R<()> {
+        self.execute("DELETE FROM presence_connections WHERE id = $1", &[&id]).await?;
+        Ok(())
+    }
+
+    async fn connection_count(&mut self, participant: ParticipantId) -> R<i64> {
+        let rows = self
+            .query(
+                "SELECT count(*) FROM presence_connections WHERE participant_id = $1",
+                &[&participant.0],
+            )
+            .await?;
+        Ok(rows[0].get(0))
+    }
+}
