@@ -10,6 +10,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::polling::ids::{ParticipantId, PresenterId, SessionId};
 use crate::domain::topic::{Selector, Topic};
 
 /// The claims pollcast reads. Unknown claims are ignored.
@@ -22,6 +23,34 @@ pub struct Claims {
     pub publish: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscribe: Vec<String>,
+    /// `presenter` or `participant` for the live polling tokens pollcast
+    /// issues itself; absent on generic tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The session a polling token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// What a live polling token makes its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Presenter {
+        session: SessionId,
+        presenter: PresenterId,
+    },
+    Participant {
+        session: SessionId,
+        participant: ParticipantId,
+    },
+}
+
+impl Role {
+    pub fn session(&self) -> SessionId {
+        match self {
+            Role::Presenter { session, .. } | Role::Participant { session, .. } => *session,
+        }
+    }
 }
 
 /// Who is calling, after the token checked out.
@@ -33,6 +62,7 @@ pub struct Caller {
     /// A stable name for the caller, for scoping idempotency keys: the
     /// subject, or a hash of the token when it has none.
     pub identity: String,
+    pub role: Option<Role>,
 }
 
 impl Caller {
@@ -114,11 +144,64 @@ impl TokenKeys {
                 )
             }
         };
+        let role = parse_role(&claims)?;
         Ok(Caller {
+            role,
             publish: parse_all(&claims.publish)?,
             subscribe: parse_all(&claims.subscribe)?,
             subject: claims.sub,
             identity,
+        })
+    }
+}
+
+fn parse_role(claims: &Claims) -> Result<Option<Role>, AuthError> {
+    let Some(role) = claims.role.as_deref() else {
+        return Ok(None);
+    };
+    let bad = || AuthError::Invalid("malformed polling claims".into());
+    let session = SessionId::parse(claims.sid.as_deref().ok_or_else(bad)?).map_err(|_| bad())?;
+    let subject = claims.sub.as_deref().ok_or_else(bad)?;
+    match role {
+        "presenter" => Ok(Some(Role::Presenter {
+            session,
+            presenter: PresenterId::parse(subject).map_err(|_| bad())?,
+        })),
+        "participant" => Ok(Some(Role::Participant {
+            session,
+            participant: ParticipantId::parse(subject).map_err(|_| bad())?,
+        })),
+        _ => Err(bad()),
+    }
+}
+
+/// How long the tokens issued with a session or a join stay valid.
+pub const POLLING_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl TokenKeys {
+    /// The presenter token returned when a session is created: controls the
+    /// session and reads its topic.
+    pub fn presenter_token(&self, session: SessionId, presenter: PresenterId) -> String {
+        self.mint(&Claims {
+            sub: Some(presenter.to_string()),
+            exp: expiry_in(POLLING_TOKEN_TTL),
+            subscribe: vec![format!("session:{session}")],
+            role: Some("presenter".into()),
+            sid: Some(session.to_string()),
+            ..Claims::default()
+        })
+    }
+
+    /// The participant token returned on joining: votes as this participant
+    /// and reads the session topic and its own unicast topic.
+    pub fn participant_token(&self, session: SessionId, participant: ParticipantId) -> String {
+        self.mint(&Claims {
+            sub: Some(participant.to_string()),
+            exp: expiry_in(POLLING_TOKEN_TTL),
+            subscribe: vec![format!("session:{session}"), format!("participant:{participant}")],
+            role: Some("participant".into()),
+            sid: Some(session.to_string()),
+            ..Claims::default()
         })
     }
 }
@@ -141,6 +224,7 @@ mod tests {
             exp,
             publish: vec!["demo:*".into()],
             subscribe: vec!["demo:*".into()],
+            ..Claims::default()
         }
     }
 

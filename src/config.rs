@@ -66,6 +66,24 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_RING_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub ring_size: u32,
 
+    /// Live polling: at most one results broadcast per poll per interval.
+    #[arg(long, env = "POLLCAST_RESULTS_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub results_interval: Duration,
+
+    /// Live polling: how long a participant with no open stream still counts
+    /// as present.
+    #[arg(long, env = "POLLCAST_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+
+    /// Live polling: when set, creating a session requires this key
+    /// (`X-Admin-Key` header or bearer).
+    #[arg(long, env = "POLLCAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Live polling: votes per second one participant may submit.
+    #[arg(long, env = "POLLCAST_VOTE_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vote_rate: u32,
+
     /// How often a node looks for events committed by other nodes even when
     /// no notification arrived.
     #[arg(long, env = "POLLCAST_TAIL_POLL", default_value = "1s", value_parser = parse_duration)]
@@ -115,6 +133,7 @@ impl ServeConfig {
         config.database_url = None;
         config.token_secret = None;
         config.cors_origins.clear();
+        config.admin_key = None;
         config
     }
 }

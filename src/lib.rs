@@ -9,7 +9,8 @@
 //! # Layout
 //!
 //! - [`config`]: flags with `POLLCAST_*` environment fallbacks.
-//! - [`domain`]: pure value types and rules (topics, selectors, events); no IO.
+//! - [`domain`]: pure value types and rules (topics, selectors, events, and
+//!   the live polling rules `decide(state, command)`); no IO.
 //! - [`auth`]: JWT tokens and what they allow.
 //! - [`store`]: the event log trait, its Postgres writer/reader/listener, and
 //!   the in-memory backend.
@@ -17,6 +18,9 @@
 //!   events, subscribers), and SSE framing.
 //! - [`http`]: routes, handlers, the error boundary, the SSE stream state
 //!   machine, and the server with its tower layers and graceful shutdown.
+//! - [`polling`]: the live polling service: commands run in store
+//!   transactions, coalesced results broadcasts, presence, vote rate limits.
+//! - [`error`]: the API's error vocabulary (CONTRACT §5).
 //! - [`metrics`]: the Prometheus names and recorder.
 //!
 //! The path of one event: `http` parses and authorizes → `store` commits it
@@ -26,12 +30,15 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod metrics;
+pub mod polling;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +50,7 @@ use auth::TokenKeys;
 use config::ServeConfig;
 use fanout::hub::{Hub, HubConfig};
 use http::{AppState, StreamSettings};
+use polling::{Polling, PollingSettings};
 use store::memory::MemoryStore;
 use store::postgres::PostgresStore;
 use store::{EventStore, StoreError};
@@ -76,10 +84,24 @@ impl Server {
             },
         );
         let shutdown = CancellationToken::new();
+        let keys = Arc::new(TokenKeys::new(secret.as_bytes()));
+        let polling = Polling::start(
+            Arc::clone(&store),
+            Arc::clone(&keys),
+            PollingSettings {
+                results_interval: config.results_interval,
+                grace_period: config.grace_period,
+                admin_key: config.admin_key.clone(),
+                vote_rate: NonZeroU32::new(config.vote_rate).unwrap_or(NonZeroU32::MIN),
+                node_id: uuid::Uuid::new_v4(),
+            },
+            shutdown.clone(),
+        );
         let state = AppState {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
-            keys: Arc::new(TokenKeys::new(secret.as_bytes())),
+            polling,
+            keys,
             streams: StreamSettings {
                 heartbeat: config.heartbeat,
                 retry: config.retry,

@@ -35,6 +35,7 @@ fn mint(args: TokenArgs) -> ExitCode {
         exp: expiry_in(args.ttl),
         publish: args.publish,
         subscribe: args.subscribe,
+        ..Claims::default()
     };
     println!("{}", TokenKeys::new(args.token_secret.as_bytes()).mint(&claims));
     ExitCode::SUCCESS

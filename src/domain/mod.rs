@@ -2,5 +2,5 @@
 //! once at the edge and trusted afterwards.
 
 pub mod event;
-pub mod topic;
 pub mod polling;
+pub mod topic;

@@ -6,70 +6,15 @@ use std::convert::Infallible;
 
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
-use serde_json::json;
 use warp::reply::Response;
 use warp::Rejection;
 
-use crate::auth::AuthError;
 use crate::domain::event::TraceId;
-use crate::store::StoreError;
-
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub retry_after_secs: Option<u64>,
-}
+pub use crate::error::ApiError;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-
-    /// Malformed input: bad JSON, bad names, bad parameters.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_payload", message)
-    }
-
-    /// Well-formed JSON of the wrong shape.
-    pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            retry_after_secs: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-        }
-    }
-
-    pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
-    }
-
     pub fn into_response(self, trace_id: &TraceId) -> Response {
-        let body = json!({
-            "error": { "code": self.code, "message": self.message, "traceId": trace_id.as_str() }
-        });
-        let mut response = Response::new(body.to_string().into());
+        let mut response = Response::new(self.body(trace_id).into());
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -80,31 +25,6 @@ impl ApiError {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        let code = match error {
-            AuthError::Expired => "token_expired",
-            AuthError::Missing | AuthError::Invalid(_) => "unauthorized",
-        };
-        ApiError::new(StatusCode::UNAUTHORIZED, code, error.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(detail) => {
-                tracing::warn!(%detail, "store unavailable");
-                ApiError::unavailable("the event store is unavailable; retry shortly")
-            }
-            StoreError::Internal(detail) => {
-                tracing::error!(%detail, "store failure");
-                ApiError::internal()
-            }
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod error;
 mod history;
 mod ops;
+mod polling;
 mod publish;
 pub mod request;
 pub mod server;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub streams: StreamSettings,
     /// Cancelled on SIGTERM/SIGINT: every open stream ends.
     pub shutdown: CancellationToken,
+    pub polling: crate::polling::Polling,
 }
 
 fn with_state(
@@ -52,6 +54,31 @@ fn with_state(
 }
 
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let generic = generic_routes(&state);
+    let polling = polling_routes(&state);
+    let healthz = warp::path!("healthz").and(warp::get()).map(ops::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(ops::readyz);
+    let metrics = warp::path!("metrics").and(warp::get()).map(ops::metrics);
+
+    generic
+        .or(polling)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .boxed()
+}
+
+/// Publish, subscribe and history on generic topics (CONTRACT §4, §3).
+fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
     let publish = warp::path!("v1" / "topics" / String / "events")
         .and(warp::post())
         .and(with_state(state.clone()))
@@ -69,25 +96,95 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
         .then(history::handle);
-    let healthz = warp::path!("healthz").and(warp::get()).map(ops::healthz);
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_state(state))
-        .then(ops::readyz);
-    let metrics = warp::path!("metrics").and(warp::get()).map(ops::metrics);
+    publish.or(stream).unify().or(history).unify().boxed()
+}
 
-    publish
-        .or(stream)
+/// Sessions, polls, participants and votes (CONTRACT §2).
+fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    use polling::{PollAction, PollQuery, SessionAction};
+    let create_session = warp::path!("v1" / "sessions")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(limited_body())
+        .then(polling::create_session);
+    let session_action = |segment: &'static str, action: SessionAction| {
+        warp::path("v1")
+            .and(warp::path("sessions"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(segment))
+            .and(warp::path::end())
+            .and(warp::post())
+            .map(move |key: String| (action, key))
+            .untuple_one()
+    };
+    let session_actions = session_action("start", SessionAction::Start)
+        .or(session_action("end", SessionAction::End))
         .unify()
-        .or(history)
+        .or(session_action("polls", SessionAction::CreatePoll))
         .unify()
-        .or(healthz)
+        .or(session_action("participants", SessionAction::Join))
         .unify()
-        .or(readyz)
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(limited_body())
+        .then(polling::session_action);
+    let poll_action = |segment: &'static str, action: PollAction| {
+        warp::path("v1")
+            .and(warp::path("polls"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(segment))
+            .and(warp::path::end())
+            .and(warp::post())
+            .map(move |poll: String| (action, poll))
+            .untuple_one()
+    };
+    let poll_actions = poll_action("activate", PollAction::Activate)
+        .or(poll_action("close", PollAction::Close))
         .unify()
-        .or(metrics)
+        .or(poll_action("votes", PollAction::Vote))
         .unify()
-        .recover(error::recover)
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(limited_body())
+        .then(polling::poll_action);
+    let poll_query = |segment: &'static str, query: PollQuery| {
+        warp::path("v1")
+            .and(warp::path("polls"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(segment))
+            .and(warp::path::end())
+            .and(warp::get())
+            .map(move |poll: String| (query, poll))
+            .untuple_one()
+    };
+    let poll_queries = poll_query("results", PollQuery::Results)
+        .or(poll_query("votes", PollQuery::Votes))
+        .unify()
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .then(polling::poll_query);
+    let get_session = warp::path!("v1" / "sessions" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .then(polling::get_session);
+    let session_stream = warp::path!("v1" / "sessions" / String / "events")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(warp::ext::optional::<ConnectionCloser>())
+        .then(polling::session_stream);
+    create_session
+        .or(session_actions)
+        .unify()
+        .or(poll_actions)
+        .unify()
+        .or(poll_queries)
+        .unify()
+        .or(get_session)
+        .unify()
+        .or(session_stream)
         .unify()
         .boxed()
 }

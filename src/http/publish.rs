@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::request::RequestContext;
+use super::request::{stored, RequestContext};
 use super::AppState;
 use crate::domain::event::{EventType, NewEvent};
 use crate::domain::topic::Topic;
@@ -85,9 +85,7 @@ async fn publish(
     });
     let request = AppendRequest::events(vec![event], respond, idempotency);
     match state.store.append(request).await? {
-        AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => {
-            Ok(stored_response(response))
-        }
+        AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => Ok(stored(response)),
         AppendOutcome::KeyReused => Err(ApiError::conflict(
             "this Idempotency-Key was already used with a different request",
         )),
@@ -122,15 +120,4 @@ pub fn idempotency_key(
         key: key.to_string(),
         fingerprint: hex::encode(fingerprint.finalize()),
     }))
-}
-
-/// A response kept by the store (first answer or idempotent replay).
-pub fn stored_response(stored: StoredResponse) -> Response {
-    let mut response = Response::new(stored.body.into());
-    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }

@@ -160,3 +160,15 @@ where
     }
     Ok(body.freeze())
 }
+
+/// A response kept by the store (first answer or idempotent replay), or
+/// decided by a command inside its transaction.
+pub fn stored(stored: crate::store::StoredResponse) -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(stored.body.into());
+    *response.status_mut() = http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -28,6 +28,7 @@ use crate::domain::topic::{Selector, TopicFilter};
 use crate::fanout::frame::{self, Frame, PING};
 use crate::fanout::hub::{Attach, Hub, Subscription};
 use crate::metrics;
+use crate::polling::presence::PresenceGuard;
 use crate::store::EventStore;
 
 /// Most selectors one stream or history request may ask for.
@@ -165,6 +166,8 @@ pub struct EventStream {
     heartbeat: Interval,
     shutdown: CancellationToken,
     on_slow: Option<CancellationToken>,
+    /// A participant's presence, held as long as the stream is open.
+    _presence: Option<PresenceGuard>,
 }
 
 impl Drop for EventStream {
@@ -197,7 +200,14 @@ impl EventStream {
             heartbeat,
             shutdown: state.shutdown.clone(),
             on_slow,
+            _presence: None,
         }
+    }
+
+    /// Ties a participant's presence to this stream's lifetime.
+    pub fn with_presence(mut self, guard: Option<PresenceGuard>) -> Self {
+        self._presence = guard;
+        self
     }
 
     /// The next bytes to write, or `None` to end the response.

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use super::memory_polling::{MemTx, PollingTables};
 use super::{
-    is_remembered, replay_or_conflict, TxCommand, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError, StoredResponse,
-    IDEMPOTENCY_WINDOW,
+    is_remembered, replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError,
+    StoredResponse, TxCommand, IDEMPOTENCY_WINDOW,
 };
 use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;

@@ -72,21 +72,39 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn polls_of(&mut self, session: SessionId) -> R<Vec<Poll>> {
-        let ids = self.tables.session_polls.get(&session).cloned().unwrap_or_default();
-        Ok(ids.iter().filter_map(|id| self.tables.polls.get(id).cloned()).collect())
+        let ids = self
+            .tables
+            .session_polls
+            .get(&session)
+            .cloned()
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.tables.polls.get(id).cloned())
+            .collect())
     }
 
     async fn open_poll(&mut self, session: SessionId) -> R<Option<Poll>> {
         let polls = self.polls_of(session).await?;
-        Ok(polls.into_iter().find(|p| p.status == crate::domain::polling::model::PollStatus::Open))
+        Ok(polls
+            .into_iter()
+            .find(|p| p.status == crate::domain::polling::model::PollStatus::Open))
     }
 
     async fn poll_count(&mut self, session: SessionId) -> R<i64> {
-        Ok(self.tables.session_polls.get(&session).map_or(0, |p| p.len() as i64))
+        Ok(self
+            .tables
+            .session_polls
+            .get(&session)
+            .map_or(0, |p| p.len() as i64))
     }
 
     async fn insert_poll(&mut self, poll: &Poll) -> R<()> {
-        self.tables.session_polls.entry(poll.session_id).or_default().push(poll.id);
+        self.tables
+            .session_polls
+            .entry(poll.session_id)
+            .or_default()
+            .push(poll.id);
         self.tables.polls.insert(poll.id, poll.clone());
         Ok(())
     }
@@ -105,7 +123,9 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn insert_participant(&mut self, participant: &Participant) -> R<()> {
-        self.tables.participants.insert(participant.id, participant.clone());
+        self.tables
+            .participants
+            .insert(participant.id, participant.clone());
         Ok(())
     }
 
@@ -133,7 +153,11 @@ impl PollingTx for MemTx<'_> {
         if !self.tables.voted.insert((vote.poll_id, vote.participant_id)) {
             return Ok(false);
         }
-        self.tables.votes.entry(vote.poll_id).or_default().push(vote.clone());
+        self.tables
+            .votes
+            .entry(vote.poll_id)
+            .or_default()
+            .push(vote.clone());
         if let Some(poll) = self.tables.polls.get_mut(&vote.poll_id) {
             poll.vote_count += 1;
         }
@@ -143,14 +167,25 @@ impl PollingTx for MemTx<'_> {
                     *self.tables.option_counts.entry(*id).or_default() += 1;
                 }
             }
-            Choice::Rating(value) => *self.tables.rating_counts.entry((vote.poll_id, *value)).or_default() += 1,
+            Choice::Rating(value) => {
+                *self
+                    .tables
+                    .rating_counts
+                    .entry((vote.poll_id, *value))
+                    .or_default() += 1
+            }
             Choice::Text(_) => {}
         }
         Ok(true)
     }
 
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
-        let votes = self.tables.votes.get(&poll.id).map(Vec::as_slice).unwrap_or_default();
+        let votes = self
+            .tables
+            .votes
+            .get(&poll.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let mut tally = Tally {
             vote_count: votes.len() as i64,
             ..Tally::default()
@@ -164,7 +199,12 @@ impl PollingTx for MemTx<'_> {
             }
             PollKind::RatingScale { min, max } => {
                 tally.rating_counts = (*min..=*max)
-                    .map(|v| (v, self.tables.rating_counts.get(&(poll.id, v)).copied().unwrap_or(0)))
+                    .map(|v| {
+                        (
+                            v,
+                            self.tables.rating_counts.get(&(poll.id, v)).copied().unwrap_or(0),
+                        )
+                    })
                     .collect();
             }
             PollKind::OpenText => {

@@ -102,8 +102,12 @@ fn poll_from_row(row: &Row, options: Vec<PollOption>) -> R<Poll> {
             allow_multiple: row.get(5),
         },
         "rating_scale" => PollKind::RatingScale {
-            min: row.get::<_, Option<i32>>(6).ok_or_else(|| corrupt("rating bounds"))?,
-            max: row.get::<_, Option<i32>>(7).ok_or_else(|| corrupt("rating bounds"))?,
+            min: row
+                .get::<_, Option<i32>>(6)
+                .ok_or_else(|| corrupt("rating bounds"))?,
+            max: row
+                .get::<_, Option<i32>>(7)
+                .ok_or_else(|| corrupt("rating bounds"))?,
         },
         "open_text" => PollKind::OpenText,
         _ => return Err(corrupt("poll type")),
@@ -138,7 +142,11 @@ pub(super) fn choice_from_json(value: &Value) -> R<Choice> {
     if let Some(ids) = value.get("selectedOptionIds").and_then(Value::as_array) {
         let ids = ids
             .iter()
-            .map(|v| v.as_str().and_then(|s| OptionId::parse(s).ok()).ok_or_else(|| corrupt("choice")))
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| OptionId::parse(s).ok())
+                    .ok_or_else(|| corrupt("choice"))
+            })
             .collect::<R<Vec<_>>>()?;
         return Ok(Choice::Options(ids));
     }
@@ -160,19 +168,36 @@ impl PollingTx for PgTx<'_, '_> {
 
     async fn session(&mut self, id: SessionId) -> R<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
-        self.query(&sql, &[&id.0]).await?.first().map(session_from_row).transpose()
+        self.query(&sql, &[&id.0])
+            .await?
+            .first()
+            .map(session_from_row)
+            .transpose()
     }
 
     async fn session_by_slug(&mut self, slug: &str) -> R<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE slug = $1");
-        self.query(&sql, &[&slug]).await?.first().map(session_from_row).transpose()
+        self.query(&sql, &[&slug])
+            .await?
+            .first()
+            .map(session_from_row)
+            .transpose()
     }
 
     async fn insert_session(&mut self, s: &Session) -> R<()> {
         self.execute(
             "INSERT INTO sessions (id, slug, title, presenter_id, status, created_at, started_at, ended_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&s.id.0, &s.slug, &s.title, &s.presenter_id.0, &s.status.as_str(), &s.created_at, &s.started_at, &s.ended_at],
+            &[
+                &s.id.0,
+                &s.slug,
+                &s.title,
+                &s.presenter_id.0,
+                &s.status.as_str(),
+                &s.created_at,
+                &s.started_at,
+                &s.ended_at,
+            ],
         )
         .await?;
         Ok(())
@@ -196,11 +221,16 @@ impl PollingTx for PgTx<'_, '_> {
     }
 
     async fn open_poll(&mut self, session: SessionId) -> R<Option<Poll>> {
-        Ok(self.polls_where("session_id = $1 AND status = 'open'", &session.0).await?.pop())
+        Ok(self
+            .polls_where("session_id = $1 AND status = 'open'", &session.0)
+            .await?
+            .pop())
     }
 
     async fn poll_count(&mut self, session: SessionId) -> R<i64> {
-        let rows = self.query("SELECT count(*) FROM polls WHERE session_id = $1", &[&session.0]).await?;
+        let rows = self
+            .query("SELECT count(*) FROM polls WHERE session_id = $1", &[&session.0])
+            .await?;
         Ok(rows[0].get(0))
     }
 
@@ -272,8 +302,11 @@ impl PollingTx for PgTx<'_, '_> {
     }
 
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()> {
-        self.execute("UPDATE participants SET present = $2 WHERE id = $1", &[&id.0, &present])
-            .await?;
+        self.execute(
+            "UPDATE participants SET present = $2 WHERE id = $1",
+            &[&id.0, &present],
+        )
+        .await?;
         Ok(())
     }
 
@@ -339,7 +372,9 @@ impl PollingTx for PgTx<'_, '_> {
     }
 
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
-        let count_rows = self.query("SELECT vote_count FROM polls WHERE id = $1", &[&poll.id.0]).await?;
+        let count_rows = self
+            .query("SELECT vote_count FROM polls WHERE id = $1", &[&poll.id.0])
+            .await?;
         let mut tally = Tally {
             vote_count: count_rows.first().map_or(0, |r| r.get(0)),
             ..Tally::default()
@@ -357,7 +392,10 @@ impl PollingTx for PgTx<'_, '_> {
             PollKind::RatingScale { min, max } => {
                 tally.rating_counts = (*min..=*max).map(|v| (v, 0)).collect();
                 let rows = self
-                    .query("SELECT rating, vote_count FROM poll_rating_counts WHERE poll_id = $1", &[&poll.id.0])
+                    .query(
+                        "SELECT rating, vote_count FROM poll_rating_counts WHERE poll_id = $1",
+                        &[&poll.id.0],
+                    )
                     .await?;
                 for row in rows {
                     tally.rating_counts.insert(row.get(0), row.get(1));
@@ -415,14 +453,21 @@ impl PollingTx for PgTx<'_, '_> {
         self.execute(
             "INSERT INTO presence_connections (id, node_id, session_id, participant_id, opened_at, last_seen)
              VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING",
-            &[&c.id, &c.node_id, &c.session_id.0, &c.participant_id.0, &c.opened_at],
+            &[
+                &c.id,
+                &c.node_id,
+                &c.session_id.0,
+                &c.participant_id.0,
+                &c.opened_at,
+            ],
         )
         .await?;
         Ok(())
     }
 
     async fn close_connection(&mut self, id: Uuid) -> R<()> {
-        self.execute("DELETE FROM presence_connections WHERE id = $1", &[&id]).await?;
+        self.execute("DELETE FROM presence_connections WHERE id = $1", &[&id])
+            .await?;
         Ok(())
     }
 

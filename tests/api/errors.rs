@@ -162,12 +162,14 @@ async fn missing_invalid_and_expired_tokens_are_401() {
         exp: 1,
         publish: vec!["demo:*".into()],
         subscribe: vec!["demo:*".into()],
+        ..Claims::default()
     });
     let forged = pollcast::auth::TokenKeys::new(b"another secret").mint(&Claims {
         sub: None,
         exp: pollcast::auth::expiry_in(Duration::from_secs(60)),
         publish: vec!["demo:*".into()],
         subscribe: vec!["demo:*".into()],
+        ..Claims::default()
     });
     let body = json!({"type": "demo:x"});
     let url = app.url("/v1/topics/demo:a/events");

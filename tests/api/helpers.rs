@@ -161,6 +161,7 @@ impl TestApp {
             exp: expiry_in(Duration::from_secs(3600)),
             publish: publish.iter().map(|s| s.to_string()).collect(),
             subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            ..Claims::default()
         })
     }
 

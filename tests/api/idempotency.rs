@@ -93,6 +93,7 @@ async fn a_retry_returns_the_first_response_and_appends_nothing(backend: Backend
         exp: pollcast::auth::expiry_in(std::time::Duration::from_secs(60)),
         publish: vec!["demo:*".into()],
         subscribe: vec![],
+        ..pollcast::auth::Claims::default()
     });
     let response = app
         .http

@@ -163,7 +163,8 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
         },
         Command::EndSession { at } => match session.status {
             SessionStatus::Active => {
-                let mut events: Vec<DomainEvent> = state.open_poll().map(|p| closing(p, at)).into_iter().collect();
+                let mut events: Vec<DomainEvent> =
+                    state.open_poll().map(|p| closing(p, at)).into_iter().collect();
                 events.push(DomainEvent::SessionEnded {
                     session_id: session.id,
                     at,
@@ -204,7 +205,8 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
                 PollStatus::Open => return Err(conflict("the poll is already open")),
                 PollStatus::Closed => return Err(conflict("a closed poll does not reopen")),
             }
-            let mut events: Vec<DomainEvent> = state.open_poll().map(|p| closing(p, at)).into_iter().collect();
+            let mut events: Vec<DomainEvent> =
+                state.open_poll().map(|p| closing(p, at)).into_iter().collect();
             events.push(DomainEvent::PollActivated {
                 poll_id,
                 session_id: session.id,
@@ -256,7 +258,9 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
                 message: message.to_string(),
             };
             match poll.status {
-                PollStatus::Draft => return Err(refuse(RejectReason::PollNotActive, "the poll is not open yet")),
+                PollStatus::Draft => {
+                    return Err(refuse(RejectReason::PollNotActive, "the poll is not open yet"))
+                }
                 PollStatus::Closed => return Err(refuse(RejectReason::PollClosed, "the poll is closed")),
                 PollStatus::Open => {}
             }
@@ -266,8 +270,8 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
                     "participant already voted on this poll",
                 ));
             }
-            let choice =
-                parse_choice(poll, &vote_data).map_err(|(reason, message)| Rejection::Vote { reason, message })?;
+            let choice = parse_choice(poll, &vote_data)
+                .map_err(|(reason, message)| Rejection::Vote { reason, message })?;
             Ok(vec![DomainEvent::VoteAccepted {
                 vote: Vote {
                     id: vote_id,

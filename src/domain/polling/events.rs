@@ -156,7 +156,12 @@ impl DomainEvent {
             }
             DomainEvent::VoteAccepted { vote, session_id } => {
                 let payload = vote_confirmation(vote, *session_id, results);
-                event(participant_topic(vote.participant_id), "vote:accepted", trace_id, &payload)
+                event(
+                    participant_topic(vote.participant_id),
+                    "vote:accepted",
+                    trace_id,
+                    &payload,
+                )
             }
             DomainEvent::ParticipantJoined {
                 participant,
@@ -170,7 +175,12 @@ impl DomainEvent {
                     "joinedAt": ts(at),
                     "participantCount": participant_count,
                 });
-                event(session_topic(participant.session_id), "participant:joined", trace_id, &payload)
+                event(
+                    session_topic(participant.session_id),
+                    "participant:joined",
+                    trace_id,
+                    &payload,
+                )
             }
             DomainEvent::ParticipantDisconnected {
                 participant_id,
@@ -184,7 +194,12 @@ impl DomainEvent {
                     "disconnectedAt": ts(at),
                     "participantCount": participant_count,
                 });
-                event(session_topic(*session_id), "participant:disconnected", trace_id, &payload)
+                event(
+                    session_topic(*session_id),
+                    "participant:disconnected",
+                    trace_id,
+                    &payload,
+                )
             }
         }
     }
@@ -205,7 +220,12 @@ pub fn vote_confirmation(vote: &Vote, session_id: SessionId, results: Option<&Va
 
 /// The broadcast `vote:accepted` on the session topic: results only, never
 /// who voted. `latest` is the newest vote they include.
-pub fn results_broadcast(poll: &Poll, results: &Value, latest: Option<(String, DateTime<Utc>)>, trace_id: &TraceId) -> NewEvent {
+pub fn results_broadcast(
+    poll: &Poll,
+    results: &Value,
+    latest: Option<(String, DateTime<Utc>)>,
+    trace_id: &TraceId,
+) -> NewEvent {
     let mut payload = json!({
         "voteId": latest.as_ref().map(|(id, _)| id.clone()),
         "pollId": poll.id.to_string(),
@@ -213,14 +233,25 @@ pub fn results_broadcast(poll: &Poll, results: &Value, latest: Option<(String, D
         "submittedAt": latest.as_ref().map(|(_, at)| ts(at)),
     });
     merge_results(&mut payload, Some(results));
-    event(session_topic(poll.session_id), "vote:accepted", trace_id, &payload)
+    event(
+        session_topic(poll.session_id),
+        "vote:accepted",
+        trace_id,
+        &payload,
+    )
 }
 
 fn merge_results(payload: &mut Value, results: Option<&Value>) {
     let (Some(target), Some(Value::Object(fields))) = (payload.as_object_mut(), results) else {
         return;
     };
-    for key in ["currentVoteCount", "voteBreakdown", "averageRating", "ratingDistribution", "textResponses"] {
+    for key in [
+        "currentVoteCount",
+        "voteBreakdown",
+        "averageRating",
+        "ratingDistribution",
+        "textResponses",
+    ] {
         if let Some(value) = fields.get(key) {
             target.insert(key.to_string(), value.clone());
         }
@@ -245,7 +276,12 @@ pub fn vote_rejected(
         "message": message,
         "timestamp": ts(&at),
     });
-    event(participant_topic(participant_id), "vote:rejected", trace_id, &payload)
+    event(
+        participant_topic(participant_id),
+        "vote:rejected",
+        trace_id,
+        &payload,
+    )
 }
 
 /// The unicast `error:general` event, for a participant's failed request
@@ -266,5 +302,10 @@ pub fn error_general(
         "timestamp": ts(&at),
         "requestContext": context,
     });
-    event(participant_topic(participant_id), "error:general", trace_id, &payload)
+    event(
+        participant_topic(participant_id),
+        "error:general",
+        trace_id,
+        &payload,
+    )
 }

@@ -100,7 +100,10 @@ impl PollDraft {
                 if !(MIN_OPTIONS..=MAX_OPTIONS).contains(&texts.len()) {
                     return Err(field_error(
                         "options",
-                        format!("must have {MIN_OPTIONS} to {MAX_OPTIONS} options, not {}", texts.len()),
+                        format!(
+                            "must have {MIN_OPTIONS} to {MAX_OPTIONS} options, not {}",
+                            texts.len()
+                        ),
                     ));
                 }
                 let options = texts
@@ -126,13 +129,19 @@ impl PollDraft {
                 let max = input.max_rating.unwrap_or(5);
                 let (lowest, highest) = RATING_BOUNDS;
                 if !(lowest..=highest).contains(&min) || !(lowest..=highest).contains(&max) {
-                    return Err(field_error("minRating", format!("ratings must lie in {lowest}..={highest}")));
+                    return Err(field_error(
+                        "minRating",
+                        format!("ratings must lie in {lowest}..={highest}"),
+                    ));
                 }
                 if min >= max {
                     return Err(field_error("minRating", "must be less than maxRating"));
                 }
                 if max - min > MAX_RATING_STEPS {
-                    return Err(field_error("maxRating", format!("a scale has at most {MAX_RATING_STEPS} steps")));
+                    return Err(field_error(
+                        "maxRating",
+                        format!("a scale has at most {MAX_RATING_STEPS} steps"),
+                    ));
                 }
                 PollKind::RatingScale { min, max }
             }
@@ -163,14 +172,19 @@ impl PollDraft {
 
 fn no_options(options: &Option<Vec<String>>) -> Result<(), FieldError> {
     match options {
-        Some(list) if !list.is_empty() => Err(field_error("options", "only multiple_choice polls have options")),
+        Some(list) if !list.is_empty() => {
+            Err(field_error("options", "only multiple_choice polls have options"))
+        }
         _ => Ok(()),
     }
 }
 
 fn no_multiple(allow_multiple: Option<bool>) -> Result<(), FieldError> {
     match allow_multiple {
-        Some(true) => Err(field_error("allowMultiple", "only multiple_choice polls allow several choices")),
+        Some(true) => Err(field_error(
+            "allowMultiple",
+            "only multiple_choice polls allow several choices",
+        )),
         _ => Ok(()),
     }
 }

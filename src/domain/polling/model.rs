@@ -208,7 +208,9 @@ pub enum Choice {
 impl Choice {
     pub fn to_json(&self) -> Value {
         match self {
-            Choice::Options(ids) => json!({ "selectedOptionIds": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>() }),
+            Choice::Options(ids) => {
+                json!({ "selectedOptionIds": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>() })
+            }
             Choice::Rating(value) => json!({ "ratingValue": value }),
             Choice::Text(text) => json!({ "textResponse": text }),
         }
@@ -260,8 +262,11 @@ impl Tally {
             let sum: i64 = self.rating_counts.iter().map(|(v, n)| *v as i64 * n).sum();
             ((sum as f64 / rated as f64) * 100.0).round() / 100.0
         });
-        let distribution: serde_json::Map<String, Value> =
-            self.rating_counts.iter().map(|(v, n)| (v.to_string(), json!(n))).collect();
+        let distribution: serde_json::Map<String, Value> = self
+            .rating_counts
+            .iter()
+            .map(|(v, n)| (v.to_string(), json!(n)))
+            .collect();
         let mut results = json!({
             "pollId": poll.id.to_string(),
             "sessionId": poll.session_id.to_string(),

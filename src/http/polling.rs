@@ -1,0 +1,405 @@
+//! The live polling endpoints (CONTRACT §2): each handler parses and
+//! authorizes the request, then hands one command or query to the polling
+//! service, whose answer it returns as is.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::publish::idempotency_key;
+use super::request::{stored, RequestContext};
+use super::server::ConnectionCloser;
+use super::stream::{sse_response, start_point, EventStream};
+use super::AppState;
+use crate::auth::{Caller, Role};
+use crate::domain::polling::events::{participant_topic, session_topic};
+use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
+use crate::domain::polling::input::{display_name, required_text, PollDraft, PollInput, MAX_TITLE};
+use crate::domain::topic::{Selector, TopicFilter};
+use crate::polling::ops::{new_session, Actor, Op, PollCommand, SessionCommand, SessionKey, VoteRequest};
+
+/// What each POST route does, once its path is matched.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionAction {
+    Start,
+    End,
+    CreatePoll,
+    Join,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum PollAction {
+    Activate,
+    Close,
+    Vote,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum PollQuery {
+    Results,
+    Votes,
+}
+
+fn respond(ctx: &RequestContext, result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|error| error.into_response(&ctx.trace_id))
+}
+
+/// A JSON body, or `{}` when the request has none (start, end, activate…).
+fn optional_json<T: serde::de::DeserializeOwned>(ctx: &RequestContext, body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return ctx.json(&Bytes::from_static(b"{}"));
+    }
+    ctx.require_json()?;
+    ctx.json(body)
+}
+
+fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw).map_err(ApiError::bad_request)
+}
+
+fn parse_poll_id(raw: &str) -> Result<PollId, ApiError> {
+    PollId::parse(raw).map_err(ApiError::bad_request)
+}
+
+/// A session id, or a join code of letters and digits.
+fn parse_session_key(raw: &str) -> Result<SessionKey, ApiError> {
+    let key = SessionKey::parse(raw);
+    if let SessionKey::Slug(slug) = &key {
+        if slug.is_empty() || slug.len() > 32 || !slug.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiError::bad_request("give a session id (UUID) or its join code"));
+        }
+    }
+    Ok(key)
+}
+
+/// The caller's polling role; generic tokens have none here.
+fn role_of(caller: &Caller) -> Result<Role, ApiError> {
+    caller
+        .role
+        .ok_or_else(|| ApiError::forbidden("this token is not a presenter or participant token"))
+}
+
+fn presenter_of(caller: &Caller) -> Result<(SessionId, PresenterId), ApiError> {
+    match role_of(caller)? {
+        Role::Presenter { session, presenter } => Ok((session, presenter)),
+        Role::Participant { .. } => Err(ApiError::forbidden("only the session's presenter may do that")),
+    }
+}
+
+fn route_of(ctx_path: &str) -> String {
+    format!("POST {ctx_path}")
+}
+
+// ------------------------------------------------------------ sessions --
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSessionIn {
+    title: String,
+}
+
+pub async fn create_session(state: AppState, ctx: RequestContext, body: Result<Bytes, ApiError>) -> Response {
+    let result = async {
+        if let Some(required) = &state.polling.settings().admin_key {
+            let given = ctx.header("x-admin-key").or_else(|| ctx.bearer(false).ok());
+            if given != Some(required.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "creating a session needs the admin key (X-Admin-Key)",
+                ));
+            }
+        }
+        ctx.require_json()?;
+        let body = body?;
+        let input: CreateSessionIn = ctx.json(&body)?;
+        let title = required_text("title", &input.title, MAX_TITLE)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let idempotency = idempotency_key(&ctx, "anonymous", &route_of("/v1/sessions"), &body)?;
+        let op = Op::CreateSession {
+            session: new_session(title, crate::domain::event::now_millis()),
+            keys: state.polling.keys().clone(),
+        };
+        Ok(stored(
+            state.polling.execute(op, &ctx.trace_id, idempotency).await?,
+        ))
+    }
+    .await;
+    respond(&ctx, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JoinIn {
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+pub async fn session_action(
+    action: SessionAction,
+    raw_key: String,
+    state: AppState,
+    ctx: RequestContext,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    let result = async {
+        let route = route_of(&format!("/v1/sessions/{raw_key}/{action:?}"));
+        if let SessionAction::Join = action {
+            let key = parse_session_key(&raw_key)?;
+            let body = body?;
+            let input: JoinIn = optional_json(&ctx, &body)?;
+            let display_name = display_name(input.display_name.as_deref())
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            let idempotency = idempotency_key(&ctx, "anonymous", &route, &body)?;
+            let op = Op::Join {
+                key,
+                participant_id: ParticipantId::new(),
+                display_name,
+                keys: state.polling.keys().clone(),
+            };
+            return Ok(stored(
+                state.polling.execute(op, &ctx.trace_id, idempotency).await?,
+            ));
+        }
+        let caller = ctx.caller(&state.keys, false)?;
+        let session_id = parse_session_id(&raw_key)?;
+        let (token_session, presenter) = presenter_of(&caller)?;
+        if token_session != session_id {
+            return Err(ApiError::forbidden("this token belongs to another session"));
+        }
+        let body = body?;
+        let command = match action {
+            SessionAction::Start => {
+                optional_json::<Empty>(&ctx, &body)?;
+                SessionCommand::Start
+            }
+            SessionAction::End => {
+                optional_json::<Empty>(&ctx, &body)?;
+                SessionCommand::End
+            }
+            SessionAction::CreatePoll => {
+                ctx.require_json()?;
+                let input: PollInput = ctx.json(&body)?;
+                let draft = PollDraft::parse(input).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+                SessionCommand::CreatePoll {
+                    poll_id: PollId::new(),
+                    draft,
+                }
+            }
+            SessionAction::Join => unreachable!("handled above"),
+        };
+        let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
+        let op = Op::Session {
+            session_id,
+            presenter,
+            command,
+        };
+        Ok(stored(
+            state.polling.execute(op, &ctx.trace_id, idempotency).await?,
+        ))
+    }
+    .await;
+    respond(&ctx, result)
+}
+
+pub async fn get_session(raw_key: String, state: AppState, ctx: RequestContext) -> Response {
+    let result = async {
+        let key = parse_session_key(&raw_key)?;
+        Ok(stored(
+            state.polling.query(Op::Snapshot { key }, &ctx.trace_id).await?,
+        ))
+    }
+    .await;
+    respond(&ctx, result)
+}
+
+// --------------------------------------------------------------- polls --
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct VoteIn {
+    #[serde(default)]
+    vote_data: Value,
+    #[serde(default)]
+    submitted_at: Option<String>,
+    /// Accepted for clients that send the catalog's `vote:submitted`
+    /// shape; must name the caller and the path's poll.
+    #[serde(default)]
+    participant_id: Option<String>,
+    #[serde(default)]
+    poll_id: Option<String>,
+}
+
+pub async fn poll_action(
+    action: PollAction,
+    raw_poll: String,
+    state: AppState,
+    ctx: RequestContext,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    let result = async {
+        let caller = ctx.caller(&state.keys, false)?;
+        let poll_id = parse_poll_id(&raw_poll)?;
+        let route = route_of(&format!("/v1/polls/{poll_id}/{action:?}"));
+        let body = body?;
+        let op = match action {
+            PollAction::Activate | PollAction::Close => {
+                let (_, presenter) = presenter_of(&caller)?;
+                optional_json::<Empty>(&ctx, &body)?;
+                let command = match action {
+                    PollAction::Activate => PollCommand::Activate,
+                    _ => PollCommand::Close,
+                };
+                Op::Poll {
+                    poll_id,
+                    presenter,
+                    command,
+                }
+            }
+            PollAction::Vote => vote_op(&state, &ctx, &caller, poll_id, &body)?,
+        };
+        let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
+        let response = state.polling.execute(op, &ctx.trace_id, idempotency).await?;
+        if matches!(action, PollAction::Vote) && response.status == StatusCode::CREATED.as_u16() {
+            state.polling.vote_committed(poll_id);
+        }
+        Ok(stored(response))
+    }
+    .await;
+    respond(&ctx, result)
+}
+
+fn vote_op(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: &Caller,
+    poll_id: PollId,
+    body: &Bytes,
+) -> Result<Op, ApiError> {
+    let (session_id, participant_id) = match role_of(caller)? {
+        Role::Participant { session, participant } => (session, participant),
+        Role::Presenter { .. } => return Err(ApiError::forbidden("only participants vote")),
+    };
+    if let Err(wait) = state.polling.take_vote_budget(participant_id) {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many votes; slow down",
+        );
+        error.retry_after_secs = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(error);
+    }
+    ctx.require_json()?;
+    let input: VoteIn = ctx.json(body)?;
+    if input
+        .participant_id
+        .as_deref()
+        .is_some_and(|p| p != participant_id.to_string())
+    {
+        return Err(ApiError::forbidden("a participant votes only as itself"));
+    }
+    if input.poll_id.as_deref().is_some_and(|p| p != poll_id.to_string()) {
+        return Err(ApiError::unprocessable(
+            "pollId: does not match the poll in the path",
+        ));
+    }
+    let client_submitted_at = match input.submitted_at.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map_err(|_| ApiError::unprocessable("submittedAt: must be an RFC 3339 timestamp"))?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    Ok(Op::Vote(VoteRequest {
+        vote_id: VoteId::new(),
+        session_id,
+        participant_id,
+        poll_id,
+        vote_data: input.vote_data,
+        client_submitted_at,
+    }))
+}
+
+pub async fn poll_query(
+    query: PollQuery,
+    raw_poll: String,
+    state: AppState,
+    ctx: RequestContext,
+) -> Response {
+    let result = async {
+        let caller = ctx.caller(&state.keys, true)?;
+        let poll_id = parse_poll_id(&raw_poll)?;
+        let op = match query {
+            PollQuery::Results => {
+                let actor = match role_of(&caller)? {
+                    Role::Presenter { session, presenter } => Actor::Presenter(session, presenter),
+                    Role::Participant { session, participant } => Actor::Participant(session, participant),
+                };
+                Op::Results { poll_id, actor }
+            }
+            PollQuery::Votes => Op::Votes {
+                poll_id,
+                presenter: presenter_of(&caller)?,
+            },
+        };
+        Ok(stored(state.polling.query(op, &ctx.trace_id).await?))
+    }
+    .await;
+    respond(&ctx, result)
+}
+
+// -------------------------------------------------------------- stream --
+
+/// `GET /v1/sessions/{id}/events`: the session's topic, plus the caller's
+/// own topic with a participant token. No token is needed to watch.
+pub async fn session_stream(
+    raw_session: String,
+    state: AppState,
+    ctx: RequestContext,
+    closer: Option<ConnectionCloser>,
+) -> Response {
+    let result = async {
+        let session_id = parse_session_id(&raw_session)?;
+        let role = match ctx.bearer(true) {
+            Err(crate::auth::AuthError::Missing) => None,
+            _ => {
+                let role = role_of(&ctx.caller(&state.keys, true)?)?;
+                if role.session() != session_id {
+                    return Err(ApiError::forbidden("this token belongs to another session"));
+                }
+                Some(role)
+            }
+        };
+        let exists = state
+            .polling
+            .query(Op::SessionExists { session_id }, &ctx.trace_id)
+            .await;
+        if let Ok(response) = &exists {
+            if response.status == StatusCode::NOT_FOUND.as_u16() {
+                return Ok(stored(response.clone()));
+            }
+        }
+        let start = start_point(&ctx)?;
+        let mut topics = vec![Selector::exact(&session_topic(session_id))];
+        let mut guard = None;
+        if let Some(Role::Participant { participant, .. }) = role {
+            topics.push(Selector::exact(&participant_topic(participant)));
+            guard = Some(state.polling.presence().opened(session_id, participant));
+        }
+        let filter = TopicFilter::new(topics, None);
+        let snapshot_url = format!("/v1/sessions/{session_id}");
+        let stream =
+            EventStream::new(&state, filter, start, snapshot_url, closer.map(|c| c.0)).with_presence(guard);
+        Ok(sse_response(stream))
+    }
+    .await;
+    respond(&ctx, result)
+}

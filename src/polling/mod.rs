@@ -1,0 +1,163 @@
+//! The live polling service: turns authorized requests into commands run
+//! in the store's transactions (`ops`), and keeps the per-node machinery
+//! around them: coalesced results broadcasts (`results`), presence
+//! (`presence`) and the per-participant vote rate limit.
+
+pub mod ops;
+pub mod presence;
+pub mod results;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::TokenKeys;
+use crate::domain::event::{now_millis, TraceId};
+use crate::domain::polling::ids::{ParticipantId, PollId};
+use crate::error::ApiError;
+use crate::store::{AppendOutcome, AppendRequest, EventStore, IdempotencyKey, StoredResponse};
+use ops::{Op, Traced};
+use presence::Presence;
+use results::ResultsCoalescer;
+
+#[derive(Debug, Clone)]
+pub struct PollingSettings {
+    pub results_interval: Duration,
+    pub grace_period: Duration,
+    /// When set, creating a session requires it.
+    pub admin_key: Option<String>,
+    /// Votes per second one participant may submit (also the burst).
+    pub vote_rate: NonZeroU32,
+    /// This node, in presence rows.
+    pub node_id: Uuid,
+}
+
+/// Cloning is a reference-count increment.
+#[derive(Clone)]
+pub struct Polling {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    keys: Arc<TokenKeys>,
+    settings: PollingSettings,
+    results: ResultsCoalescer,
+    presence: Presence,
+    vote_limiter: DefaultKeyedRateLimiter<ParticipantId>,
+}
+
+impl Polling {
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        keys: Arc<TokenKeys>,
+        settings: PollingSettings,
+        stop: CancellationToken,
+    ) -> Self {
+        let results = ResultsCoalescer::start(Arc::clone(&store), settings.results_interval, stop.clone());
+        let presence = Presence::start(Arc::clone(&store), settings.node_id, settings.grace_period, stop);
+        let vote_limiter = RateLimiter::keyed(Quota::per_second(settings.vote_rate));
+        Polling {
+            inner: Arc::new(Inner {
+                store,
+                keys,
+                settings,
+                results,
+                presence,
+                vote_limiter,
+            }),
+        }
+    }
+
+    pub fn keys(&self) -> &Arc<TokenKeys> {
+        &self.inner.keys
+    }
+
+    pub fn settings(&self) -> &PollingSettings {
+        &self.inner.settings
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.inner.presence
+    }
+
+    /// Runs a command in the writer's transaction; the answer is the
+    /// command's (or the first one, for a retried Idempotency-Key).
+    pub async fn execute(
+        &self,
+        op: Op,
+        trace_id: &TraceId,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<StoredResponse, ApiError> {
+        let command = Traced {
+            op,
+            trace_id: trace_id.clone(),
+            at: now_millis(),
+        };
+        let request = AppendRequest {
+            command: Box::new(command),
+            idempotency,
+        };
+        match self.inner.store.append(request).await? {
+            AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => Ok(response),
+            AppendOutcome::KeyReused => Err(ApiError::conflict(
+                "this Idempotency-Key was already used with a different request",
+            )),
+        }
+    }
+
+    /// Runs a query on a consistent snapshot.
+    pub async fn query(&self, op: Op, trace_id: &TraceId) -> Result<StoredResponse, ApiError> {
+        let command = Traced {
+            op,
+            trace_id: trace_id.clone(),
+            at: now_millis(),
+        };
+        Ok(self.inner.store.read(Box::new(command)).await?)
+    }
+
+    /// Takes one vote from the participant's budget, or says how long to wait.
+    pub fn take_vote_budget(&self, participant: ParticipantId) -> Result<(), Duration> {
+        self.inner
+            .vote_limiter
+            .check_key(&participant)
+            .map_err(|not_until| {
+                not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ))
+            })
+    }
+
+    /// A vote on `poll` committed: its results broadcast is due.
+    pub fn vote_committed(&self, poll: PollId) {
+        self.inner.results.dirty(poll);
+    }
+}
+
+/// Runs a background op (presence, results), retrying through short
+/// outages: these have no client waiting to retry them.
+pub(crate) async fn run_with_retry(store: &Arc<dyn EventStore>, make: impl Fn() -> Op) {
+    for attempt in 0..6u32 {
+        let command = Traced {
+            op: make(),
+            trace_id: TraceId::generate(),
+            at: now_millis(),
+        };
+        let request = AppendRequest {
+            command: Box::new(command),
+            idempotency: None,
+        };
+        match store.append(request).await {
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, attempt, "background polling update failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+            }
+        }
+    }
+    tracing::error!("background polling update failed for good");
+}

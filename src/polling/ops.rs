@@ -1,0 +1,667 @@
+//! Live polling commands and queries, each run inside one store
+//! transaction: load the state the rules need, `decide`, write the change,
+//! and return the events with the HTTP answer. Because they run in the
+//! writer's batch under the log lock, no two commands ever interleave.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::TokenKeys;
+use crate::domain::event::{format_timestamp, NewEvent, TraceId};
+use crate::domain::polling::events::{error_general, results_broadcast, vote_confirmation, vote_rejected};
+use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
+use crate::domain::polling::input::PollDraft;
+use crate::domain::polling::model::{Poll, PollStatus, Session, SessionStatus};
+use crate::domain::polling::{decide, Command, DomainEvent, Rejection, State};
+use crate::error::ApiError;
+use crate::store::polling::{PollingTx, PresenceConnection};
+use crate::store::{CommandOutput, StoreError, StoredResponse, TxCommand};
+
+/// Open-text answers carried in a results broadcast (GET results has all).
+pub const BROADCAST_TEXTS: usize = 50;
+const ALL_TEXTS: usize = 100_000;
+
+/// How a client names a session: by id or by its join code.
+#[derive(Debug, Clone)]
+pub enum SessionKey {
+    Id(SessionId),
+    Slug(String),
+}
+
+impl SessionKey {
+    pub fn parse(raw: &str) -> Self {
+        match SessionId::parse(raw) {
+            Ok(id) => SessionKey::Id(id),
+            Err(_) => SessionKey::Slug(raw.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Who is asking, as far as live polling cares.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor {
+    Presenter(SessionId, PresenterId),
+    Participant(SessionId, ParticipantId),
+}
+
+pub enum Op {
+    CreateSession {
+        session: Session,
+        keys: Arc<TokenKeys>,
+    },
+    Session {
+        session_id: SessionId,
+        presenter: PresenterId,
+        command: SessionCommand,
+    },
+    Poll {
+        poll_id: PollId,
+        presenter: PresenterId,
+        command: PollCommand,
+    },
+    Join {
+        key: SessionKey,
+        participant_id: ParticipantId,
+        display_name: Option<String>,
+        keys: Arc<TokenKeys>,
+    },
+    Vote(VoteRequest),
+    EmitResults {
+        poll_id: PollId,
+    },
+    StreamOpened(PresenceConnection),
+    StreamClosed {
+        connection_id: Uuid,
+    },
+    GraceExpired {
+        participant_id: ParticipantId,
+    },
+    Snapshot {
+        key: SessionKey,
+    },
+    SessionExists {
+        session_id: SessionId,
+    },
+    Results {
+        poll_id: PollId,
+        actor: Actor,
+    },
+    Votes {
+        poll_id: PollId,
+        presenter: (SessionId, PresenterId),
+    },
+}
+
+pub enum SessionCommand {
+    Start,
+    End,
+    CreatePoll { poll_id: PollId, draft: PollDraft },
+}
+
+pub enum PollCommand {
+    Activate,
+    Close,
+}
+
+pub struct VoteRequest {
+    pub vote_id: VoteId,
+    pub session_id: SessionId,
+    pub participant_id: ParticipantId,
+    pub poll_id: PollId,
+    pub vote_data: Value,
+    pub client_submitted_at: Option<DateTime<Utc>>,
+}
+
+/// An op plus the request's trace id and time.
+pub struct Traced {
+    pub op: Op,
+    pub trace_id: TraceId,
+    pub at: DateTime<Utc>,
+}
+
+type R<T> = Result<T, StoreError>;
+
+/// Either the answer is decided (an error or a rejection), or the work
+/// goes on; `?` on an `Answer` short-circuits with the response.
+enum Stop {
+    Answer(CommandOutput),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+struct Ctx<'a> {
+    tx: &'a mut dyn PollingTx,
+    trace_id: TraceId,
+    at: DateTime<Utc>,
+}
+
+impl Ctx<'_> {
+    fn fail(&self, error: ApiError) -> Stop {
+        Stop::Answer(CommandOutput::answer(error.to_stored(&self.trace_id)))
+    }
+
+    fn events(&self, events: &[DomainEvent]) -> Vec<NewEvent> {
+        events
+            .iter()
+            .map(|e| e.to_new_event(&self.trace_id, None))
+            .collect()
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> StoredResponse {
+    StoredResponse {
+        status: status.as_u16(),
+        body: body.to_string(),
+    }
+}
+
+fn answer_with(events: Vec<NewEvent>, status: StatusCode, body: Value) -> CommandOutput {
+    let response = json_response(status, body);
+    CommandOutput {
+        events,
+        respond: Box::new(move |_| response),
+    }
+}
+
+fn conflict_of(rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::Conflict(message) => ApiError::conflict(message),
+        Rejection::Vote { reason, message } => ApiError::new(StatusCode::CONFLICT, reason.as_str(), message),
+    }
+}
+
+#[async_trait]
+impl TxCommand for Traced {
+    async fn run(self: Box<Self>, tx: &mut dyn PollingTx) -> R<CommandOutput> {
+        let Traced { op, trace_id, at } = *self;
+        let mut ctx = Ctx { tx, trace_id, at };
+        let result = match op {
+            Op::CreateSession { session, keys } => create_session(&mut ctx, session, &keys).await,
+            Op::Session {
+                session_id,
+                presenter,
+                command,
+            } => session_command(&mut ctx, session_id, presenter, command).await,
+            Op::Poll {
+                poll_id,
+                presenter,
+                command,
+            } => poll_command(&mut ctx, poll_id, presenter, command).await,
+            Op::Join {
+                key,
+                participant_id,
+                display_name,
+                keys,
+            } => join(&mut ctx, key, participant_id, display_name, &keys).await,
+            Op::Vote(request) => vote(&mut ctx, request).await,
+            Op::EmitResults { poll_id } => emit_results(&mut ctx, poll_id).await,
+            Op::StreamOpened(connection) => stream_opened(&mut ctx, connection).await,
+            Op::StreamClosed { connection_id } => {
+                ctx.tx.close_connection(connection_id).await?;
+                Ok(CommandOutput::answer(json_response(StatusCode::OK, json!({}))))
+            }
+            Op::GraceExpired { participant_id } => grace_expired(&mut ctx, participant_id).await,
+            Op::Snapshot { key } => snapshot(&mut ctx, key).await,
+            Op::SessionExists { session_id } => load_session(&mut ctx, &SessionKey::Id(session_id))
+                .await
+                .map(|_| CommandOutput::answer(json_response(StatusCode::OK, json!({})))),
+            Op::Results { poll_id, actor } => results(&mut ctx, poll_id, actor).await,
+            Op::Votes { poll_id, presenter } => votes(&mut ctx, poll_id, presenter).await,
+        };
+        match result {
+            Ok(output) | Err(Stop::Answer(output)) => Ok(output),
+            Err(Stop::Store(error)) => Err(error),
+        }
+    }
+}
+
+async fn load_session(ctx: &mut Ctx<'_>, key: &SessionKey) -> Result<Session, Stop> {
+    let found = match key {
+        SessionKey::Id(id) => ctx.tx.session(*id).await?,
+        SessionKey::Slug(slug) => ctx.tx.session_by_slug(slug).await?,
+    };
+    found.ok_or_else(|| ctx.fail(ApiError::not_found("no such session")))
+}
+
+async fn load_poll(ctx: &mut Ctx<'_>, id: PollId) -> Result<Poll, Stop> {
+    let found = ctx.tx.poll(id).await?;
+    found.ok_or_else(|| ctx.fail(ApiError::not_found("no such poll")))
+}
+
+fn require_presenter(ctx: &Ctx<'_>, session: &Session, presenter: PresenterId) -> Result<(), Stop> {
+    if session.presenter_id == presenter {
+        Ok(())
+    } else {
+        Err(ctx.fail(ApiError::forbidden("only this session's presenter may do that")))
+    }
+}
+
+/// The state `decide` reads, for one session.
+async fn state_of(ctx: &mut Ctx<'_>, session: Session, polls: Vec<Poll>) -> R<State> {
+    let mut polls = polls;
+    if let Some(open) = ctx.tx.open_poll(session.id).await? {
+        if !polls.iter().any(|p| p.id == open.id) {
+            polls.push(open);
+        }
+    }
+    Ok(State {
+        poll_count: ctx.tx.poll_count(session.id).await?,
+        participant_count: ctx.tx.present_count(session.id).await?,
+        session,
+        polls,
+        participant: None,
+        has_voted: false,
+    })
+}
+
+/// Writes what the events say happened.
+async fn apply(ctx: &mut Ctx<'_>, state: &State, events: &[DomainEvent]) -> R<()> {
+    for event in events {
+        match event {
+            DomainEvent::SessionCreated(session) => ctx.tx.insert_session(session).await?,
+            DomainEvent::SessionStarted { at, .. } => {
+                let session = Session {
+                    status: SessionStatus::Active,
+                    started_at: Some(*at),
+                    ..state.session.clone()
+                };
+                ctx.tx.update_session(&session).await?;
+            }
+            DomainEvent::SessionEnded { at, .. } => {
+                let session = Session {
+                    status: SessionStatus::Ended,
+                    ended_at: Some(*at),
+                    ..state.session.clone()
+                };
+                ctx.tx.update_session(&session).await?;
+            }
+            DomainEvent::PollCreated(poll) => ctx.tx.insert_poll(poll).await?,
+            DomainEvent::PollActivated { poll_id, at, .. } => {
+                if let Some(poll) = state.polls.iter().find(|p| p.id == *poll_id) {
+                    let open = Poll {
+                        status: PollStatus::Open,
+                        activated_at: Some(*at),
+                        ..poll.clone()
+                    };
+                    ctx.tx.update_poll(&open).await?;
+                }
+            }
+            DomainEvent::PollClosed { poll_id, at, .. } => {
+                if let Some(poll) = state.polls.iter().find(|p| p.id == *poll_id) {
+                    let closed = Poll {
+                        status: PollStatus::Closed,
+                        closed_at: Some(*at),
+                        ..poll.clone()
+                    };
+                    ctx.tx.update_poll(&closed).await?;
+                }
+            }
+            DomainEvent::ParticipantJoined { participant, .. } => {
+                if ctx.tx.participant(participant.id).await?.is_some() {
+                    ctx.tx.set_present(participant.id, true).await?;
+                } else {
+                    ctx.tx.insert_participant(participant).await?;
+                }
+            }
+            DomainEvent::ParticipantDisconnected { participant_id, .. } => {
+                ctx.tx.set_present(*participant_id, false).await?
+            }
+            // Recorded by `vote` itself, which needs the insert's verdict.
+            DomainEvent::VoteAccepted { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// A short join code: 6 letters and digits, without look-alikes (0/o, 1/l/i).
+fn new_slug() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    (0..6)
+        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
+        .collect()
+}
+
+async fn create_session(
+    ctx: &mut Ctx<'_>,
+    mut session: Session,
+    keys: &TokenKeys,
+) -> Result<CommandOutput, Stop> {
+    while ctx.tx.session_by_slug(&session.slug).await?.is_some() {
+        session.slug = new_slug();
+    }
+    let event = DomainEvent::SessionCreated(session.clone());
+    ctx.tx.insert_session(&session).await?;
+    let mut body = session.to_json();
+    body["presenterToken"] = json!(keys.presenter_token(session.id, session.presenter_id));
+    Ok(answer_with(ctx.events(&[event]), StatusCode::CREATED, body))
+}
+
+pub fn new_session(title: String, at: DateTime<Utc>) -> Session {
+    Session {
+        id: SessionId::new(),
+        title,
+        slug: new_slug(),
+        presenter_id: PresenterId::new(),
+        status: SessionStatus::Draft,
+        created_at: at,
+        started_at: None,
+        ended_at: None,
+    }
+}
+
+async fn session_command(
+    ctx: &mut Ctx<'_>,
+    session_id: SessionId,
+    presenter: PresenterId,
+    command: SessionCommand,
+) -> Result<CommandOutput, Stop> {
+    let session = load_session(ctx, &SessionKey::Id(session_id)).await?;
+    require_presenter(ctx, &session, presenter)?;
+    let state = state_of(ctx, session, Vec::new()).await?;
+    let at = ctx.at;
+    let (command, created) = match command {
+        SessionCommand::Start => (Command::StartSession { at }, None),
+        SessionCommand::End => (Command::EndSession { at }, None),
+        SessionCommand::CreatePoll { poll_id, draft } => {
+            (Command::CreatePoll { poll_id, draft, at }, Some(poll_id))
+        }
+    };
+    let events = decide(&state, command).map_err(|r| ctx.fail(conflict_of(r)))?;
+    apply(ctx, &state, &events).await?;
+    let new_events = ctx.events(&events);
+    let (status, body) = match created {
+        Some(poll_id) => {
+            let poll = load_poll(ctx, poll_id).await?;
+            (StatusCode::CREATED, poll.to_json())
+        }
+        None => {
+            let session = load_session(ctx, &SessionKey::Id(session_id)).await?;
+            let mut body = session.to_json();
+            body["participantCount"] = json!(state.participant_count);
+            (StatusCode::OK, body)
+        }
+    };
+    Ok(answer_with(new_events, status, body))
+}
+
+async fn poll_command(
+    ctx: &mut Ctx<'_>,
+    poll_id: PollId,
+    presenter: PresenterId,
+    command: PollCommand,
+) -> Result<CommandOutput, Stop> {
+    let poll = load_poll(ctx, poll_id).await?;
+    // The session comes from the poll, so the rules never see a poll of
+    // another session.
+    let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
+    require_presenter(ctx, &session, presenter)?;
+    let state = state_of(ctx, session, vec![poll]).await?;
+    let at = ctx.at;
+    let command = match command {
+        PollCommand::Activate => Command::ActivatePoll { poll_id, at },
+        PollCommand::Close => Command::ClosePoll { poll_id, at },
+    };
+    let events = decide(&state, command).map_err(|r| ctx.fail(conflict_of(r)))?;
+    apply(ctx, &state, &events).await?;
+    let poll = load_poll(ctx, poll_id).await?;
+    Ok(answer_with(ctx.events(&events), StatusCode::OK, poll.to_json()))
+}
+
+async fn join(
+    ctx: &mut Ctx<'_>,
+    key: SessionKey,
+    participant_id: ParticipantId,
+    display_name: Option<String>,
+    keys: &TokenKeys,
+) -> Result<CommandOutput, Stop> {
+    let session = load_session(ctx, &key).await?;
+    let session_id = session.id;
+    let state = state_of(ctx, session, Vec::new()).await?;
+    let command = Command::Join {
+        participant_id,
+        display_name,
+        at: ctx.at,
+    };
+    let events = decide(&state, command).map_err(|r| ctx.fail(conflict_of(r)))?;
+    apply(ctx, &state, &events).await?;
+    let mut body = match events.first() {
+        Some(DomainEvent::ParticipantJoined {
+            participant,
+            participant_count,
+            ..
+        }) => json!({
+            "participantId": participant.id.to_string(),
+            "sessionId": session_id.to_string(),
+            "displayName": participant.display_name,
+            "joinedAt": format_timestamp(&participant.joined_at),
+            "participantCount": participant_count,
+        }),
+        _ => json!({}),
+    };
+    body["participantToken"] = json!(keys.participant_token(session_id, participant_id));
+    Ok(answer_with(ctx.events(&events), StatusCode::CREATED, body))
+}
+
+async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, Stop> {
+    let poll = match ctx.tx.poll(request.poll_id).await? {
+        Some(poll) if poll.session_id == request.session_id => poll,
+        found => {
+            // The voter's stream hears about it too, as error:general.
+            let error = match found {
+                Some(_) => ApiError::forbidden("this poll belongs to another session"),
+                None => ApiError::not_found("no such poll"),
+            };
+            let context = json!({ "eventName": "vote:submitted", "entityId": request.poll_id.to_string() });
+            let event = error_general(
+                request.participant_id,
+                request.session_id,
+                error.code,
+                &error.message,
+                context,
+                ctx.at,
+                &ctx.trace_id,
+            );
+            return Ok(CommandOutput {
+                events: vec![event],
+                respond: Box::new({
+                    let stored = error.to_stored(&ctx.trace_id);
+                    move |_| stored
+                }),
+            });
+        }
+    };
+    let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
+    let mut state = state_of(ctx, session, vec![poll.clone()]).await?;
+    state.participant = ctx.tx.participant(request.participant_id).await?;
+    state.has_voted = ctx.tx.has_voted(poll.id, request.participant_id).await?;
+    if state.participant.is_none() {
+        return Err(ctx.fail(ApiError::forbidden("unknown participant")));
+    }
+    let command = Command::SubmitVote {
+        vote_id: request.vote_id,
+        participant_id: request.participant_id,
+        poll_id: poll.id,
+        vote_data: request.vote_data.clone(),
+        at: ctx.at,
+        client_submitted_at: request.client_submitted_at,
+    };
+    let vote = match decide(&state, command) {
+        Ok(events) => match events.into_iter().next() {
+            Some(DomainEvent::VoteAccepted { vote, .. }) => vote,
+            _ => return Err(Stop::Store(StoreError::Internal("a vote decided nothing".into()))),
+        },
+        Err(Rejection::Vote { reason, message }) => {
+            return Ok(reject_vote(ctx, &poll, &request, reason, &message))
+        }
+        Err(other) => return Err(ctx.fail(conflict_of(other))),
+    };
+    if !ctx.tx.record_vote(&vote, &poll).await? {
+        // The unique constraint saw a vote the check above did not.
+        let reason = crate::domain::polling::RejectReason::DuplicateVote;
+        return Ok(reject_vote(
+            ctx,
+            &poll,
+            &request,
+            reason,
+            "participant already voted on this poll",
+        ));
+    }
+    let (tally, _) = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
+    let results = tally.results_json(&poll);
+    let accepted = DomainEvent::VoteAccepted {
+        vote: vote.clone(),
+        session_id: poll.session_id,
+    };
+    let event = accepted.to_new_event(&ctx.trace_id, Some(&results));
+    let body = vote_confirmation(&vote, poll.session_id, Some(&results));
+    Ok(answer_with(vec![event], StatusCode::CREATED, body))
+}
+
+fn reject_vote(
+    ctx: &Ctx<'_>,
+    poll: &Poll,
+    request: &VoteRequest,
+    reason: crate::domain::polling::RejectReason,
+    message: &str,
+) -> CommandOutput {
+    let event = vote_rejected(
+        poll.id,
+        poll.session_id,
+        request.participant_id,
+        reason,
+        message,
+        ctx.at,
+        &ctx.trace_id,
+    );
+    let status = if reason.is_content() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::CONFLICT
+    };
+    let error = ApiError::new(status, reason.as_str(), message);
+    let stored = error.to_stored(&ctx.trace_id);
+    CommandOutput {
+        events: vec![event],
+        respond: Box::new(move |_| stored),
+    }
+}
+
+async fn emit_results(ctx: &mut Ctx<'_>, poll_id: PollId) -> Result<CommandOutput, Stop> {
+    let poll = load_poll(ctx, poll_id).await?;
+    let (tally, latest) = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
+    let results = tally.results_json(&poll);
+    let event = results_broadcast(&poll, &results, latest, &ctx.trace_id);
+    Ok(answer_with(vec![event], StatusCode::OK, json!({})))
+}
+
+async fn stream_opened(ctx: &mut Ctx<'_>, connection: PresenceConnection) -> Result<CommandOutput, Stop> {
+    ctx.tx.open_connection(&connection).await?;
+    presence_change(ctx, connection.participant_id, true).await
+}
+
+async fn grace_expired(ctx: &mut Ctx<'_>, participant_id: ParticipantId) -> Result<CommandOutput, Stop> {
+    if ctx.tx.connection_count(participant_id).await? > 0 {
+        return Ok(CommandOutput::answer(json_response(StatusCode::OK, json!({}))));
+    }
+    presence_change(ctx, participant_id, false).await
+}
+
+async fn presence_change(
+    ctx: &mut Ctx<'_>,
+    participant_id: ParticipantId,
+    present: bool,
+) -> Result<CommandOutput, Stop> {
+    let Some(participant) = ctx.tx.participant(participant_id).await? else {
+        return Ok(CommandOutput::answer(json_response(StatusCode::OK, json!({}))));
+    };
+    let session = load_session(ctx, &SessionKey::Id(participant.session_id)).await?;
+    let mut state = state_of(ctx, session, Vec::new()).await?;
+    state.participant = Some(participant);
+    let at = ctx.at;
+    let command = if present {
+        Command::MarkPresent { participant_id, at }
+    } else {
+        Command::MarkAbsent { participant_id, at }
+    };
+    let events = decide(&state, command).map_err(|r| ctx.fail(conflict_of(r)))?;
+    apply(ctx, &state, &events).await?;
+    Ok(answer_with(ctx.events(&events), StatusCode::OK, json!({})))
+}
+
+async fn snapshot(ctx: &mut Ctx<'_>, key: SessionKey) -> Result<CommandOutput, Stop> {
+    let session = load_session(ctx, &key).await?;
+    let polls = ctx.tx.polls_of(session.id).await?;
+    let mut poll_views = Vec::with_capacity(polls.len());
+    for poll in &polls {
+        let (tally, _) = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
+        let mut view = poll.to_json();
+        view["results"] = tally.results_json(poll);
+        poll_views.push(view);
+    }
+    let mut body = session.to_json();
+    body["activePollId"] = json!(polls
+        .iter()
+        .find(|p| p.status == PollStatus::Open)
+        .map(|p| p.id.to_string()));
+    body["polls"] = json!(poll_views);
+    body["participantCount"] = json!(ctx.tx.present_count(session.id).await?);
+    body["lastEventId"] = json!(ctx.tx.head_event_id().await?.to_string());
+    Ok(answer_with(Vec::new(), StatusCode::OK, body))
+}
+
+async fn results(ctx: &mut Ctx<'_>, poll_id: PollId, actor: Actor) -> Result<CommandOutput, Stop> {
+    let poll = load_poll(ctx, poll_id).await?;
+    let session = match actor {
+        Actor::Presenter(session, _) | Actor::Participant(session, _) => session,
+    };
+    if poll.session_id != session {
+        return Err(ctx.fail(ApiError::forbidden("this poll belongs to another session")));
+    }
+    let (tally, _) = ctx.tx.tally(&poll, ALL_TEXTS).await?;
+    Ok(answer_with(Vec::new(), StatusCode::OK, tally.results_json(&poll)))
+}
+
+async fn votes(
+    ctx: &mut Ctx<'_>,
+    poll_id: PollId,
+    presenter: (SessionId, PresenterId),
+) -> Result<CommandOutput, Stop> {
+    let poll = load_poll(ctx, poll_id).await?;
+    let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
+    if session.id != presenter.0 {
+        return Err(ctx.fail(ApiError::forbidden("this poll belongs to another session")));
+    }
+    require_presenter(ctx, &session, presenter.1)?;
+    if poll.is_anonymous {
+        return Err(ctx.fail(ApiError::forbidden(
+            "the poll is anonymous: its voters are shown to no one",
+        )));
+    }
+    let records = ctx.tx.votes_of(poll_id).await?;
+    let votes: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "voteId": r.vote.id.to_string(),
+                "participantId": r.vote.participant_id.to_string(),
+                "displayName": r.display_name,
+                "voteData": r.vote.choice.to_json(),
+                "submittedAt": format_timestamp(&r.vote.submitted_at),
+                "clientSubmittedAt": r.vote.client_submitted_at.as_ref().map(format_timestamp),
+            })
+        })
+        .collect();
+    let body =
+        json!({ "pollId": poll_id.to_string(), "sessionId": poll.session_id.to_string(), "votes": votes });
+    Ok(answer_with(Vec::new(), StatusCode::OK, body))
+}
