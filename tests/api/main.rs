@@ -6,4 +6,6 @@ mod helpers;
 mod history;
 mod idempotency;
 mod ops;
+mod polling;
+mod polling_helpers;
 mod streams;
