@@ -134,7 +134,7 @@ async fn a_participant_joins_and_votes(backend: Backend) {
     let own_topic = format!("participant:{}", ann.id);
     let event = next_on(&mut own, &own_topic).await;
     assert_eq!(event.event, "vote:accepted");
-    let unicast = vec![data(&event)["payload"].clone()];
+    let unicast = [data(&event)["payload"].clone()];
     assert_fields(
         &unicast[0],
         &[
@@ -183,7 +183,7 @@ async fn a_participant_joins_and_votes(backend: Backend) {
     );
     let event = next_on(&mut own, &own_topic).await;
     assert_eq!(event.event, "vote:rejected");
-    let rejected = vec![data(&event)["payload"].clone()];
+    let rejected = [data(&event)["payload"].clone()];
     assert_fields(
         &rejected[0],
         &["pollId", "participantId", "reason", "message", "timestamp"],
