@@ -251,11 +251,12 @@ impl Tally {
                 ((n as f64) * 10_000.0 / (of as f64)).round() / 100.0
             }
         };
-        let selections: i64 = self.option_counts.iter().map(|(_, n)| n).sum();
+        // Shares of the voters, not of the selections: with several choices
+        // allowed, "60%" still means "60% of the people who voted".
         let breakdown: Vec<Value> = self
             .option_counts
             .iter()
-            .map(|(id, n)| json!({ "optionId": id.to_string(), "voteCount": n, "percentage": percentage(*n, selections) }))
+            .map(|(id, n)| json!({ "optionId": id.to_string(), "voteCount": n, "percentage": percentage(*n, self.vote_count) }))
             .collect();
         let rated: i64 = self.rating_counts.values().sum();
         let average = (rated > 0).then(|| {

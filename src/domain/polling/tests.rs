@@ -1702,3 +1702,29 @@ fn open_text_results_list_the_answers_without_their_authors() {
     assert_eq!(r["pollType"], "open_text");
     assert_eq!(r["currentVoteCount"], 2);
 }
+
+#[test]
+fn with_several_choices_allowed_percentages_are_shares_of_the_voters() {
+    let state = active_session();
+    let poll = poll(
+        &state,
+        PollKind::MultipleChoice {
+            options: options(2),
+            allow_multiple: true,
+        },
+        PollStatus::Open,
+    );
+    // Two voters: both picked the first option, one also the second.
+    let tally = Tally {
+        vote_count: 2,
+        option_counts: vec![(poll.option_ids()[0], 2), (poll.option_ids()[1], 1)],
+        ..Tally::default()
+    };
+    let shares: Vec<f64> = tally.results_json(&poll)["voteBreakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["percentage"].as_f64().unwrap())
+        .collect();
+    assert_eq!(shares, vec![100.0, 50.0]);
+}
