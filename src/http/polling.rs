@@ -150,7 +150,11 @@ pub async fn session_action(
     body: Result<Bytes, ApiError>,
 ) -> Response {
     let result = async {
-        let route = route_of(&format!("/v1/sessions/{raw_key}/{action:?}"));
+        // Normalized, so a retry by join code in other letters is the same request.
+        let route = route_of(&format!(
+            "/v1/sessions/{}/{action:?}",
+            raw_key.to_ascii_lowercase()
+        ));
         if let SessionAction::Join = action {
             let key = parse_session_key(&raw_key)?;
             let body = body?;
@@ -305,7 +309,11 @@ fn vote_op(
     {
         return Err(ApiError::forbidden("a participant votes only as itself"));
     }
-    if input.poll_id.as_deref().is_some_and(|p| p != poll_id.to_string()) {
+    if input
+        .poll_id
+        .as_deref()
+        .is_some_and(|p| PollId::parse(p) != Ok(poll_id))
+    {
         return Err(ApiError::unprocessable(
             "pollId: does not match the poll in the path",
         ));

@@ -116,6 +116,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("traceparent"),
+                HeaderName::from_static("x-admin-key"),
             ])
             .expose_headers([http::header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
             .max_age(Duration::from_secs(600)),

@@ -176,7 +176,14 @@ fn answer_with(events: Vec<NewEvent>, status: StatusCode, body: Value) -> Comman
 fn conflict_of(rejection: Rejection) -> ApiError {
     match rejection {
         Rejection::Conflict(message) => ApiError::conflict(message),
-        Rejection::Vote { reason, message } => ApiError::new(StatusCode::CONFLICT, reason.as_str(), message),
+        Rejection::Vote { reason, message } => {
+            let status = if reason.is_content() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::CONFLICT
+            };
+            ApiError::new(status, reason.as_str(), message)
+        }
     }
 }
 

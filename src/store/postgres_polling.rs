@@ -162,7 +162,14 @@ pub(super) fn choice_from_json(value: &Value) -> R<Choice> {
 #[async_trait]
 impl PollingTx for PgTx<'_, '_> {
     async fn head_event_id(&mut self) -> R<EventId> {
-        let rows = self.query("SELECT coalesce(max(id), 0) FROM events", &[]).await?;
+        // Never below what retention dropped: a client streaming from this
+        // id must not be told it is too old.
+        let rows = self
+            .query(
+                "SELECT greatest(coalesce(max(id), 0), (SELECT pruned_through FROM log_state)) FROM events",
+                &[],
+            )
+            .await?;
         Ok(rows[0].get(0))
     }
 

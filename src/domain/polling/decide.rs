@@ -300,7 +300,8 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
         }
         Command::MarkAbsent { participant_id, at } => {
             let participant = state.present_participant(participant_id)?;
-            if !participant.present {
+            // Attendance is frozen once the session has ended.
+            if !participant.present || session.status == SessionStatus::Ended {
                 return Ok(Vec::new());
             }
             Ok(vec![DomainEvent::ParticipantDisconnected {

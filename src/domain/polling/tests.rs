@@ -1728,3 +1728,9 @@ fn with_several_choices_allowed_percentages_are_shares_of_the_voters() {
         .collect();
     assert_eq!(shares, vec![100.0, 50.0]);
 }
+
+#[test]
+fn leaving_an_ended_session_changes_no_attendance() {
+    let state = with_participant(ended_session(), true);
+    assert_eq!(mark_absent(&state).unwrap(), vec![]);
+}
