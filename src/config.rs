@@ -80,6 +80,11 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// Live polling: the stream rows of a node that stopped heartbeating
+    /// (it crashed) expire after this long; it heartbeats every third of it.
+    #[arg(long, env = "POLLCAST_PRESENCE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
     /// Live polling: votes per second one participant may submit.
     #[arg(long, env = "POLLCAST_VOTE_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub vote_rate: u32,

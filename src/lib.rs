@@ -94,6 +94,7 @@ impl Server {
                 admin_key: config.admin_key.clone(),
                 vote_rate: NonZeroU32::new(config.vote_rate).unwrap_or(NonZeroU32::MIN),
                 node_id: uuid::Uuid::new_v4(),
+                presence_ttl: config.presence_ttl,
             },
             shutdown.clone(),
         );

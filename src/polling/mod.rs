@@ -34,6 +34,8 @@ pub struct PollingSettings {
     pub vote_rate: NonZeroU32,
     /// This node, in presence rows.
     pub node_id: Uuid,
+    /// How long the stream rows of a silent node count as open.
+    pub presence_ttl: Duration,
 }
 
 /// Cloning is a reference-count increment.
@@ -59,7 +61,13 @@ impl Polling {
         stop: CancellationToken,
     ) -> Self {
         let results = ResultsCoalescer::start(Arc::clone(&store), settings.results_interval, stop.clone());
-        let presence = Presence::start(Arc::clone(&store), settings.node_id, settings.grace_period, stop);
+        let presence = Presence::start(
+            Arc::clone(&store),
+            settings.node_id,
+            settings.grace_period,
+            settings.presence_ttl,
+            stop,
+        );
         let vote_limiter = RateLimiter::keyed(Quota::per_second(settings.vote_rate));
         Polling {
             inner: Arc::new(Inner {

@@ -81,6 +81,12 @@ pub enum Op {
     GraceExpired {
         participant_id: ParticipantId,
     },
+    /// A node's heartbeat: keep its stream rows alive, expire those of
+    /// nodes that stopped, and mark their participants absent.
+    PresenceSweep {
+        node_id: Uuid,
+        ttl: chrono::Duration,
+    },
     Snapshot {
         key: SessionKey,
     },
@@ -218,6 +224,7 @@ impl TxCommand for Traced {
                 Ok(CommandOutput::answer(json_response(StatusCode::OK, json!({}))))
             }
             Op::GraceExpired { participant_id } => grace_expired(&mut ctx, participant_id).await,
+            Op::PresenceSweep { node_id, ttl } => presence_sweep(&mut ctx, node_id, ttl).await,
             Op::Snapshot { key } => snapshot(&mut ctx, key).await,
             Op::SessionExists { session_id } => load_session(&mut ctx, &SessionKey::Id(session_id))
                 .await
@@ -581,6 +588,23 @@ async fn grace_expired(ctx: &mut Ctx<'_>, participant_id: ParticipantId) -> Resu
         return Ok(CommandOutput::answer(json_response(StatusCode::OK, json!({}))));
     }
     presence_change(ctx, participant_id, false).await
+}
+
+async fn presence_sweep(
+    ctx: &mut Ctx<'_>,
+    node_id: Uuid,
+    ttl: chrono::Duration,
+) -> Result<CommandOutput, Stop> {
+    ctx.tx.touch_connections(node_id, ctx.at).await?;
+    let orphaned = ctx.tx.expire_connections(ctx.at - ttl).await?;
+    let mut events = Vec::new();
+    for participant_id in orphaned {
+        if ctx.tx.connection_count(participant_id).await? == 0 {
+            let output = presence_change(ctx, participant_id, false).await?;
+            events.extend(output.events);
+        }
+    }
+    Ok(answer_with(events, StatusCode::OK, json!({})))
 }
 
 async fn presence_change(

@@ -1,8 +1,10 @@
 //! Presence of participants: present while at least one of its streams to
 //! the session is open, plus a grace period. Open streams are rows in the
 //! store (with this node's id), so counts are global across nodes; this
-//! task turns stream opens and closes into those rows, in order, and
-//! checks again when a grace period ends.
+//! task turns stream opens and closes into those rows, in order, checks
+//! again when a grace period ends, and heartbeats this node's rows: the
+//! rows of a node that stops heartbeating (it crashed) expire after the
+//! TTL, and their participants are reported gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,13 +52,21 @@ impl Presence {
         store: Arc<dyn EventStore>,
         node_id: Uuid,
         grace: Duration,
+        ttl: Duration,
         stop: CancellationToken,
     ) -> Self {
         let (changes, mut incoming) = mpsc::unbounded_channel::<Change>();
+        let ttl_chrono = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
         tokio::spawn(async move {
+            let mut heartbeat = tokio::time::interval(ttl / 3);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let change = tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = heartbeat.tick() => {
+                        run_with_retry(&store, || Op::PresenceSweep { node_id, ttl: ttl_chrono }).await;
+                        continue;
+                    }
                     change = incoming.recv() => match change { Some(c) => c, None => return },
                 };
                 match change {
@@ -91,6 +101,7 @@ impl Presence {
             session_id,
             participant_id,
             opened_at: now_millis(),
+            last_seen: now_millis(),
         }));
         PresenceGuard {
             presence: self.clone(),

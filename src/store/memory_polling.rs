@@ -255,4 +255,27 @@ impl PollingTx for MemTx<'_> {
             .filter(|c| c.participant_id == participant)
             .count() as i64)
     }
+
+    async fn touch_connections(&mut self, node_id: Uuid, now: DateTime<Utc>) -> R<()> {
+        for connection in self.tables.connections.values_mut() {
+            if connection.node_id == node_id {
+                connection.last_seen = now;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expire_connections(&mut self, before: DateTime<Utc>) -> R<Vec<ParticipantId>> {
+        let mut participants = Vec::new();
+        self.tables.connections.retain(|_, c| {
+            let alive = c.last_seen >= before;
+            if !alive {
+                participants.push(c.participant_id);
+            }
+            alive
+        });
+        participants.sort();
+        participants.dedup();
+        Ok(participants)
+    }
 }

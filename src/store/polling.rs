@@ -20,6 +20,8 @@ pub struct PresenceConnection {
     pub session_id: SessionId,
     pub participant_id: ParticipantId,
     pub opened_at: DateTime<Utc>,
+    /// Refreshed by its node while the node lives.
+    pub last_seen: DateTime<Utc>,
 }
 
 /// A vote as the presenter sees it (non-anonymous polls only).
@@ -68,4 +70,9 @@ pub trait PollingTx: Send {
     async fn open_connection(&mut self, connection: &PresenceConnection) -> R<()>;
     async fn close_connection(&mut self, id: Uuid) -> R<()>;
     async fn connection_count(&mut self, participant: ParticipantId) -> R<i64>;
+    /// Marks this node's rows as alive now.
+    async fn touch_connections(&mut self, node_id: Uuid, now: DateTime<Utc>) -> R<()>;
+    /// Deletes rows not touched since `before` (their node stopped) and
+    /// returns the participants they belonged to.
+    async fn expire_connections(&mut self, before: DateTime<Utc>) -> R<Vec<ParticipantId>>;
 }

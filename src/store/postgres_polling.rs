@@ -487,4 +487,26 @@ impl PollingTx for PgTx<'_, '_> {
             .await?;
         Ok(rows[0].get(0))
     }
+
+    async fn touch_connections(&mut self, node_id: Uuid, now: DateTime<Utc>) -> R<()> {
+        self.execute(
+            "UPDATE presence_connections SET last_seen = $2 WHERE node_id = $1",
+            &[&node_id, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn expire_connections(&mut self, before: DateTime<Utc>) -> R<Vec<ParticipantId>> {
+        let rows = self
+            .query(
+                "DELETE FROM presence_connections WHERE last_seen < $1 RETURNING participant_id",
+                &[&before],
+            )
+            .await?;
+        let mut participants: Vec<ParticipantId> = rows.iter().map(|r| ParticipantId(r.get(0))).collect();
+        participants.sort();
+        participants.dedup();
+        Ok(participants)
+    }
 }

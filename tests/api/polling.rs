@@ -1105,3 +1105,33 @@ async fn the_admin_key_guards_session_creation_when_set() {
     let (status, _) = post(&app, Some("wrong"), "/v1/sessions", json!({"title": "Wrong"})).await;
     assert_eq!(status, 401);
 }
+
+/// The stream rows of a node that stopped heartbeating (it crashed) expire
+/// after the TTL, and their participants are reported gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_streams_expire_and_their_participants_leave() {
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.presence_ttl = Duration::from_millis(900)).await;
+    let session = create_session(&app, "Crash").await;
+    session.start(&app).await;
+    let ghost = session.join(&app, None).await;
+    let mut room = session.watch(&app, None, None).await;
+    room.next().await;
+    // A row as a dead node left it: its last heartbeat long ago.
+    let db = app.db.as_ref().unwrap().client().await;
+    db.execute(
+        "INSERT INTO presence_connections (id, node_id, session_id, participant_id, opened_at, last_seen)
+         VALUES (gen_random_uuid(), gen_random_uuid(), $1::text::uuid, $2::text::uuid, now() - interval '1 hour', now() - interval '1 hour')",
+        &[&session.id, &ghost.id],
+    )
+    .await
+    .unwrap();
+    let left = expect(&mut room, &["participant:disconnected"]).await;
+    assert_eq!(left[0]["participantId"], ghost.id);
+    assert_eq!(left[0]["participantCount"], 0);
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM presence_connections", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+}
