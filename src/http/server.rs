@@ -9,8 +9,7 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -50,7 +49,8 @@ pub async fn serve(
     let cors = cors_layer(&options.cors_origins);
     let app = warp::service(routes);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(8192);
     loop {
         let (socket, _peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -78,8 +78,7 @@ pub async fn serve(
             .layer(AddExtensionLayer::new(ConnectionCloser(closer.clone())))
             .service(app.clone());
         let connection = builder
-            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service))
-            .into_owned();
+            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             tokio::select! {
