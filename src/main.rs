@@ -42,7 +42,7 @@ fn mint(args: TokenArgs) -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> ExitCode {
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match listen(config.listen) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("error: cannot listen on {} (--listen): {error}", config.listen);
@@ -61,6 +61,19 @@ async fn serve(config: ServeConfig) -> ExitCode {
     tracing::info!("shutting down: ending streams");
     server.stop().await;
     ExitCode::SUCCESS
+}
+
+/// A listener with a deep accept backlog: a reconnect storm of thousands of
+/// EventSource clients must not overflow the kernel's default of 128.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 async fn wait_for_signal() {

@@ -260,8 +260,16 @@ fn require_presenter(ctx: &Ctx<'_>, session: &Session, presenter: PresenterId) -
     }
 }
 
-/// The state `decide` reads, for one session.
+/// The state `decide` reads, for one session. Counting participants is
+/// the one cost that grows with the session, so only commands that report
+/// a count pay for it.
 async fn state_of(ctx: &mut Ctx<'_>, session: Session, polls: Vec<Poll>) -> R<State> {
+    let mut state = bare_state_of(ctx, session, polls).await?;
+    state.participant_count = ctx.tx.present_count(state.session.id).await?;
+    Ok(state)
+}
+
+async fn bare_state_of(ctx: &mut Ctx<'_>, session: Session, polls: Vec<Poll>) -> R<State> {
     let mut polls = polls;
     if let Some(open) = ctx.tx.open_poll(session.id).await? {
         if !polls.iter().any(|p| p.id == open.id) {
@@ -270,7 +278,7 @@ async fn state_of(ctx: &mut Ctx<'_>, session: Session, polls: Vec<Poll>) -> R<St
     }
     Ok(State {
         poll_count: ctx.tx.poll_count(session.id).await?,
-        participant_count: ctx.tx.present_count(session.id).await?,
+        participant_count: 0,
         session,
         polls,
         participant: None,
@@ -495,7 +503,7 @@ async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, 
         }
     };
     let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
-    let mut state = state_of(ctx, session, vec![poll.clone()]).await?;
+    let mut state = bare_state_of(ctx, session, vec![poll.clone()]).await?;
     state.participant = ctx.tx.participant(request.participant_id).await?;
     state.has_voted = ctx.tx.has_voted(poll.id, request.participant_id).await?;
     if state.participant.is_none() {
