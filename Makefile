@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi postgres
+.PHONY: run token test lint unit openapi postgres bench
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -39,3 +39,8 @@ openapi:
 
 unit: postgres
 	$(CARGO) test --all-targets
+
+## The benchmark suite (minutes; not part of make test): pollcast beside
+## Nchan, pgbench and psql COPY on this machine; rewrites BENCHMARKS.md.
+bench:
+	python3 bench/suite.py
