@@ -253,40 +253,40 @@ pub async fn poll_action(
         let poll_id = parse_poll_id(&raw_poll)?;
         let route = route_of(&format!("/v1/polls/{poll_id}/{action:?}"));
         let body = body?;
-        let op = match action {
-            PollAction::Activate | PollAction::Close => {
-                let (_, presenter) = presenter_of(&caller)?;
-                optional_json::<Empty>(&ctx, &body)?;
-                let command = match action {
-                    PollAction::Activate => PollCommand::Activate,
-                    _ => PollCommand::Close,
-                };
-                Op::Poll {
-                    poll_id,
-                    presenter,
-                    command,
-                }
-            }
-            PollAction::Vote => vote_op(&state, &ctx, &caller, poll_id, &body)?,
-        };
         let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
+        let command = match action {
+            PollAction::Activate => PollCommand::Activate,
+            PollAction::Close => PollCommand::Close,
+            PollAction::Vote => {
+                let request = vote_request(&state, &ctx, &caller, poll_id, &body)?;
+                let response = state.polling.vote(request, &ctx.trace_id, idempotency).await?;
+                if response.status == StatusCode::CREATED.as_u16() {
+                    state.polling.vote_committed(poll_id);
+                }
+                return Ok(stored(response));
+            }
+        };
+        let (_, presenter) = presenter_of(&caller)?;
+        optional_json::<Empty>(&ctx, &body)?;
+        let op = Op::Poll {
+            poll_id,
+            presenter,
+            command,
+        };
         let response = state.polling.execute(op, &ctx.trace_id, idempotency).await?;
-        if matches!(action, PollAction::Vote) && response.status == StatusCode::CREATED.as_u16() {
-            state.polling.vote_committed(poll_id);
-        }
         Ok(stored(response))
     }
     .await;
     respond(&ctx, result)
 }
 
-fn vote_op(
+fn vote_request(
     state: &AppState,
     ctx: &RequestContext,
     caller: &Caller,
     poll_id: PollId,
     body: &Bytes,
-) -> Result<Op, ApiError> {
+) -> Result<VoteRequest, ApiError> {
     let (session_id, participant_id) = match role_of(caller)? {
         Role::Participant { session, participant } => (session, participant),
         Role::Presenter { .. } => return Err(ApiError::forbidden("only participants vote")),
@@ -326,14 +326,14 @@ fn vote_op(
                 .with_timezone(&chrono::Utc),
         ),
     };
-    Ok(Op::Vote(VoteRequest {
+    Ok(VoteRequest {
         vote_id: VoteId::new(),
         session_id,
         participant_id,
         poll_id,
         vote_data: input.vote_data,
         client_submitted_at,
-    }))
+    })
 }
 
 pub async fn poll_query(

@@ -3,6 +3,7 @@
 //! around them: coalesced results broadcasts (`results`), presence
 //! (`presence`) and the per-participant vote rate limit.
 
+pub mod ballots;
 pub mod ops;
 pub mod presence;
 pub mod results;
@@ -20,7 +21,8 @@ use crate::domain::event::{now_millis, TraceId};
 use crate::domain::polling::ids::{ParticipantId, PollId};
 use crate::error::ApiError;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, IdempotencyKey, StoredResponse};
-use ops::{Op, Traced};
+use ballots::BallotBox;
+use ops::{Op, Traced, VoteRequest};
 use presence::Presence;
 use results::ResultsCoalescer;
 
@@ -50,6 +52,7 @@ struct Inner {
     settings: PollingSettings,
     results: ResultsCoalescer,
     presence: Presence,
+    ballots: BallotBox,
     vote_limiter: DefaultKeyedRateLimiter<ParticipantId>,
 }
 
@@ -69,6 +72,7 @@ impl Polling {
             stop,
         );
         let vote_limiter = RateLimiter::keyed(Quota::per_second(settings.vote_rate));
+        let ballots = BallotBox::start(Arc::clone(&store));
         Polling {
             inner: Arc::new(Inner {
                 store,
@@ -76,6 +80,7 @@ impl Polling {
                 settings,
                 results,
                 presence,
+                ballots,
                 vote_limiter,
             }),
         }
@@ -126,6 +131,21 @@ impl Polling {
             at: now_millis(),
         };
         Ok(self.inner.store.read(Box::new(command)).await?)
+    }
+
+    /// Casts a vote. Without an Idempotency-Key it joins the ballot box's
+    /// next batch; with one it runs on its own, so its key is recorded with
+    /// it in the same transaction.
+    pub async fn vote(
+        &self,
+        request: VoteRequest,
+        trace_id: &TraceId,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<StoredResponse, ApiError> {
+        match idempotency {
+            Some(key) => self.execute(Op::Vote(request), trace_id, Some(key)).await,
+            None => self.inner.ballots.cast(request, trace_id).await,
+        }
     }
 
     /// Takes one vote from the participant's budget, or says how long to wait.

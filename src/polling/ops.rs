@@ -3,6 +3,7 @@
 //! and return the events with the HTTP answer. Because they run in the
 //! writer's batch under the log lock, no two commands ever interleave.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,8 +17,8 @@ use crate::domain::event::{format_timestamp, NewEvent, TraceId};
 use crate::domain::polling::events::{error_general, results_broadcast, vote_confirmation, vote_rejected};
 use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use crate::domain::polling::input::PollDraft;
-use crate::domain::polling::model::{Poll, PollStatus, Session, SessionStatus};
-use crate::domain::polling::{decide, Command, DomainEvent, Rejection, State};
+use crate::domain::polling::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
+use crate::domain::polling::{decide, Command, DomainEvent, RejectReason, Rejection, State};
 use crate::error::ApiError;
 use crate::store::polling::{PollingTx, PresenceConnection};
 use crate::store::{CommandOutput, StoreError, StoredResponse, TxCommand};
@@ -71,6 +72,11 @@ pub enum Op {
         keys: Arc<TokenKeys>,
     },
     Vote(VoteRequest),
+    /// Many votes decided and recorded together (see `vote_batch`).
+    VoteBatch {
+        ballots: Vec<Ballot>,
+        answers: BallotAnswers,
+    },
     EmitResults {
         poll_id: PollId,
     },
@@ -217,6 +223,7 @@ impl TxCommand for Traced {
                 keys,
             } => join(&mut ctx, key, participant_id, display_name, &keys).await,
             Op::Vote(request) => vote(&mut ctx, request).await,
+            Op::VoteBatch { ballots, answers } => vote_batch_op(&mut ctx, ballots, answers).await,
             Op::EmitResults { poll_id } => emit_results(&mut ctx, poll_id).await,
             Op::StreamOpened(connection) => stream_opened(&mut ctx, connection).await,
             Op::StreamClosed { connection_id } => {
@@ -474,15 +481,206 @@ async fn join(
     Ok(answer_with(ctx.events(&events), StatusCode::CREATED, body))
 }
 
+/// One vote in a batch, with the trace id of its request.
+pub struct Ballot {
+    pub request: VoteRequest,
+    pub trace_id: TraceId,
+}
+
+/// The answers of a batch of votes, filled in by the command and read by
+/// whoever submitted it once the batch has committed.
+pub type BallotAnswers = Arc<std::sync::Mutex<Option<Vec<StoredResponse>>>>;
+
+enum Verdict {
+    Accept(Vote),
+    Refuse(RejectReason, String),
+    Fail(ApiError),
+}
+
 async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, Stop> {
-    let poll = match ctx.tx.poll(request.poll_id).await? {
-        Some(poll) if poll.session_id == request.session_id => poll,
-        found => {
-            // The voter's stream hears about it too, as error:general.
-            let error = match found {
-                Some(_) => ApiError::forbidden("this poll belongs to another session"),
-                None => ApiError::not_found("no such poll"),
+    let trace_id = ctx.trace_id.clone();
+    let (events, mut answers) = vote_batch(ctx, vec![Ballot { request, trace_id }]).await?;
+    let answer = answers.pop().expect("one answer per ballot");
+    Ok(CommandOutput {
+        events,
+        respond: Box::new(move |_| answer),
+    })
+}
+
+async fn vote_batch_op(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>, slot: BallotAnswers) -> Result<CommandOutput, Stop> {
+    let (events, answers) = vote_batch(ctx, ballots).await?;
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers);
+    Ok(answer_with(events, StatusCode::OK, json!({})))
+}
+
+/// Decides and records many votes with a handful of statements, whatever
+/// their number: the polls, participants and earlier votes they need are
+/// loaded once, the accepted votes are inserted by one statement (whose
+/// unique constraint has the last word on duplicates), and each poll's
+/// results are read once. Events and answers come out in ballot order.
+async fn vote_batch(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
+    let states = vote_states(ctx, &ballots).await?;
+    let mut ids: Vec<ParticipantId> = ballots.iter().map(|b| b.request.participant_id).collect();
+    ids.sort();
+    ids.dedup();
+    let participants: HashMap<ParticipantId, Participant> =
+        ctx.tx.participants(&ids).await?.into_iter().map(|p| (p.id, p)).collect();
+    let mut voted: HashSet<(PollId, ParticipantId)> = HashSet::new();
+    let known_polls: Vec<PollId> = states.iter().filter(|(_, s)| s.is_some()).map(|(id, _)| *id).collect();
+    for poll_id in known_polls {
+        let voters: Vec<ParticipantId> = ballots
+            .iter()
+            .filter(|b| b.request.poll_id == poll_id)
+            .map(|b| b.request.participant_id)
+            .collect();
+        voted.extend(ctx.tx.voted_among(poll_id, &voters).await?.into_iter().map(|p| (poll_id, p)));
+    }
+    let at = ctx.at;
+    let mut verdicts: Vec<Verdict> = ballots
+        .iter()
+        .map(|b| judge(&b.request, at, &states, &participants, &mut voted))
+        .collect();
+
+    let accepted: Vec<Vote> = verdicts
+        .iter()
+        .filter_map(|v| match v {
+            Verdict::Accept(vote) => Some(vote.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut recorded = ctx.tx.record_votes(&accepted).await?.into_iter();
+    for verdict in verdicts.iter_mut() {
+        if matches!(verdict, Verdict::Accept(_)) && recorded.next() == Some(false) {
+            *verdict = Verdict::Refuse(RejectReason::DuplicateVote, DUPLICATE.into());
+        }
+    }
+    let mut results: HashMap<PollId, Value> = HashMap::new();
+    for verdict in &verdicts {
+        if let Verdict::Accept(vote) = verdict {
+            if let (false, Some(Some(state))) = (results.contains_key(&vote.poll_id), states.get(&vote.poll_id)) {
+                let poll = &state.polls[0];
+                let (tally, _) = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
+                results.insert(poll.id, tally.results_json(poll));
+            }
+        }
+    }
+    let mut events = Vec::with_capacity(ballots.len());
+    let mut answers = Vec::with_capacity(ballots.len());
+    for (ballot, verdict) in ballots.iter().zip(verdicts) {
+        let (event, answer) = ballot_outcome(at, ballot, verdict, &states, &results);
+        events.push(event);
+        answers.push(answer);
+    }
+    Ok((events, answers))
+}
+
+const DUPLICATE: &str = "participant already voted on this poll";
+
+/// The state `decide` needs for each poll the ballots name (`None`: no
+/// such poll).
+async fn vote_states(ctx: &mut Ctx<'_>, ballots: &[Ballot]) -> Result<HashMap<PollId, Option<State>>, Stop> {
+    let mut states = HashMap::new();
+    for ballot in ballots {
+        let poll_id = ballot.request.poll_id;
+        if states.contains_key(&poll_id) {
+            continue;
+        }
+        let state = match ctx.tx.poll(poll_id).await? {
+            Some(poll) => {
+                let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
+                Some(bare_state_of(ctx, session, vec![poll]).await?)
+            }
+            None => None,
+        };
+        states.insert(poll_id, state);
+    }
+    Ok(states)
+}
+
+fn judge(
+    request: &VoteRequest,
+    at: DateTime<Utc>,
+    states: &HashMap<PollId, Option<State>>,
+    participants: &HashMap<ParticipantId, Participant>,
+    voted: &mut HashSet<(PollId, ParticipantId)>,
+) -> Verdict {
+    let Some(Some(state)) = states.get(&request.poll_id) else {
+        return Verdict::Fail(ApiError::not_found("no such poll"));
+    };
+    if state.session.id != request.session_id {
+        return Verdict::Fail(ApiError::forbidden("this poll belongs to another session"));
+    }
+    let Some(participant) = participants.get(&request.participant_id) else {
+        return Verdict::Fail(ApiError::forbidden("unknown participant"));
+    };
+    let key = (request.poll_id, request.participant_id);
+    let mut state = state.clone();
+    state.participant = Some(participant.clone());
+    state.has_voted = voted.contains(&key);
+    let command = Command::SubmitVote {
+        vote_id: request.vote_id,
+        participant_id: request.participant_id,
+        poll_id: request.poll_id,
+        vote_data: request.vote_data.clone(),
+        at,
+        client_submitted_at: request.client_submitted_at,
+    };
+    match decide(&state, command) {
+        Ok(events) => match events.into_iter().next() {
+            Some(DomainEvent::VoteAccepted { vote, .. }) => {
+                voted.insert(key);
+                Verdict::Accept(vote)
+            }
+            _ => Verdict::Fail(ApiError::internal()),
+        },
+        Err(Rejection::Vote { reason, message }) => Verdict::Refuse(reason, message),
+        Err(other) => Verdict::Fail(conflict_of(other)),
+    }
+}
+
+/// A ballot's event (on the voter's own topic) and HTTP answer.
+fn ballot_outcome(
+    at: DateTime<Utc>,
+    ballot: &Ballot,
+    verdict: Verdict,
+    states: &HashMap<PollId, Option<State>>,
+    results: &HashMap<PollId, Value>,
+) -> (NewEvent, StoredResponse) {
+    let request = &ballot.request;
+    let trace_id = &ballot.trace_id;
+    match verdict {
+        Verdict::Accept(vote) => {
+            let results = results.get(&vote.poll_id);
+            let accepted = DomainEvent::VoteAccepted {
+                vote: vote.clone(),
+                session_id: request.session_id,
             };
+            let body = vote_confirmation(&vote, request.session_id, results);
+            (accepted.to_new_event(trace_id, results), json_response(StatusCode::CREATED, body))
+        }
+        Verdict::Refuse(reason, message) => {
+            let session_id = match states.get(&request.poll_id) {
+                Some(Some(state)) => state.session.id,
+                _ => request.session_id,
+            };
+            let event = vote_rejected(
+                request.poll_id,
+                session_id,
+                request.participant_id,
+                reason,
+                &message,
+                at,
+                trace_id,
+            );
+            let status = if reason.is_content() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::CONFLICT
+            };
+            (event, ApiError::new(status, reason.as_str(), message).to_stored(trace_id))
+        }
+        Verdict::Fail(error) => {
+            // The voter's stream hears about it too, as error:general.
             let context = json!({ "eventName": "vote:submitted", "entityId": request.poll_id.to_string() });
             let event = error_general(
                 request.participant_id,
@@ -490,91 +688,11 @@ async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, 
                 error.code,
                 &error.message,
                 context,
-                ctx.at,
-                &ctx.trace_id,
+                at,
+                trace_id,
             );
-            return Ok(CommandOutput {
-                events: vec![event],
-                respond: Box::new({
-                    let stored = error.to_stored(&ctx.trace_id);
-                    move |_| stored
-                }),
-            });
+            (event, error.to_stored(trace_id))
         }
-    };
-    let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
-    let mut state = bare_state_of(ctx, session, vec![poll.clone()]).await?;
-    state.participant = ctx.tx.participant(request.participant_id).await?;
-    state.has_voted = ctx.tx.has_voted(poll.id, request.participant_id).await?;
-    if state.participant.is_none() {
-        return Err(ctx.fail(ApiError::forbidden("unknown participant")));
-    }
-    let command = Command::SubmitVote {
-        vote_id: request.vote_id,
-        participant_id: request.participant_id,
-        poll_id: poll.id,
-        vote_data: request.vote_data.clone(),
-        at: ctx.at,
-        client_submitted_at: request.client_submitted_at,
-    };
-    let vote = match decide(&state, command) {
-        Ok(events) => match events.into_iter().next() {
-            Some(DomainEvent::VoteAccepted { vote, .. }) => vote,
-            _ => return Err(Stop::Store(StoreError::Internal("a vote decided nothing".into()))),
-        },
-        Err(Rejection::Vote { reason, message }) => {
-            return Ok(reject_vote(ctx, &poll, &request, reason, &message))
-        }
-        Err(other) => return Err(ctx.fail(conflict_of(other))),
-    };
-    if !ctx.tx.record_vote(&vote, &poll).await? {
-        // The unique constraint saw a vote the check above did not.
-        let reason = crate::domain::polling::RejectReason::DuplicateVote;
-        return Ok(reject_vote(
-            ctx,
-            &poll,
-            &request,
-            reason,
-            "participant already voted on this poll",
-        ));
-    }
-    let (tally, _) = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
-    let results = tally.results_json(&poll);
-    let accepted = DomainEvent::VoteAccepted {
-        vote: vote.clone(),
-        session_id: poll.session_id,
-    };
-    let event = accepted.to_new_event(&ctx.trace_id, Some(&results));
-    let body = vote_confirmation(&vote, poll.session_id, Some(&results));
-    Ok(answer_with(vec![event], StatusCode::CREATED, body))
-}
-
-fn reject_vote(
-    ctx: &Ctx<'_>,
-    poll: &Poll,
-    request: &VoteRequest,
-    reason: crate::domain::polling::RejectReason,
-    message: &str,
-) -> CommandOutput {
-    let event = vote_rejected(
-        poll.id,
-        poll.session_id,
-        request.participant_id,
-        reason,
-        message,
-        ctx.at,
-        &ctx.trace_id,
-    );
-    let status = if reason.is_content() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::CONFLICT
-    };
-    let error = ApiError::new(status, reason.as_str(), message);
-    let stored = error.to_stored(&ctx.trace_id);
-    CommandOutput {
-        events: vec![event],
-        respond: Box::new(move |_| stored),
     }
 }
 

@@ -31,6 +31,30 @@ pub struct PollingTables {
     connections: HashMap<Uuid, PresenceConnection>,
 }
 
+impl PollingTables {
+    /// Stores one vote and bumps its counters; `false` for a second vote of
+    /// the same participant on the same poll.
+    fn record(&mut self, vote: &Vote) -> bool {
+        if !self.voted.insert((vote.poll_id, vote.participant_id)) {
+            return false;
+        }
+        self.votes.entry(vote.poll_id).or_default().push(vote.clone());
+        if let Some(poll) = self.polls.get_mut(&vote.poll_id) {
+            poll.vote_count += 1;
+        }
+        match &vote.choice {
+            Choice::Options(ids) => {
+                for id in ids {
+                    *self.option_counts.entry(*id).or_default() += 1;
+                }
+            }
+            Choice::Rating(value) => *self.rating_counts.entry((vote.poll_id, *value)).or_default() += 1,
+            Choice::Text(_) => {}
+        }
+        true
+    }
+}
+
 /// A command's view of the tables, with the log's head at its start.
 pub struct MemTx<'a> {
     pub tables: &'a mut PollingTables,
@@ -149,34 +173,20 @@ impl PollingTx for MemTx<'_> {
         Ok(self.tables.voted.contains(&(poll, participant)))
     }
 
-    async fn record_vote(&mut self, vote: &Vote, _poll: &Poll) -> R<bool> {
-        if !self.tables.voted.insert((vote.poll_id, vote.participant_id)) {
-            return Ok(false);
-        }
-        self.tables
-            .votes
-            .entry(vote.poll_id)
-            .or_default()
-            .push(vote.clone());
-        if let Some(poll) = self.tables.polls.get_mut(&vote.poll_id) {
-            poll.vote_count += 1;
-        }
-        match &vote.choice {
-            Choice::Options(ids) => {
-                for id in ids {
-                    *self.tables.option_counts.entry(*id).or_default() += 1;
-                }
-            }
-            Choice::Rating(value) => {
-                *self
-                    .tables
-                    .rating_counts
-                    .entry((vote.poll_id, *value))
-                    .or_default() += 1
-            }
-            Choice::Text(_) => {}
-        }
-        Ok(true)
+    async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
+        Ok(ids.iter().filter_map(|id| self.tables.participants.get(id).cloned()).collect())
+    }
+
+    async fn voted_among(&mut self, poll: PollId, participants: &[ParticipantId]) -> R<HashSet<ParticipantId>> {
+        Ok(participants
+            .iter()
+            .filter(|p| self.tables.voted.contains(&(poll, **p)))
+            .copied()
+            .collect())
+    }
+
+    async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
+        Ok(votes.iter().map(|vote| self.tables.record(vote)).collect())
     }
 
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {

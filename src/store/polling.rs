@@ -3,6 +3,8 @@
 //! Postgres implements it on a transaction; the memory store on its maps.
 //! Writes only ever happen inside the writer's batch, under the log lock.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -58,10 +60,15 @@ pub trait PollingTx: Send {
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()>;
     async fn present_count(&mut self, session: SessionId) -> R<i64>;
 
+    /// The participants among `ids` that exist.
+    async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>>;
     async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool>;
-    /// Stores the vote and bumps the poll's counters. `false` when the
-    /// participant already voted on the poll: the unique constraint decided.
-    async fn record_vote(&mut self, vote: &Vote, poll: &Poll) -> R<bool>;
+    /// Which of `participants` already voted on `poll`.
+    async fn voted_among(&mut self, poll: PollId, participants: &[ParticipantId]) -> R<HashSet<ParticipantId>>;
+    /// Stores the votes and bumps their polls' counters, all at once. For
+    /// each vote, `false` when its participant already voted on the poll:
+    /// the unique constraint decided.
+    async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>>;
     /// The poll's aggregates, with at most `text_limit` newest text answers,
     /// and the newest vote's id and time.
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)>;

@@ -2,7 +2,7 @@
 //! `sql/0002_polling.sql`. A vote and its counters are one statement, so
 //! the writer's batch pays one round trip per vote.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -57,6 +57,53 @@ impl<'a, 'b> PgTx<'a, 'b> {
             });
         }
         Ok(by_poll)
+    }
+
+    /// Adds recorded votes to their polls' counters: one statement per
+    /// kind of counter, whatever the number of votes.
+    async fn bump_counters(&self, votes: &[&Vote]) -> R<()> {
+        let mut per_poll: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut per_option: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut per_rating: BTreeMap<(Uuid, i32), i64> = BTreeMap::new();
+        for vote in votes {
+            *per_poll.entry(vote.poll_id.0).or_default() += 1;
+            match &vote.choice {
+                Choice::Options(ids) => ids.iter().for_each(|o| *per_option.entry(o.0).or_default() += 1),
+                Choice::Rating(value) => *per_rating.entry((vote.poll_id.0, *value)).or_default() += 1,
+                Choice::Text(_) => {}
+            }
+        }
+        if !per_poll.is_empty() {
+            let (ids, counts): (Vec<Uuid>, Vec<i64>) = per_poll.into_iter().unzip();
+            self.execute(
+                "UPDATE polls SET vote_count = vote_count + u.n FROM unnest($1::uuid[], $2::bigint[]) AS u(id, n)
+                  WHERE polls.id = u.id",
+                &[&ids, &counts],
+            )
+            .await?;
+        }
+        if !per_option.is_empty() {
+            let (ids, counts): (Vec<Uuid>, Vec<i64>) = per_option.into_iter().unzip();
+            self.execute(
+                "UPDATE poll_options SET vote_count = vote_count + u.n
+                   FROM unnest($1::uuid[], $2::bigint[]) AS u(id, n) WHERE poll_options.id = u.id",
+                &[&ids, &counts],
+            )
+            .await?;
+        }
+        if !per_rating.is_empty() {
+            let polls: Vec<Uuid> = per_rating.keys().map(|(p, _)| *p).collect();
+            let ratings: Vec<i32> = per_rating.keys().map(|(_, r)| *r).collect();
+            let counts: Vec<i64> = per_rating.values().copied().collect();
+            self.execute(
+                "INSERT INTO poll_rating_counts (poll_id, rating, vote_count)
+                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[])
+                 ON CONFLICT (poll_id, rating) DO UPDATE SET vote_count = poll_rating_counts.vote_count + EXCLUDED.vote_count",
+                &[&polls, &ratings, &counts],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn polls_where(&self, condition: &str, param: &Uuid) -> R<Vec<Poll>> {
@@ -337,45 +384,54 @@ impl PollingTx for PgTx<'_, '_> {
         Ok(!rows.is_empty())
     }
 
-    async fn record_vote(&mut self, vote: &Vote, _poll: &Poll) -> R<bool> {
-        let (options, rating): (Vec<Uuid>, Option<i32>) = match &vote.choice {
-            Choice::Options(ids) => (ids.iter().map(|i| i.0).collect(), None),
-            Choice::Rating(value) => (Vec::new(), Some(*value)),
-            Choice::Text(_) => (Vec::new(), None),
-        };
-        // One statement: the insert decides (the unique constraint), and the
-        // counters move only when it inserted.
+    async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let rows = self
             .query(
-                "WITH inserted AS (
-                     INSERT INTO votes (id, poll_id, participant_id, choice, submitted_at, client_submitted_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT ON CONSTRAINT votes_one_per_participant DO NOTHING
-                     RETURNING poll_id
-                 ), poll AS (
-                     UPDATE polls SET vote_count = vote_count + 1 WHERE id IN (SELECT poll_id FROM inserted)
-                 ), options AS (
-                     UPDATE poll_options SET vote_count = vote_count + 1
-                      WHERE id = ANY($7) AND EXISTS (SELECT 1 FROM inserted)
-                 ), ratings AS (
-                     INSERT INTO poll_rating_counts (poll_id, rating, vote_count)
-                     SELECT poll_id, $8, 1 FROM inserted WHERE $8::int IS NOT NULL
-                     ON CONFLICT (poll_id, rating) DO UPDATE SET vote_count = poll_rating_counts.vote_count + 1
-                 )
-                 SELECT count(*) FROM inserted",
-                &[
-                    &vote.id.0,
-                    &vote.poll_id.0,
-                    &vote.participant_id.0,
-                    &vote.choice.to_json(),
-                    &vote.submitted_at,
-                    &vote.client_submitted_at,
-                    &options,
-                    &rating,
-                ],
+                "SELECT id, session_id, display_name, joined_at, present FROM participants WHERE id = ANY($1)",
+                &[&ids],
             )
             .await?;
-        Ok(rows[0].get::<_, i64>(0) == 1)
+        Ok(rows.iter().map(participant_from_row).collect())
+    }
+
+    async fn voted_among(&mut self, poll: PollId, participants: &[ParticipantId]) -> R<HashSet<ParticipantId>> {
+        let ids: Vec<Uuid> = participants.iter().map(|i| i.0).collect();
+        let rows = self
+            .query(
+                "SELECT participant_id FROM votes WHERE poll_id = $1 AND participant_id = ANY($2)",
+                &[&poll.0, &ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| ParticipantId(r.get(0))).collect())
+    }
+
+    async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
+        if votes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = votes.iter().map(|v| v.id.0).collect();
+        let polls: Vec<Uuid> = votes.iter().map(|v| v.poll_id.0).collect();
+        let participants: Vec<Uuid> = votes.iter().map(|v| v.participant_id.0).collect();
+        let choices: Vec<Value> = votes.iter().map(|v| v.choice.to_json()).collect();
+        let times: Vec<DateTime<Utc>> = votes.iter().map(|v| v.submitted_at).collect();
+        let client_times: Vec<Option<DateTime<Utc>>> = votes.iter().map(|v| v.client_submitted_at).collect();
+        // One insert decides every vote: the unique constraint, through
+        // ON CONFLICT, refuses a participant's second vote on a poll.
+        let rows = self
+            .query(
+                "INSERT INTO votes (id, poll_id, participant_id, choice, submitted_at, client_submitted_at)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::timestamptz[],
+                                      $6::timestamptz[])
+                 ON CONFLICT ON CONSTRAINT votes_one_per_participant DO NOTHING
+                 RETURNING id",
+                &[&ids, &polls, &participants, &choices, &times, &client_times],
+            )
+            .await?;
+        let inserted: HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let recorded: Vec<&Vote> = votes.iter().filter(|v| inserted.contains(&v.id.0)).collect();
+        self.bump_counters(&recorded).await?;
+        Ok(votes.iter().map(|v| inserted.contains(&v.id.0)).collect())
     }
 
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
