@@ -10,7 +10,10 @@ CREATE TABLE sessions (
     status       text        NOT NULL CHECK (status IN ('draft', 'active', 'ended')),
     created_at   timestamptz NOT NULL,
     started_at   timestamptz,
-    ended_at     timestamptz
+    ended_at     timestamptz,
+    -- Participants present now: kept with every presence change, so a
+    -- count costs one row, not a scan of the session's participants.
+    present_count bigint     NOT NULL DEFAULT 0
 );
 
 CREATE TABLE polls (
@@ -58,7 +61,6 @@ CREATE TABLE participants (
     -- Counted in participantCount (see CONTRACT §2, presence).
     present      boolean     NOT NULL DEFAULT true
 );
-CREATE INDEX participants_present ON participants (session_id) WHERE present;
 
 CREATE TABLE votes (
     id                  uuid        PRIMARY KEY,

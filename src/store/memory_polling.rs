@@ -29,6 +29,8 @@ pub struct PollingTables {
     option_counts: HashMap<OptionId, i64>,
     rating_counts: HashMap<(PollId, i32), i64>,
     connections: HashMap<Uuid, PresenceConnection>,
+    /// Participants present per session, kept with every change.
+    present_counts: HashMap<SessionId, i64>,
 }
 
 impl PollingTables {
@@ -147,26 +149,25 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn insert_participant(&mut self, participant: &Participant) -> R<()> {
-        self.tables
-            .participants
-            .insert(participant.id, participant.clone());
+        if participant.present {
+            *self.tables.present_counts.entry(participant.session_id).or_default() += 1;
+        }
+        self.tables.participants.insert(participant.id, participant.clone());
         Ok(())
     }
 
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()> {
         if let Some(p) = self.tables.participants.get_mut(&id) {
-            p.present = present;
+            if p.present != present {
+                p.present = present;
+                *self.tables.present_counts.entry(p.session_id).or_default() += if present { 1 } else { -1 };
+            }
         }
         Ok(())
     }
 
     async fn present_count(&mut self, session: SessionId) -> R<i64> {
-        Ok(self
-            .tables
-            .participants
-            .values()
-            .filter(|p| p.session_id == session && p.present)
-            .count() as i64)
+        Ok(self.tables.present_counts.get(&session).copied().unwrap_or(0))
     }
 
     async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool> {

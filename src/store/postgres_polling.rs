@@ -348,7 +348,12 @@ impl PollingTx for PgTx<'_, '_> {
 
     async fn insert_participant(&mut self, p: &Participant) -> R<()> {
         self.execute(
-            "INSERT INTO participants (id, session_id, display_name, joined_at, present) VALUES ($1, $2, $3, $4, $5)",
+            "WITH inserted AS (
+                 INSERT INTO participants (id, session_id, display_name, joined_at, present)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING session_id, present
+             )
+             UPDATE sessions SET present_count = present_count + 1
+              WHERE id IN (SELECT session_id FROM inserted WHERE present)",
             &[&p.id.0, &p.session_id.0, &p.display_name, &p.joined_at, &p.present],
         )
         .await?;
@@ -356,8 +361,13 @@ impl PollingTx for PgTx<'_, '_> {
     }
 
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()> {
+        // Only a real change moves the session's count.
         self.execute(
-            "UPDATE participants SET present = $2 WHERE id = $1",
+            "WITH changed AS (
+                 UPDATE participants SET present = $2 WHERE id = $1 AND present <> $2 RETURNING session_id
+             )
+             UPDATE sessions SET present_count = present_count + CASE WHEN $2 THEN 1 ELSE -1 END
+              WHERE id IN (SELECT session_id FROM changed)",
             &[&id.0, &present],
         )
         .await?;
@@ -366,12 +376,9 @@ impl PollingTx for PgTx<'_, '_> {
 
     async fn present_count(&mut self, session: SessionId) -> R<i64> {
         let rows = self
-            .query(
-                "SELECT count(*) FROM participants WHERE session_id = $1 AND present",
-                &[&session.0],
-            )
+            .query("SELECT present_count FROM sessions WHERE id = $1", &[&session.0])
             .await?;
-        Ok(rows[0].get(0))
+        Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
     async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool> {
