@@ -3,7 +3,7 @@
 //! and `data:` holds one line of JSON, whose serializer escapes every
 //! control character.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::Value;
@@ -22,22 +22,28 @@ pub struct Frame {
 
 impl Frame {
     pub fn from_event(event: &StoredEvent) -> Self {
-        let data = event.envelope_json();
-        let mut text = String::with_capacity(data.len() + event.event_type.as_str().len() + 32);
-        text.push_str("id: ");
-        text.push_str(&event.id.to_string());
-        text.push_str("\nevent: ");
-        text.push_str(event.event_type.as_str());
-        text.push_str("\ndata: ");
-        text.push_str(&data);
-        text.push_str("\n\n");
-        debug_assert!(!data.contains(['\n', '\r', '\0']));
+        let mut text = BytesMut::with_capacity(event.payload.get().len() + 256);
+        write_event(&mut text, event);
         Frame {
             id: event.id,
             topic: event.topic.clone(),
-            bytes: Bytes::from(text),
+            bytes: text.freeze(),
         }
     }
+}
+
+/// Appends one stored event's frame to `out`: what replay uses to frame a
+/// whole page into one buffer.
+pub fn write_event(out: &mut BytesMut, event: &StoredEvent) {
+    let data = event.envelope_json();
+    debug_assert!(!data.contains(['\n', '\r', '\0']));
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(event.id.to_string().as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(event.event_type.as_str().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
 /// A frame that is not stored (`connection:*`, `system:*`): no `id:` line,

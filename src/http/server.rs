@@ -77,8 +77,7 @@ pub async fn serve(
             ))
             .layer(AddExtensionLayer::new(ConnectionCloser(closer.clone())))
             .service(app.clone());
-        let connection = builder
-            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
+        let connection = builder.serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             tokio::select! {

@@ -34,7 +34,7 @@ use crate::store::EventStore;
 /// Most selectors one stream or history request may ask for.
 pub const MAX_SELECTORS: usize = 32;
 /// Events read from the store per query while replaying.
-const REPLAY_PAGE: usize = 500;
+const REPLAY_PAGE: usize = 2000;
 /// Most live frames written in one chunk: batching saves syscalls when a
 /// burst is queued, without holding frames back when it is not.
 const LIVE_BATCH: usize = 64;
@@ -301,15 +301,22 @@ impl EventStream {
                     .await
                     .ok()?;
                 self.phase = Phase::CatchingUp;
-                let full_page = page.len() == REPLAY_PAGE;
                 ::metrics::counter!(metrics::REPLAYED).increment(page.len() as u64);
-                let frames: Vec<Frame> = page.iter().map(Frame::from_event).collect();
-                let chunk = self.write_frames(frames.iter());
-                if !full_page {
+                // The whole page framed into one buffer: one write for
+                // thousands of events.
+                let mut chunk =
+                    BytesMut::with_capacity(page.iter().map(|e| e.payload.get().len() + 256).sum());
+                for event in page.iter().filter(|e| e.id > self.cursor) {
+                    frame::write_event(&mut chunk, event);
+                }
+                if let Some(last) = page.last() {
+                    self.cursor = self.cursor.max(last.id);
+                }
+                if page.len() < REPLAY_PAGE {
                     // Nothing else matches up to `high`: jump there.
                     self.cursor = self.cursor.max(high);
                 }
-                chunk
+                (!chunk.is_empty()).then(|| chunk.freeze())
             }
         }
     }

@@ -28,7 +28,8 @@ impl BallotBox {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let (ballots, replies): (Vec<Ballot>, Vec<Reply>) = std::mem::take(&mut batch).into_iter().unzip();
+                let (ballots, replies): (Vec<Ballot>, Vec<Reply>) =
+                    std::mem::take(&mut batch).into_iter().unzip();
                 count_batch(ballots.len());
                 let answers = submit(&store, ballots).await;
                 match answers {

@@ -507,7 +507,11 @@ async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, 
     })
 }
 
-async fn vote_batch_op(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>, slot: BallotAnswers) -> Result<CommandOutput, Stop> {
+async fn vote_batch_op(
+    ctx: &mut Ctx<'_>,
+    ballots: Vec<Ballot>,
+    slot: BallotAnswers,
+) -> Result<CommandOutput, Stop> {
     let (events, answers) = vote_batch(ctx, ballots).await?;
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers);
     Ok(answer_with(events, StatusCode::OK, json!({})))
@@ -518,22 +522,40 @@ async fn vote_batch_op(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>, slot: BallotAnsw
 /// loaded once, the accepted votes are inserted by one statement (whose
 /// unique constraint has the last word on duplicates), and each poll's
 /// results are read once. Events and answers come out in ballot order.
-async fn vote_batch(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
+async fn vote_batch(
+    ctx: &mut Ctx<'_>,
+    ballots: Vec<Ballot>,
+) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
     let states = vote_states(ctx, &ballots).await?;
     let mut ids: Vec<ParticipantId> = ballots.iter().map(|b| b.request.participant_id).collect();
     ids.sort();
     ids.dedup();
-    let participants: HashMap<ParticipantId, Participant> =
-        ctx.tx.participants(&ids).await?.into_iter().map(|p| (p.id, p)).collect();
+    let participants: HashMap<ParticipantId, Participant> = ctx
+        .tx
+        .participants(&ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
     let mut voted: HashSet<(PollId, ParticipantId)> = HashSet::new();
-    let known_polls: Vec<PollId> = states.iter().filter(|(_, s)| s.is_some()).map(|(id, _)| *id).collect();
+    let known_polls: Vec<PollId> = states
+        .iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(id, _)| *id)
+        .collect();
     for poll_id in known_polls {
         let voters: Vec<ParticipantId> = ballots
             .iter()
             .filter(|b| b.request.poll_id == poll_id)
             .map(|b| b.request.participant_id)
             .collect();
-        voted.extend(ctx.tx.voted_among(poll_id, &voters).await?.into_iter().map(|p| (poll_id, p)));
+        voted.extend(
+            ctx.tx
+                .voted_among(poll_id, &voters)
+                .await?
+                .into_iter()
+                .map(|p| (poll_id, p)),
+        );
     }
     let at = ctx.at;
     let mut verdicts: Vec<Verdict> = ballots
@@ -557,7 +579,9 @@ async fn vote_batch(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>) -> Result<(Vec<NewE
     let mut results: HashMap<PollId, Value> = HashMap::new();
     for verdict in &verdicts {
         if let Verdict::Accept(vote) = verdict {
-            if let (false, Some(Some(state))) = (results.contains_key(&vote.poll_id), states.get(&vote.poll_id)) {
+            if let (false, Some(Some(state))) =
+                (results.contains_key(&vote.poll_id), states.get(&vote.poll_id))
+            {
                 let poll = &state.polls[0];
                 let (tally, _) = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
                 results.insert(poll.id, tally.results_json(poll));
@@ -656,7 +680,10 @@ fn ballot_outcome(
                 session_id: request.session_id,
             };
             let body = vote_confirmation(&vote, request.session_id, results);
-            (accepted.to_new_event(trace_id, results), json_response(StatusCode::CREATED, body))
+            (
+                accepted.to_new_event(trace_id, results),
+                json_response(StatusCode::CREATED, body),
+            )
         }
         Verdict::Refuse(reason, message) => {
             let session_id = match states.get(&request.poll_id) {
@@ -677,7 +704,10 @@ fn ballot_outcome(
             } else {
                 StatusCode::CONFLICT
             };
-            (event, ApiError::new(status, reason.as_str(), message).to_stored(trace_id))
+            (
+                event,
+                ApiError::new(status, reason.as_str(), message).to_stored(trace_id),
+            )
         }
         Verdict::Fail(error) => {
             // The voter's stream hears about it too, as error:general.

@@ -150,9 +150,15 @@ impl PollingTx for MemTx<'_> {
 
     async fn insert_participant(&mut self, participant: &Participant) -> R<()> {
         if participant.present {
-            *self.tables.present_counts.entry(participant.session_id).or_default() += 1;
+            *self
+                .tables
+                .present_counts
+                .entry(participant.session_id)
+                .or_default() += 1;
         }
-        self.tables.participants.insert(participant.id, participant.clone());
+        self.tables
+            .participants
+            .insert(participant.id, participant.clone());
         Ok(())
     }
 
@@ -175,10 +181,17 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
-        Ok(ids.iter().filter_map(|id| self.tables.participants.get(id).cloned()).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.tables.participants.get(id).cloned())
+            .collect())
     }
 
-    async fn voted_among(&mut self, poll: PollId, participants: &[ParticipantId]) -> R<HashSet<ParticipantId>> {
+    async fn voted_among(
+        &mut self,
+        poll: PollId,
+        participants: &[ParticipantId],
+    ) -> R<HashSet<ParticipantId>> {
         Ok(participants
             .iter()
             .filter(|p| self.tables.voted.contains(&(poll, **p)))

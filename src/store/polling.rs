@@ -64,7 +64,11 @@ pub trait PollingTx: Send {
     async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>>;
     async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool>;
     /// Which of `participants` already voted on `poll`.
-    async fn voted_among(&mut self, poll: PollId, participants: &[ParticipantId]) -> R<HashSet<ParticipantId>>;
+    async fn voted_among(
+        &mut self,
+        poll: PollId,
+        participants: &[ParticipantId],
+    ) -> R<HashSet<ParticipantId>>;
     /// Stores the votes and bumps their polls' counters, all at once. For
     /// each vote, `false` when its participant already voted on the poll:
     /// the unique constraint decided.

@@ -354,7 +354,13 @@ impl PollingTx for PgTx<'_, '_> {
              )
              UPDATE sessions SET present_count = present_count + 1
               WHERE id IN (SELECT session_id FROM inserted WHERE present)",
-            &[&p.id.0, &p.session_id.0, &p.display_name, &p.joined_at, &p.present],
+            &[
+                &p.id.0,
+                &p.session_id.0,
+                &p.display_name,
+                &p.joined_at,
+                &p.present,
+            ],
         )
         .await?;
         Ok(())
@@ -402,11 +408,18 @@ impl PollingTx for PgTx<'_, '_> {
         Ok(rows.iter().map(participant_from_row).collect())
     }
 
-    async fn voted_among(&mut self, poll: PollId, participants: &[ParticipantId]) -> R<HashSet<ParticipantId>> {
+    async fn voted_among(
+        &mut self,
+        poll: PollId,
+        participants: &[ParticipantId],
+    ) -> R<HashSet<ParticipantId>> {
         let ids: Vec<Uuid> = participants.iter().map(|i| i.0).collect();
         let rows = self
             .query(
-                "SELECT participant_id FROM votes WHERE poll_id = $1 AND participant_id = ANY($2)",
+                // A join on the unique index, row by row: with `= ANY($2)` the
+                // generic plan scanned the poll's votes, which grew with the poll.
+                "SELECT v.participant_id FROM unnest($2::uuid[]) AS wanted(id)
+                   JOIN votes v ON v.poll_id = $1 AND v.participant_id = wanted.id",
                 &[&poll.0, &ids],
             )
             .await?;
