@@ -159,6 +159,20 @@ impl Selector {
         }
     }
 
+    /// Whether every topic this selector matches is matched by `other`:
+    /// same length, and at each position `other` has `*` or the same segment.
+    pub fn is_within(&self, other: &Selector) -> bool {
+        let mut mine = self.raw.split(':');
+        let mut theirs = other.raw.split(':');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) if b == "*" || a == b => continue,
+                _ => return false,
+            }
+        }
+    }
+
     /// A POSIX regular expression matching the same topics, for the store's
     /// `topic ~ pattern` queries. Segments hold only `[a-z0-9_.-]`, of which
     /// only `.` is special in a regex.
@@ -192,6 +206,13 @@ pub struct TopicFilter {
 
 impl TopicFilter {
     pub fn new(requested: Vec<Selector>, allowed: Option<Vec<Selector>>) -> Self {
+        // When the permission covers everything asked for, it filters
+        // nothing: drop it, so neither the hub nor the store checks it per
+        // event (for the store, a regular expression per row).
+        let covered = |allowed: &Vec<Selector>| {
+            !requested.is_empty() && requested.iter().all(|r| allowed.iter().any(|a| r.is_within(a)))
+        };
+        let allowed = allowed.filter(|a| !covered(a));
         TopicFilter { requested, allowed }
     }
 
@@ -282,6 +303,22 @@ mod tests {
         assert!(p("*:42").overlaps(&p("user:*")));
         assert!(!p("user:*").overlaps(&p("user:*:x")));
         assert!(!p("user:1").overlaps(&p("user:2")));
+    }
+
+    #[test]
+    fn within_means_every_match_is_also_a_match_of_the_other() {
+        let p = |s| Selector::parse(s).unwrap();
+        assert!(p("bench:x").is_within(&p("bench:*")));
+        assert!(p("bench:*").is_within(&p("bench:*")));
+        assert!(!p("bench:*").is_within(&p("bench:x")));
+        assert!(!p("bench:x:y").is_within(&p("bench:*")));
+        let covered = TopicFilter::new(vec![p("demo:a")], Some(vec![p("demo:*")]));
+        assert!(
+            covered.allowed().is_none(),
+            "a covering permission filters nothing"
+        );
+        let partial = TopicFilter::new(vec![p("demo:*")], Some(vec![p("demo:a")]));
+        assert!(partial.allowed().is_some());
     }
 
     #[test]

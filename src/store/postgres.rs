@@ -475,7 +475,12 @@ fn topic_condition(filter: &TopicFilter, first: usize) -> TopicCondition {
             .map(Selector::to_regex)
             .collect();
         let mut parts = Vec::new();
-        if !exact.is_empty() {
+        if exact.len() == 1 {
+            // One topic: a plain equality, so even a generic plan walks the
+            // (topic, id) index in id order instead of sorting the range.
+            params.push(exact);
+            parts.push(format!("topic = (${}::text[])[1]", first + params.len() - 1));
+        } else if !exact.is_empty() {
             params.push(exact);
             parts.push(format!("topic = ANY(${})", first + params.len() - 1));
         }

@@ -401,7 +401,10 @@ impl PollingTx for PgTx<'_, '_> {
         let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let rows = self
             .query(
-                "SELECT id, session_id, display_name, joined_at, present FROM participants WHERE id = ANY($1)",
+                // unnest() joined on the primary key: a generic plan of
+                // `id = ANY($1)` may scan the whole table.
+                "SELECT p.id, p.session_id, p.display_name, p.joined_at, p.present
+                   FROM unnest($1::uuid[]) AS wanted(id) JOIN participants p ON p.id = wanted.id",
                 &[&ids],
             )
             .await?;
