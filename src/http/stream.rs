@@ -234,7 +234,7 @@ impl EventStream {
         let connection_id = self.connection_id.to_string();
         let (event_type, payload) = match start {
             StartPoint::Now => {
-                self.cursor = self.hub.high();
+                self.cursor = self.live_from();
                 let payload = json!({
                     "connectionId": connection_id,
                     "timestamp": crate::domain::event::format_timestamp(&chrono::Utc::now()),
@@ -274,10 +274,18 @@ impl EventStream {
         Some(chunk.freeze())
     }
 
+    /// Where "live from now" starts: after everything committed before this
+    /// request, even what the hub has not published yet (a client that
+    /// subscribes right after a POST's answer must not get that event).
+    fn live_from(&self) -> EventId {
+        let committed = *self.store.commit_hints().borrow();
+        self.hub.high().max(committed)
+    }
+
     /// A `connection:reset`: the client must resync from a snapshot; the
     /// stream goes on live from now.
     fn reset(&mut self, reason: &str, last: String) -> (&'static str, serde_json::Value) {
-        self.cursor = self.hub.high();
+        self.cursor = self.live_from();
         let payload = json!({ "reason": reason, "lastEventId": last, "snapshotUrl": self.snapshot_url });
         ("connection:reset", payload)
     }
