@@ -32,6 +32,7 @@ PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
 PORTS = {"pg": 18180, "mem": 18181, "nchan": 18190}
 
 COMMANDS = []  # every load command run, for BENCHMARKS.md
+PARTIAL = set()  # the workloads of an --only run
 
 
 def log(*parts):
@@ -369,8 +370,9 @@ def ratio(a, b):
 def write_report(results, quick):
     r = results
     lines = ["# Benchmarks", ""]
+    partial = f" (this invocation ran only: {', '.join(sorted(PARTIAL))}; the rest is from the last full run)" if PARTIAL else ""
     lines += [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` "
-              f"(`bench/suite.py`{' --quick' if quick else ''}), on one machine: {machine()}", "",
+              f"(`bench/suite.py`{' --quick' if quick else ''}){partial}, on one machine: {machine()}", "",
               "Every comparison below ran side by side in the same invocation, on the same 2 cores the load "
               "generator also uses, so the ratios are the numbers to read; absolute values move from run to run "
               "on this shared machine. pollcast runs on Postgres unless marked *memory*. Nchan runs on nginx "
@@ -475,6 +477,7 @@ def main():
     parser.add_argument("--only", default="")
     opts = parser.parse_args()
     only = set(filter(None, opts.only.split(",")))
+    PARTIAL.update(only)
     want = lambda name: not only or name in only
     q = opts.quick
     prepare()
