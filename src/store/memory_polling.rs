@@ -176,10 +176,6 @@ impl PollingTx for MemTx<'_> {
         Ok(self.tables.present_counts.get(&session).copied().unwrap_or(0))
     }
 
-    async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool> {
-        Ok(self.tables.voted.contains(&(poll, participant)))
-    }
-
     async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
         Ok(ids
             .iter()

@@ -62,7 +62,6 @@ pub trait PollingTx: Send {
 
     /// The participants among `ids` that exist.
     async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>>;
-    async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool>;
     /// Which of `participants` already voted on `poll`.
     async fn voted_among(
         &mut self,

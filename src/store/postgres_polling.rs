@@ -387,16 +387,6 @@ impl PollingTx for PgTx<'_, '_> {
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
-    async fn has_voted(&mut self, poll: PollId, participant: ParticipantId) -> R<bool> {
-        let rows = self
-            .query(
-                "SELECT 1 FROM votes WHERE poll_id = $1 AND participant_id = $2",
-                &[&poll.0, &participant.0],
-            )
-            .await?;
-        Ok(!rows.is_empty())
-    }
-
     async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
         let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let rows = self
