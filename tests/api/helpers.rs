@@ -198,6 +198,22 @@ impl TestApp {
         body
     }
 
+    /// How many events the history endpoint returns for this query string
+    /// (read with the demo token, up to 1,000).
+    pub async fn history_len(&self, query: &str) -> usize {
+        let body: Value = self
+            .http
+            .get(self.url(&format!("/v1/events/history?{query}&limit=1000")))
+            .bearer_auth(self.demo_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body.as_array().unwrap().len()
+    }
+
     /// Opens an SSE stream with the demo token.
     pub async fn subscribe(&self, selectors: &[&str], last_event_id: Option<&str>) -> SseClient {
         self.subscribe_with(&self.demo_token(), selectors, last_event_id)

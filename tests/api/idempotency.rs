@@ -18,20 +18,6 @@ async fn post(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-async fn count(app: &TestApp) -> usize {
-    let body: Value = app
-        .http
-        .get(app.url("/v1/events/history?topic=demo:a"))
-        .bearer_auth(app.demo_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body.as_array().unwrap().len()
-}
-
 async fn a_retry_returns_the_first_response_and_appends_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let body = json!({"type": "demo:said", "payload": {"n": 1}});
@@ -39,12 +25,12 @@ async fn a_retry_returns_the_first_response_and_appends_nothing(backend: Backend
     assert_eq!(status, 201);
     let (status, again) = post(&app, "key-1", body.clone()).await;
     assert_eq!((status, &again), (201, &first));
-    assert_eq!(count(&app).await, 1);
+    assert_eq!(app.history_len("topic=demo:a").await, 1);
 
     let (status, conflict) = post(&app, "key-1", json!({"type": "demo:said", "payload": {"n": 2}})).await;
     assert_eq!(status, 409);
     assert_eq!(conflict["error"]["code"], "conflict");
-    assert_eq!(count(&app).await, 1);
+    assert_eq!(app.history_len("topic=demo:a").await, 1);
 
     // The same key on another topic is another request under a used key.
     let response = app
@@ -85,7 +71,7 @@ async fn a_retry_returns_the_first_response_and_appends_nothing(backend: Backend
     }
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
     assert_eq!(answers[0].0, 201);
-    assert_eq!(count(&app).await, 2);
+    assert_eq!(app.history_len("topic=demo:a").await, 2);
 
     // Keys belong to their caller: another subject's same key is a new request.
     let other = app.keys.mint(&pollcast::auth::Claims {
@@ -105,7 +91,7 @@ async fn a_retry_returns_the_first_response_and_appends_nothing(backend: Backend
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    assert_eq!(count(&app).await, 3);
+    assert_eq!(app.history_len("topic=demo:a").await, 3);
 }
 on_both_stores!(retries, a_retry_returns_the_first_response_and_appends_nothing);
 

@@ -88,8 +88,8 @@ pub struct SubscribeArgs {
     pub source_ips: Option<u32>,
 
     /// Subscriptions being opened at once (TCP connect until response head).
-    /// Keep it under the server's listen backlog (128 for tokio's default
-    /// listener), or dropped SYNs add 1 s retransmits.
+    /// Keep it under the server's listen backlog (pollcast asks for 8,192;
+    /// tokio's default is 128), or dropped SYNs add 1 s retransmits.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
 
