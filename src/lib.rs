@@ -131,6 +131,9 @@ impl Server {
             http::routes(state.clone()),
             http::server::ServerOptions {
                 cors_origins: config.cors_origins.clone(),
+                direct: config.direct_streams.then(|| {
+                    http::direct::DirectStreams::new(state.clone(), !config.cors_origins.is_empty())
+                }),
             },
             shutdown.clone(),
         ));

@@ -5,6 +5,7 @@
 //! store or the hub, and render their own errors, so warp's rejection
 //! rules only ever decide "no such path" and "wrong method".
 
+pub mod direct;
 pub mod error;
 mod history;
 mod ops;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use warp::reply::Response;
 
 use super::error::ApiError;
@@ -374,8 +375,22 @@ pub async fn session_stream(
     ctx: RequestContext,
     closer: Option<ConnectionCloser>,
 ) -> Response {
+    match open_session_stream(&raw_session, &state, &ctx, closer.map(|c| c.0)).await {
+        Ok(stream) => sse_response(stream),
+        Err(refusal) => refusal,
+    }
+}
+
+/// Authorizes a session stream request and opens its stream, or renders
+/// why not (401/403/404/503…).
+pub async fn open_session_stream(
+    raw_session: &str,
+    state: &AppState,
+    ctx: &RequestContext,
+    on_slow: Option<CancellationToken>,
+) -> Result<EventStream, Response> {
     let result = async {
-        let session_id = parse_session_id(&raw_session)?;
+        let session_id = parse_session_id(raw_session)?;
         let role = match ctx.bearer(true) {
             Err(crate::auth::AuthError::Missing) => None,
             _ => {
@@ -392,10 +407,10 @@ pub async fn session_stream(
             .await;
         if let Ok(response) = &exists {
             if response.status == StatusCode::NOT_FOUND.as_u16() {
-                return Ok(stored(response.clone()));
+                return Ok(Err(stored(response.clone())));
             }
         }
-        let start = start_point(&ctx)?;
+        let start = start_point(ctx)?;
         let mut topics = vec![Selector::exact(&session_topic(session_id))];
         let mut guard = None;
         if let Some(Role::Participant { participant, .. }) = role {
@@ -404,10 +419,13 @@ pub async fn session_stream(
         }
         let filter = TopicFilter::new(topics, None);
         let snapshot_url = format!("/v1/sessions/{session_id}");
-        let stream =
-            EventStream::new(&state, filter, start, snapshot_url, closer.map(|c| c.0)).with_presence(guard);
-        Ok(sse_response(stream))
+        Ok(Ok(
+            EventStream::new(state, filter, start, snapshot_url, on_slow).with_presence(guard)
+        ))
     }
     .await;
-    respond(&ctx, result)
+    match result {
+        Ok(opened) => opened,
+        Err(error) => Err(error.into_response(&ctx.trace_id)),
+    }
 }

@@ -30,19 +30,24 @@ impl RequestContext {
         let query = warp::query::raw().or(warp::any().map(String::new)).unify();
         warp::header::headers_cloned()
             .and(query)
-            .map(|headers: HeaderMap, query: String| {
-                let trace_id = headers
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(TraceId::from_traceparent)
-                    .unwrap_or_else(TraceId::generate);
-                let query = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-                RequestContext {
-                    headers,
-                    query,
-                    trace_id,
-                }
-            })
+            .map(|headers: HeaderMap, query: String| RequestContext::new(headers, &query))
+    }
+
+    /// The context of a request with these headers and raw query string.
+    pub fn new(headers: HeaderMap, raw_query: &str) -> RequestContext {
+        let trace_id = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceId::from_traceparent)
+            .unwrap_or_else(TraceId::generate);
+        let query = form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect();
+        RequestContext {
+            headers,
+            query,
+            trace_id,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::HeaderValue;
 use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -99,23 +99,24 @@ pub fn start_point(ctx: &RequestContext) -> Result<StartPoint, ApiError> {
 }
 
 pub async fn handle(state: AppState, ctx: RequestContext, closer: Option<ConnectionCloser>) -> Response {
-    match open(&state, &ctx, closer) {
-        Ok(response) => response,
+    match open_topics(&state, &ctx, closer.map(|c| c.0)) {
+        Ok(stream) => sse_response(stream),
         Err(error) => error.into_response(&ctx.trace_id),
     }
 }
 
-fn open(
+/// Authorizes a `GET /v1/events` request and opens its stream; `on_slow`
+/// is cancelled if the hub drops the stream for falling behind.
+pub fn open_topics(
     state: &AppState,
     ctx: &RequestContext,
-    closer: Option<ConnectionCloser>,
-) -> Result<Response, ApiError> {
+    on_slow: Option<CancellationToken>,
+) -> Result<EventStream, ApiError> {
     let caller = ctx.caller(&state.keys, true)?;
     let (selectors, filter) = read_filter(ctx, &caller)?;
     let start = start_point(ctx)?;
     let snapshot_url = history_url(&selectors);
-    let stream = EventStream::new(state, filter, start, snapshot_url, closer.map(|c| c.0));
-    Ok(sse_response(stream))
+    Ok(EventStream::new(state, filter, start, snapshot_url, on_slow))
 }
 
 /// The history URL for the same topics: where a reset client resyncs.
@@ -138,11 +139,19 @@ pub fn sse_response(stream: EventStream) -> Response {
     // `&mut`, which is what SyncStream makes explicit.
     let mut response = warp::reply::stream(sync_wrapper::SyncStream::new(chunks)).into_response();
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    for (name, value) in SSE_HEADERS {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
     response
 }
+
+/// The headers of every SSE response, whichever path serves it.
+/// `X-Accel-Buffering: no` keeps nginx from buffering the stream.
+pub const SSE_HEADERS: &[(&str, &str)] = &[
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+];
 
 enum Phase {
     Opening(StartPoint),

@@ -2,6 +2,7 @@
 //! port-0 listener, on its own Postgres database or on the memory store.
 
 mod bench_smoke;
+mod direct;
 mod errors;
 mod helpers;
 mod history;

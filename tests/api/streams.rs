@@ -305,10 +305,24 @@ async fn concurrent_publishers_never_make_a_subscriber_see_ids_out_of_order() {
 }
 
 /// A client that sends its request and never reads: the server must cut
-/// it off once its buffer is full instead of queueing without bound.
+/// it off once its buffer is full instead of queueing without bound, on
+/// the direct path and through hyper alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_cut_off() {
-    let app = TestApp::spawn_with(Backend::Memory, |c| c.subscriber_buffer = 8).await;
+    a_subscriber_that_stops_reading_is_cut_off_on(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_cut_off_through_hyper() {
+    a_subscriber_that_stops_reading_is_cut_off_on(false).await;
+}
+
+async fn a_subscriber_that_stops_reading_is_cut_off_on(direct: bool) {
+    let app = TestApp::spawn_with(Backend::Memory, |c| {
+        c.subscriber_buffer = 8;
+        c.direct_streams = direct;
+    })
+    .await;
     let addr = app.server().addr();
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(

@@ -1,0 +1,494 @@
+//! The direct SSE path: a stream request that opens successfully is served
+//! straight on its socket, without an HTTP connection object behind it.
+//!
+//! Why: an idle SSE stream is most of what a busy node holds, and a hyper
+//! HTTP/1 connection keeps an 8 KiB read buffer and an 8 KiB write buffer
+//! for its whole life. Here an open stream is the socket, the
+//! [`EventStream`] and its hub queue: the shared frames are written with
+//! one vectored write per chunk and nothing is copied per connection.
+//!
+//! Every new connection is sniffed first. Only a complete, body-less
+//! HTTP/1.1 `GET` of a stream path whose stream opens without error takes
+//! this path; everything else — other routes, refusals (401/403/404…),
+//! CORS requests when CORS is on, malformed or odd requests — is handed to
+//! hyper with the bytes already read put back in front, so those answers
+//! come from one place, the warp routes.
+
+use std::io::{self, IoSlice};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::request::RequestContext;
+use super::stream::{open_topics, EventStream, SSE_HEADERS};
+use super::AppState;
+
+/// Largest request head the sniffer reads before handing over to hyper
+/// (which then answers 431 if it is too large for it too).
+const MAX_HEAD: usize = 16 * 1024;
+/// Most headers the sniffer parses; more goes to hyper.
+const MAX_HEADERS: usize = 64;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the sniffer decided for one connection.
+pub enum Sniffed {
+    /// A stream was served on the socket and has ended.
+    Served,
+    /// Not for this path: serve it with hyper, replaying what was read.
+    Hyper(Rewind),
+    /// The client left (or never sent a full head in time).
+    Gone,
+}
+
+/// Serves the streams of successful stream requests directly.
+#[derive(Clone)]
+pub struct DirectStreams {
+    state: AppState,
+    /// With CORS on, requests carrying `Origin` go to hyper, where the CORS
+    /// layer answers them.
+    cors_enabled: bool,
+}
+
+impl DirectStreams {
+    pub fn new(state: AppState, cors_enabled: bool) -> Self {
+        DirectStreams { state, cors_enabled }
+    }
+
+    /// Reads the request head of a new connection and serves it here if it
+    /// is a stream request that opens; otherwise hands it back for hyper.
+    pub async fn sniff(&self, mut socket: TcpStream) -> Sniffed {
+        let mut head = Vec::with_capacity(1024);
+        let verdict = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket, &mut head)).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(_)) | Err(_) => return Sniffed::Gone,
+        };
+        let HeadVerdict::Candidate(request) = verdict else {
+            return match verdict {
+                HeadVerdict::Closed => Sniffed::Gone,
+                _ => Sniffed::Hyper(Rewind::new(head, socket)),
+            };
+        };
+        if self.cors_enabled && request.headers.contains_key(http::header::ORIGIN) {
+            return Sniffed::Hyper(Rewind::new(head, socket));
+        }
+        let on_slow = CancellationToken::new();
+        let Some(stream) = self.open(&request, on_slow.clone()).await else {
+            return Sniffed::Hyper(Rewind::new(head, socket));
+        };
+        drop(head);
+        let request_id = request_id(&request.headers);
+        drop(request);
+        serve_stream(socket, stream, &request_id, on_slow, self.state.shutdown.clone()).await;
+        Sniffed::Served
+    }
+
+    async fn open(&self, request: &StreamRequest, on_slow: CancellationToken) -> Option<EventStream> {
+        let ctx = RequestContext::new(request.headers.clone(), &request.query);
+        match &request.target {
+            StreamTarget::Topics => open_topics(&self.state, &ctx, Some(on_slow)).ok(),
+            StreamTarget::Session(raw) => {
+                super::polling::open_session_stream(raw, &self.state, &ctx, Some(on_slow))
+                    .await
+                    .ok()
+            }
+        }
+    }
+}
+
+/// Which stream a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum StreamTarget {
+    /// `GET /v1/events`
+    Topics,
+    /// `GET /v1/sessions/{id}/events`, with the id percent-decoded.
+    Session(String),
+}
+
+/// A parsed stream request head.
+#[derive(Debug)]
+struct StreamRequest {
+    target: StreamTarget,
+    query: String,
+    headers: HeaderMap,
+}
+
+#[derive(Debug)]
+enum HeadVerdict {
+    Candidate(StreamRequest),
+    NotAStream,
+    Closed,
+}
+
+/// Reads into `head` until the request head is complete or it is clear the
+/// request is not for this path.
+async fn read_head(socket: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<HeadVerdict> {
+    loop {
+        if socket.read_buf(head).await? == 0 {
+            return Ok(HeadVerdict::Closed);
+        }
+        match judge(head) {
+            Some(verdict) => return Ok(verdict),
+            None if head.len() >= MAX_HEAD => return Ok(HeadVerdict::NotAStream),
+            None => head.reserve(1024),
+        }
+    }
+}
+
+/// `None` while more bytes are needed to decide.
+fn judge(head: &[u8]) -> Option<HeadVerdict> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let status = match request.parse(head) {
+        Ok(status) => status,
+        Err(_) => return Some(HeadVerdict::NotAStream),
+    };
+    if let (Some(method), Some(path)) = (request.method, request.path) {
+        if method != "GET" || stream_target(path).is_none() {
+            return Some(HeadVerdict::NotAStream);
+        }
+    }
+    let httparse::Status::Complete(length) = status else {
+        return None;
+    };
+    // Pipelined bytes after the head, HTTP/1.0 or a body: hyper's job.
+    if length != head.len() || request.version != Some(1) {
+        return Some(HeadVerdict::NotAStream);
+    }
+    Some(candidate(&request).map_or(HeadVerdict::NotAStream, HeadVerdict::Candidate))
+}
+
+fn candidate(request: &httparse::Request) -> Option<StreamRequest> {
+    let path = request.path?;
+    let target = stream_target(path)?;
+    let query = path.split_once('?').map_or("", |(_, q)| q).to_owned();
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for header in request.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        if name == http::header::CONTENT_LENGTH && header.value != b"0" {
+            return None;
+        }
+        if name == http::header::TRANSFER_ENCODING || name == http::header::UPGRADE {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
+    }
+    Some(StreamRequest {
+        target,
+        query,
+        headers,
+    })
+}
+
+/// The stream a request target names, if any.
+fn stream_target(target: &str) -> Option<StreamTarget> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    if path == "/v1/events" {
+        return Some(StreamTarget::Topics);
+    }
+    let session = path.strip_prefix("/v1/sessions/")?.strip_suffix("/events")?;
+    if session.is_empty() || session.contains('/') {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(session).decode_utf8().ok()?;
+    Some(StreamTarget::Session(decoded.into_owned()))
+}
+
+/// The request's `X-Request-Id`, or a new one (as the tower layer does on
+/// the hyper path).
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The response head of a direct stream: chunked, so that proxies keeping
+/// upstream connections alive see where the response ends.
+fn response_head(request_id: &str) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in SSE_HEADERS {
+        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    head.extend_from_slice(format!("x-request-id: {request_id}\r\ndate: {date}\r\n").as_bytes());
+    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    head
+}
+
+/// Writes the stream's chunks until it ends, the client leaves, the hub
+/// drops it for being slow, or the server shuts down.
+async fn serve_stream(
+    socket: TcpStream,
+    mut stream: EventStream,
+    request_id: &str,
+    on_slow: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let head = response_head(request_id);
+    if write_or_give_up(&socket, &[&head], &on_slow, &shutdown)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    drop(head);
+    loop {
+        let chunk = tokio::select! {
+            chunk = next_chunk_while_connected(&socket, &mut stream) => chunk,
+            _ = on_slow.cancelled() => return,
+        };
+        let Some(chunk) = chunk else {
+            // The stream ended (shutdown, or dropped by the hub): finish
+            // the chunked body so the client sees a clean end.
+            let _ = write_or_give_up(&socket, &[b"0\r\n\r\n"], &on_slow, &shutdown).await;
+            return;
+        };
+        let Ok(chunk) = chunk else { return };
+        let size = format!("{:x}\r\n", chunk.len());
+        let parts: [&[u8]; 3] = [size.as_bytes(), &chunk, b"\r\n"];
+        if write_or_give_up(&socket, &parts, &on_slow, &shutdown)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The stream's next chunk, watching the socket meanwhile: `Err` when the
+/// client has closed its end. The chunk future is polled to completion or
+/// dropped with the connection, never abandoned half-way.
+async fn next_chunk_while_connected(
+    socket: &TcpStream,
+    stream: &mut EventStream,
+) -> Option<Result<Bytes, ()>> {
+    let next = stream.next_chunk();
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            chunk = &mut next => return chunk.map(Ok),
+            readable = socket.readable() => {
+                if readable.is_err() || client_closed(socket) {
+                    return Some(Err(()));
+                }
+            }
+        }
+    }
+}
+
+/// Drains whatever the client sent (nothing is expected after the request)
+/// and says whether it has closed the connection.
+fn client_closed(socket: &TcpStream) -> bool {
+    let mut scratch = [0u8; 64];
+    loop {
+        match socket.try_read(&mut scratch) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Writes every part, unless the hub gives up on this subscriber or the
+/// server shuts down first (a client that stopped reading must not hold
+/// either up).
+async fn write_or_give_up(
+    socket: &TcpStream,
+    parts: &[&[u8]],
+    on_slow: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    tokio::select! {
+        written = write_all_vectored(socket, parts) => written,
+        _ = on_slow.cancelled() => Err(io::ErrorKind::TimedOut.into()),
+        _ = shutdown.cancelled() => Err(io::ErrorKind::Interrupted.into()),
+    }
+}
+
+async fn write_all_vectored(socket: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    while !parts.is_empty() {
+        socket.writable().await?;
+        let slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        match socket.try_write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => advance(&mut parts, written),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Drops `written` bytes from the front of `parts`.
+fn advance(parts: &mut Vec<&[u8]>, mut written: usize) {
+    let mut done = 0;
+    for part in parts.iter_mut() {
+        if written >= part.len() {
+            written -= part.len();
+            done += 1;
+        } else {
+            *part = &part[written..];
+            break;
+        }
+    }
+    parts.drain(..done);
+}
+
+/// A socket with bytes already read from it put back in front, so hyper
+/// sees the connection from its first byte.
+pub struct Rewind {
+    prefix: Bytes,
+    socket: TcpStream,
+}
+
+impl Rewind {
+    /// A socket nothing has been read from yet.
+    pub fn untouched(socket: TcpStream) -> Self {
+        Rewind::new(Vec::new(), socket)
+    }
+
+    fn new(prefix: Vec<u8>, socket: TcpStream) -> Self {
+        Rewind {
+            prefix: Bytes::from(prefix),
+            socket,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let taken = self.prefix.split_to(n);
+            buf.put_slice(&taken);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(raw: &str) -> Option<HeadVerdict> {
+        judge(raw.as_bytes())
+    }
+
+    #[test]
+    fn a_complete_stream_get_is_a_candidate() {
+        let Some(HeadVerdict::Candidate(request)) =
+            verdict("GET /v1/events?topic=a&topic=b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n")
+        else {
+            panic!("expected a candidate");
+        };
+        assert_eq!(request.target, StreamTarget::Topics);
+        assert_eq!(request.query, "topic=a&topic=b");
+        assert_eq!(request.headers.get("last-event-id").unwrap(), "7");
+    }
+
+    #[test]
+    fn a_session_stream_is_a_candidate_with_its_id_decoded() {
+        let Some(HeadVerdict::Candidate(request)) =
+            verdict("GET /v1/sessions/AB%2DCD/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        else {
+            panic!("expected a candidate");
+        };
+        assert_eq!(request.target, StreamTarget::Session("AB-CD".into()));
+    }
+
+    #[test]
+    fn an_incomplete_stream_head_needs_more_bytes() {
+        assert!(verdict("GET /v1/events?topic=a HTTP/1.1\r\nHost: x\r\n").is_none());
+        assert!(verdict("GET /v1/ev").is_none());
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for raw in [
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/events/history?topic=a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/sessions/a/b/events HTTP/1.1\r\n\r\n",
+            "GET /v1/events HTTP/1.0\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+            "OPTIONS /v1/events HTTP/1.1\r\n",
+            "\u{1}\u{2} garbage\r\n\r\n",
+        ] {
+            assert!(
+                matches!(verdict(raw), Some(HeadVerdict::NotAStream)),
+                "{raw:?} should go to hyper"
+            );
+        }
+    }
+
+    #[test]
+    fn advancing_drops_whole_parts_then_splits_one() {
+        let mut parts: Vec<&[u8]> = vec![b"abc", b"de", b"fgh"];
+        advance(&mut parts, 4);
+        assert_eq!(parts, vec![&b"e"[..], &b"fgh"[..]]);
+        advance(&mut parts, 1);
+        assert_eq!(parts, vec![&b"fgh"[..]]);
+    }
+
+    #[test]
+    fn the_response_head_is_chunked_sse() {
+        let head = String::from_utf8(response_head("r-1")).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(head.contains("content-type: text/event-stream\r\n"));
+        assert!(head.contains("x-accel-buffering: no\r\n"));
+        assert!(head.contains("x-request-id: r-1\r\n"));
+        assert!(head.ends_with("transfer-encoding: chunked\r\n\r\n"));
+    }
+}
