@@ -6,6 +6,7 @@
 //! lock), then forwards live frames and heartbeats until the client leaves,
 //! the server shuts down, or the hub drops it for being too slow.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +34,15 @@ use crate::store::EventStore;
 
 /// Most selectors one stream or history request may ask for.
 pub const MAX_SELECTORS: usize = 32;
-/// Events read from the store per query while replaying.
+/// Most events read from the store per query while replaying.
 const REPLAY_PAGE: usize = 2000;
+/// Events in a stream's first replay page, before it knows how big its
+/// events are.
+const FIRST_REPLAY_PAGE: usize = 128;
+/// About how many bytes one replay page may frame. A page is held in
+/// memory until the client has read it, so with events near the 64 KiB
+/// cap a page of 2,000 would cost 128 MiB per replaying client.
+const REPLAY_PAGE_BYTES: usize = 512 * 1024;
 /// Most live frames written in one chunk: batching saves syscalls when a
 /// burst is queued, without holding frames back when it is not.
 const LIVE_BATCH: usize = 64;
@@ -119,6 +127,16 @@ pub fn open_topics(
     Ok(EventStream::new(state, filter, start, snapshot_url, on_slow))
 }
 
+/// The next replay page's size: as many events as fit in
+/// [`REPLAY_PAGE_BYTES`] at the size the last page's events had.
+fn next_replay_page(framed_bytes: usize, events: usize) -> usize {
+    if events == 0 {
+        return REPLAY_PAGE;
+    }
+    let per_event = (framed_bytes / events).max(1);
+    (REPLAY_PAGE_BYTES / per_event).clamp(16, REPLAY_PAGE)
+}
+
 /// The history URL for the same topics: where a reset client resyncs.
 fn history_url(selectors: &[Selector]) -> String {
     let query: String = form_urlencoded::Serializer::new(String::new())
@@ -169,6 +187,10 @@ pub struct EventStream {
     phase: Phase,
     /// Every event up to this id has been sent (or did not match).
     cursor: EventId,
+    /// Frames from the ring still to send after attaching.
+    backlog: VecDeque<Arc<Frame>>,
+    /// Events to read in the next replay page (sized by what came before).
+    replay_page: usize,
     connection_id: Uuid,
     snapshot_url: String,
     retry: Duration,
@@ -203,6 +225,8 @@ impl EventStream {
             filter,
             phase: Phase::Opening(start),
             cursor: 0,
+            replay_page: FIRST_REPLAY_PAGE,
+            backlog: VecDeque::new(),
             connection_id: Uuid::new_v4(),
             snapshot_url,
             retry: state.streams.retry,
@@ -309,12 +333,14 @@ impl EventStream {
                 subscription,
             } => {
                 self.phase = Phase::Live(subscription);
-                self.write_frames(backlog.iter().map(|f| f.as_ref()))
+                self.backlog = backlog.into();
+                self.drain_backlog()
             }
             Attach::Behind { high } => {
+                let limit = self.replay_page;
                 let page = self
                     .store
-                    .read_range(self.cursor, high, &self.filter, REPLAY_PAGE)
+                    .read_range(self.cursor, high, &self.filter, limit)
                     .await
                     .ok()?;
                 self.phase = Phase::CatchingUp;
@@ -329,7 +355,8 @@ impl EventStream {
                 if let Some(last) = page.last() {
                     self.cursor = self.cursor.max(last.id);
                 }
-                if page.len() < REPLAY_PAGE {
+                self.replay_page = next_replay_page(chunk.len(), page.len());
+                if page.len() < limit {
                     // Nothing else matches up to `high`: jump there.
                     self.cursor = self.cursor.max(high);
                 }
@@ -339,6 +366,10 @@ impl EventStream {
     }
 
     async fn live(&mut self, mut subscription: Subscription) -> Option<Bytes> {
+        if !self.backlog.is_empty() {
+            self.phase = Phase::Live(subscription);
+            return self.drain_backlog();
+        }
         let chunk = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return None,
@@ -361,6 +392,23 @@ impl EventStream {
         chunk
     }
 
+    /// The next part of the ring's backlog, up to about
+    /// [`REPLAY_PAGE_BYTES`]: the frames are shared with the ring, but a
+    /// chunk is a copy held until the client reads it.
+    fn drain_backlog(&mut self) -> Option<Bytes> {
+        let mut bytes = 0;
+        let mut take = 0;
+        for frame in &self.backlog {
+            if take > 0 && bytes + frame.bytes.len() > REPLAY_PAGE_BYTES {
+                break;
+            }
+            bytes += frame.bytes.len();
+            take += 1;
+        }
+        let part: Vec<Arc<Frame>> = self.backlog.drain(..take).collect();
+        self.write_frames(part.iter().map(|f| f.as_ref()))
+    }
+
     /// Concatenates the frames after the cursor and moves the cursor; `None`
     /// when there is nothing to send.
     fn write_frames<'a>(&mut self, frames: impl Iterator<Item = &'a Frame>) -> Option<Bytes> {
@@ -373,5 +421,22 @@ impl EventStream {
             chunk.extend_from_slice(&frame.bytes);
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_pages_hold_about_half_a_mebibyte() {
+        // Small events: the full page.
+        assert_eq!(next_replay_page(2000 * 200, 2000), REPLAY_PAGE);
+        // 4 KiB events: 128 of them.
+        assert_eq!(next_replay_page(128 * 4096, 128), 128);
+        // Events at the payload cap: never fewer than 16.
+        assert_eq!(next_replay_page(10 * 70_000, 10), 16);
+        // An empty page says nothing about sizes.
+        assert_eq!(next_replay_page(0, 0), REPLAY_PAGE);
     }
 }
