@@ -7,12 +7,12 @@ pub mod ballots;
 pub mod ops;
 pub mod presence;
 pub mod results;
+pub mod vote_limit;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,6 +25,7 @@ use ballots::BallotBox;
 use ops::{Op, Traced, VoteRequest};
 use presence::Presence;
 use results::ResultsCoalescer;
+use vote_limit::VoteLimit;
 
 #[derive(Debug, Clone)]
 pub struct PollingSettings {
@@ -53,7 +54,7 @@ struct Inner {
     results: ResultsCoalescer,
     presence: Presence,
     ballots: BallotBox,
-    vote_limiter: DefaultKeyedRateLimiter<ParticipantId>,
+    vote_limit: VoteLimit,
 }
 
 impl Polling {
@@ -64,14 +65,16 @@ impl Polling {
         stop: CancellationToken,
     ) -> Self {
         let results = ResultsCoalescer::start(Arc::clone(&store), settings.results_interval, stop.clone());
+        let (live_nodes, live_nodes_seen) = tokio::sync::watch::channel(1);
         let presence = Presence::start(
             Arc::clone(&store),
             settings.node_id,
             settings.grace_period,
             settings.presence_ttl,
+            live_nodes,
             stop,
         );
-        let vote_limiter = RateLimiter::keyed(Quota::per_second(settings.vote_rate));
+        let vote_limit = VoteLimit::new(settings.vote_rate, live_nodes_seen);
         let ballots = BallotBox::start(Arc::clone(&store));
         Polling {
             inner: Arc::new(Inner {
@@ -81,7 +84,7 @@ impl Polling {
                 results,
                 presence,
                 ballots,
-                vote_limiter,
+                vote_limit,
             }),
         }
     }
@@ -148,16 +151,10 @@ impl Polling {
         }
     }
 
-    /// Takes one vote from the participant's budget, or says how long to wait.
+    /// Takes one vote from the participant's budget (this node's share of
+    /// it), or says how long to wait.
     pub fn take_vote_budget(&self, participant: ParticipantId) -> Result<(), Duration> {
-        self.inner
-            .vote_limiter
-            .check_key(&participant)
-            .map_err(|not_until| {
-                not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ))
-            })
+        self.inner.vote_limit.check(participant)
     }
 
     /// A vote on `poll` committed: its results broadcast is due.
@@ -167,8 +164,12 @@ impl Polling {
 }
 
 /// Runs a background op (presence, results), retrying through short
-/// outages: these have no client waiting to retry them.
-pub(crate) async fn run_with_retry(store: &Arc<dyn EventStore>, make: impl Fn() -> Op) {
+/// outages: these have no client waiting to retry them. Returns the op's
+/// answer once it committed.
+pub(crate) async fn run_with_retry(
+    store: &Arc<dyn EventStore>,
+    make: impl Fn() -> Op,
+) -> Option<StoredResponse> {
     for attempt in 0..6u32 {
         let command = Traced {
             op: make(),
@@ -180,7 +181,10 @@ pub(crate) async fn run_with_retry(store: &Arc<dyn EventStore>, make: impl Fn() 
             idempotency: None,
         };
         match store.append(request).await {
-            Ok(_) => return,
+            Ok(AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response)) => {
+                return Some(response)
+            }
+            Ok(AppendOutcome::KeyReused) => return None,
             Err(error) => {
                 tracing::warn!(%error, attempt, "background polling update failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
@@ -188,4 +192,5 @@ pub(crate) async fn run_with_retry(store: &Arc<dyn EventStore>, make: impl Fn() 
         }
     }
     tracing::error!("background polling update failed for good");
+    None
 }

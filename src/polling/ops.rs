@@ -752,6 +752,7 @@ async fn presence_sweep(
     ttl: chrono::Duration,
 ) -> Result<CommandOutput, Stop> {
     ctx.tx.touch_connections(node_id, ctx.at).await?;
+    let live_nodes = ctx.tx.live_nodes(node_id, ctx.at, ctx.at - ttl).await?;
     let orphaned = ctx.tx.expire_connections(ctx.at - ttl).await?;
     let mut events = Vec::new();
     for participant_id in orphaned {
@@ -760,7 +761,11 @@ async fn presence_sweep(
             events.extend(output.events);
         }
     }
-    Ok(answer_with(events, StatusCode::OK, json!({})))
+    Ok(answer_with(
+        events,
+        StatusCode::OK,
+        json!({ "liveNodes": live_nodes }),
+    ))
 }
 
 async fn presence_change(

@@ -4,12 +4,14 @@
 //! task turns stream opens and closes into those rows, in order, checks
 //! again when a grace period ends, and heartbeats this node's rows: the
 //! rows of a node that stops heartbeating (it crashed) expire after the
-//! TTL, and their participants are reported gone.
+//! TTL, and their participants are reported gone. The same heartbeat
+//! keeps this node's row in `nodes`, and tells the rest of the service how
+//! many nodes are alive (the vote rate limit is shared out among them).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -19,6 +21,12 @@ use crate::domain::event::now_millis;
 use crate::domain::polling::ids::{ParticipantId, SessionId};
 use crate::store::polling::PresenceConnection;
 use crate::store::EventStore;
+
+/// The live node count a sweep answered with.
+fn live_nodes_in(answer: &crate::store::StoredResponse) -> Option<usize> {
+    let body: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+    body["liveNodes"].as_u64().map(|n| n as usize)
+}
 
 enum Change {
     Opened(PresenceConnection),
@@ -53,6 +61,7 @@ impl Presence {
         node_id: Uuid,
         grace: Duration,
         ttl: Duration,
+        live_nodes: watch::Sender<usize>,
         stop: CancellationToken,
     ) -> Self {
         let (changes, mut incoming) = mpsc::unbounded_channel::<Change>();
@@ -64,14 +73,17 @@ impl Presence {
                 let change = tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = heartbeat.tick() => {
-                        run_with_retry(&store, || Op::PresenceSweep { node_id, ttl: ttl_chrono }).await;
+                        let swept = run_with_retry(&store, || Op::PresenceSweep { node_id, ttl: ttl_chrono }).await;
+                        if let Some(nodes) = swept.as_ref().and_then(live_nodes_in) {
+                            live_nodes.send_if_modified(|known| std::mem::replace(known, nodes) != nodes);
+                        }
                         continue;
                     }
                     change = incoming.recv() => match change { Some(c) => c, None => return },
                 };
                 match change {
                     Change::Opened(connection) => {
-                        run_with_retry(&store, || Op::StreamOpened(connection.clone())).await
+                        run_with_retry(&store, || Op::StreamOpened(connection.clone())).await;
                     }
                     Change::Closed { id, participant } => {
                         run_with_retry(&store, || Op::StreamClosed { connection_id: id }).await;

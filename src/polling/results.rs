@@ -68,7 +68,7 @@ impl ResultsCoalescer {
                         timer.next_allowed = Some(now + interval);
                         let store = Arc::clone(&store);
                         tokio::spawn(async move {
-                            run_with_retry(&store, || Op::EmitResults { poll_id: poll }).await
+                            run_with_retry(&store, || Op::EmitResults { poll_id: poll }).await;
                         });
                     }
                 }

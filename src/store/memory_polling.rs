@@ -298,4 +298,9 @@ impl PollingTx for MemTx<'_> {
         participants.dedup();
         Ok(participants)
     }
+
+    /// The memory store belongs to one process: one node.
+    async fn live_nodes(&mut self, _node: Uuid, _now: DateTime<Utc>, _before: DateTime<Utc>) -> R<usize> {
+        Ok(1)
+    }
 }

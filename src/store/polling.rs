@@ -85,4 +85,7 @@ pub trait PollingTx: Send {
     /// Deletes rows not touched since `before` (their node stopped) and
     /// returns the participants they belonged to.
     async fn expire_connections(&mut self, before: DateTime<Utc>) -> R<Vec<ParticipantId>>;
+    /// Records this node's heartbeat, forgets nodes silent since `before`,
+    /// and returns how many nodes are alive (this one included).
+    async fn live_nodes(&mut self, node_id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> R<usize>;
 }

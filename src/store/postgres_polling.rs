@@ -578,4 +578,17 @@ impl PollingTx for PgTx<'_, '_> {
         participants.dedup();
         Ok(participants)
     }
+
+    async fn live_nodes(&mut self, node_id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> R<usize> {
+        self.execute(
+            "INSERT INTO nodes (node_id, last_seen) VALUES ($1, $2)
+             ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen",
+            &[&node_id, &now],
+        )
+        .await?;
+        self.execute("DELETE FROM nodes WHERE last_seen < $1", &[&before])
+            .await?;
+        let rows = self.query("SELECT count(*) FROM nodes", &[]).await?;
+        Ok(rows[0].get::<_, i64>(0).max(1) as usize)
+    }
 }
