@@ -1,0 +1,9 @@
+//! Fault tests: real pollcast processes (the built binary) on real
+//! Postgres servers, killed, restarted and loaded the way production will.
+//! Each test is bounded in time and leaves no process or database behind.
+
+mod harness;
+mod memory;
+mod nodes;
+mod outages;
+mod shutdown;
