@@ -29,7 +29,7 @@ SECRET = "bench-secret"
 PG_ADMIN = os.environ.get("POLLCAST_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_DB = "pollcast_bench"
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
-PORTS = {"pg": 18180, "mem": 18181, "nchan": 18190}
+PORTS = {"pg": 18180, "mem": 18181, "hyper": 18182, "nchan": 18190}
 
 COMMANDS = []  # every load command run, for BENCHMARKS.md
 PARTIAL = set()  # the workloads of an --only run
@@ -93,8 +93,9 @@ def fresh_database():
 class Server:
     """A pollcast process."""
 
-    def __init__(self, name, port, database_url=None):
+    def __init__(self, name, port, database_url=None, extra=()):
         self.name, self.port, self.database_url = name, port, database_url
+        self.extra = list(extra)
         self.proc = None
 
     def start(self):
@@ -103,6 +104,7 @@ class Server:
                "--subscriber-buffer", "4096"]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        cmd += self.extra
         log("starting", self.name, shlex.join(cmd))
         self.log = open(WORK / f"{self.name}.log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=self.log)
@@ -511,6 +513,11 @@ def main():
             results["idle"]["pollcast"] = idle(pg, n)
             mem.restart()
             results["idle"]["pollcast (memory)"] = idle(mem, n)
+            # The same server with every stream served through hyper: what
+            # the direct SSE path saves, measured in the same run.
+            through_hyper = Server("pollcast-hyper", PORTS["hyper"], PG_URL, ["--direct-streams", "false"]).start()
+            results["idle"]["pollcast (through hyper)"] = idle(through_hyper, n)
+            through_hyper.stop()
             nchan.stop()
             one = Nchan(1).start()
             results["idle"]["nchan (1 worker)"] = idle(one, n)
