@@ -254,12 +254,15 @@ pub async fn poll_action(
         let poll_id = parse_poll_id(&raw_poll)?;
         let route = route_of(&format!("/v1/polls/{poll_id}/{action:?}"));
         let body = body?;
-        let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
+        // The key's syntax is checked after the token's role and the body,
+        // in the documented order: a token with the wrong role is 403, not
+        // 400, whatever key it sends.
         let command = match action {
             PollAction::Activate => PollCommand::Activate,
             PollAction::Close => PollCommand::Close,
             PollAction::Vote => {
                 let request = vote_request(&state, &ctx, &caller, poll_id, &body)?;
+                let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
                 let response = state.polling.vote(request, &ctx.trace_id, idempotency).await?;
                 if response.status == StatusCode::CREATED.as_u16() {
                     state.polling.vote_committed(poll_id);
@@ -269,6 +272,7 @@ pub async fn poll_action(
         };
         let (_, presenter) = presenter_of(&caller)?;
         optional_json::<Empty>(&ctx, &body)?;
+        let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
         let op = Op::Poll {
             poll_id,
             presenter,
