@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi postgres bench
+.PHONY: run token test lint unit openapi postgres bench cluster
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -44,3 +44,9 @@ unit: postgres
 ## Nchan, pgbench and psql COPY on this machine; rewrites BENCHMARKS.md.
 bench:
 	python3 bench/suite.py
+
+## Scale-out on one machine: three nodes (ports 8081-8083) on one Postgres
+## database behind nginx on 127.0.0.1:8080, in the foreground until Ctrl-C.
+## See docs/deploy.md; ports and database in scripts/cluster.sh.
+cluster: $(DEV_SECRET)
+	@scripts/cluster.sh
