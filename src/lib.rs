@@ -121,6 +121,11 @@ impl Server {
             config.tail_poll,
             shutdown.clone(),
         ));
+        let (closing, hub_to_close) = (shutdown.clone(), Arc::clone(&state.hub));
+        tasks.spawn(async move {
+            closing.cancelled().await;
+            hub_to_close.close();
+        });
         tasks.spawn(run_retention(
             Arc::clone(&store),
             config.retention,

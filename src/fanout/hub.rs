@@ -56,6 +56,8 @@ struct State {
     /// …plus those with a wildcard, which are checked for every event.
     wildcard: HashSet<u64>,
     next_key: u64,
+    /// Set at shutdown: no new subscriptions.
+    closed: bool,
 }
 
 struct Subscriber {
@@ -64,6 +66,11 @@ struct Subscriber {
     /// Cancelled when the subscriber is dropped for being slow: closes its
     /// HTTP connection even though nobody is reading from it.
     on_slow: Option<CancellationToken>,
+}
+
+/// Frames events once, outside the hub's lock.
+fn frame_all(events: &[StoredEvent]) -> Vec<Arc<Frame>> {
+    events.iter().map(|e| Arc::new(Frame::from_event(e))).collect()
 }
 
 /// The result of [`Hub::attach`].
@@ -124,6 +131,7 @@ impl Hub {
                 by_topic: HashMap::new(),
                 wildcard: HashSet::new(),
                 next_key: 0,
+                closed: false,
             }),
             config,
         })
@@ -144,6 +152,18 @@ impl Hub {
         self.lock().subscribers.len()
     }
 
+    /// Ends every live subscription (their streams see the end of their
+    /// queue) and refuses new ones: the server is shutting down. Streams
+    /// need not watch the shutdown signal themselves, which would put every
+    /// delivery through one shared waiter list.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.subscribers.clear();
+        state.by_topic.clear();
+        state.wildcard.clear();
+    }
+
     /// Attaches a subscriber that has seen everything up to `cursor`.
     pub fn attach(
         self: &Arc<Self>,
@@ -162,6 +182,17 @@ impl Hub {
             .cloned()
             .collect();
         let (queue, frames) = mpsc::channel(self.config.subscriber_buffer);
+        if state.closed {
+            // Dropping `queue` ends the subscription at once.
+            return Attach::Live {
+                backlog: Vec::new(),
+                subscription: Subscription {
+                    key: u64::MAX,
+                    hub: Arc::clone(self),
+                    frames,
+                },
+            };
+        }
         let key = state.next_key;
         state.next_key += 1;
         match filter.exact_topics() {
@@ -196,8 +227,25 @@ impl Hub {
     /// matching subscriber. Ids at or below `high` were already published
     /// and are skipped, so overlapping reads of the store are harmless.
     pub fn publish(&self, events: &[StoredEvent]) {
-        let frames: Vec<Arc<Frame>> = events.iter().map(|e| Arc::new(Frame::from_event(e))).collect();
+        let frames = frame_all(events);
         let mut state = self.lock();
+        self.deliver(&mut state, frames);
+    }
+
+    /// Publishes a batch this node just committed, if the hub already has
+    /// every event committed before it (`after`); otherwise does nothing
+    /// and says so, and the tail reads the gap from the store.
+    pub fn publish_after(&self, after: EventId, events: &[StoredEvent]) -> bool {
+        let frames = frame_all(events);
+        let mut state = self.lock();
+        if state.high < after {
+            return false;
+        }
+        self.deliver(&mut state, frames);
+        true
+    }
+
+    fn deliver(&self, state: &mut State, frames: Vec<Arc<Frame>>) {
         let mut delivered = 0u64;
         let mut full = Vec::new();
         let mut closed = Vec::new();
@@ -239,7 +287,6 @@ impl Hub {
                 }
             }
         }
-        drop(state);
         ::metrics::counter!(metrics::DELIVERIES).increment(delivered);
     }
 }

@@ -1,11 +1,14 @@
-//! The tail: the one task per node that reads newly committed events from
-//! the store, in id order, and publishes them to the hub. Whatever wrote
-//! them (this node's writer or another node), the path is the same, so
-//! every node delivers the same ids in the same order.
+//! The tail: the one task per node that feeds the hub committed events in
+//! id order. Batches this node's writer just committed are published as
+//! they are when the hub already holds everything committed before them
+//! (the common case, and one store round trip less per event's latency);
+//! anything else — other nodes' events, a gap, a lagging channel — is read
+//! from the store, so every node delivers the same ids in the same order.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Hub;
@@ -26,13 +29,29 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut hints = store.commit_hints();
+    let mut batches = store.committed_batches();
     let mut ticker = tokio::time::interval(poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let everything = TopicFilter::everything();
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
-            changed = hints.changed() => if changed.is_err() { return },
+            batch = batches.recv() => match batch {
+                Ok(batch) if hub.publish_after(batch.after, &batch.events) => continue,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            changed = hints.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // A hint for what the hub already has (this node's own
+                // batches) needs no read.
+                if *hints.borrow_and_update() <= hub.high() {
+                    continue;
+                }
+            }
             _ = ticker.tick() => {}
         }
         catch_up(store.as_ref(), &hub, &everything).await;

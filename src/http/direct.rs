@@ -84,7 +84,7 @@ impl DirectStreams {
         drop(head);
         let request_id = request_id(&request.headers);
         drop(request);
-        serve_stream(socket, stream, &request_id, on_slow, self.state.shutdown.clone()).await;
+        serve_stream(socket, stream, &request_id, on_slow).await;
         Sniffed::Served
     }
 
@@ -223,43 +223,54 @@ fn response_head(request_id: &str) -> Vec<u8> {
     head
 }
 
-/// Writes the stream's chunks until it ends, the client leaves, the hub
-/// drops it for being slow, or the server shuts down.
+/// Writes the stream's chunks until it ends, the client leaves, or the hub
+/// drops it for being slow. Shutdown ends the stream itself (the hub closes
+/// live subscriptions); a write stuck on a client that stopped reading is
+/// ended by the hub's slow-subscriber signal or, at exit, by the runtime.
 async fn serve_stream(
     socket: TcpStream,
     mut stream: EventStream,
     request_id: &str,
     on_slow: CancellationToken,
-    shutdown: CancellationToken,
 ) {
     let head = response_head(request_id);
-    if write_or_give_up(&socket, &[&head], &on_slow, &shutdown)
-        .await
-        .is_err()
-    {
+    if write_or_give_up(&socket, &[&head], &on_slow).await.is_err() {
         return;
     }
     drop(head);
     loop {
-        let chunk = tokio::select! {
-            chunk = next_chunk_while_connected(&socket, &mut stream) => chunk,
-            _ = on_slow.cancelled() => return,
-        };
+        // A slow subscriber dropped by the hub sees its queue end here, so
+        // `on_slow` only matters while a write is stuck.
+        let chunk = next_chunk_while_connected(&socket, &mut stream).await;
         let Some(chunk) = chunk else {
             // The stream ended (shutdown, or dropped by the hub): finish
             // the chunked body so the client sees a clean end.
-            let _ = write_or_give_up(&socket, &[b"0\r\n\r\n"], &on_slow, &shutdown).await;
+            let _ = write_or_give_up(&socket, &[b"0\r\n\r\n"], &on_slow).await;
             return;
         };
         let Ok(chunk) = chunk else { return };
-        let size = format!("{:x}\r\n", chunk.len());
-        let parts: [&[u8]; 3] = [size.as_bytes(), &chunk, b"\r\n"];
-        if write_or_give_up(&socket, &parts, &on_slow, &shutdown)
-            .await
-            .is_err()
-        {
+        let mut size = ChunkSize::default();
+        let parts: [&[u8]; 3] = [size.line(chunk.len()), &chunk, b"\r\n"];
+        if write_or_give_up(&socket, &parts, &on_slow).await.is_err() {
             return;
         }
+    }
+}
+
+/// The `<hex length>\r\n` line that opens a chunk, without an allocation.
+#[derive(Default)]
+struct ChunkSize([u8; 18]);
+
+impl ChunkSize {
+    fn line(&mut self, length: usize) -> &[u8] {
+        let digits = (usize::BITS - length.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, slot) in self.0[..digits].iter_mut().enumerate() {
+            let nibble = (length >> (4 * (digits - 1 - i))) & 0xf;
+            *slot = b"0123456789abcdef"[nibble];
+        }
+        self.0[digits] = b'\r';
+        self.0[digits + 1] = b'\n';
+        &self.0[..digits + 2]
     }
 }
 
@@ -298,33 +309,43 @@ fn client_closed(socket: &TcpStream) -> bool {
     }
 }
 
-/// Writes every part, unless the hub gives up on this subscriber or the
-/// server shuts down first (a client that stopped reading must not hold
-/// either up).
+/// Writes every part, unless the hub gives up on this subscriber first (a
+/// client that stopped reading must not hold the task forever). The common
+/// case, a socket with room, is one `writev` and no waiting at all.
 async fn write_or_give_up(
     socket: &TcpStream,
     parts: &[&[u8]],
     on_slow: &CancellationToken,
-    shutdown: &CancellationToken,
 ) -> io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    write_some(socket, &mut parts)?;
+    if parts.is_empty() {
+        return Ok(());
+    }
     tokio::select! {
         written = write_all_vectored(socket, parts) => written,
         _ = on_slow.cancelled() => Err(io::ErrorKind::TimedOut.into()),
-        _ = shutdown.cancelled() => Err(io::ErrorKind::Interrupted.into()),
     }
 }
 
-async fn write_all_vectored(socket: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {
-    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+/// Writes what the socket takes right now without waiting.
+fn write_some(socket: &TcpStream, parts: &mut Vec<&[u8]>) -> io::Result<()> {
+    let slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    match socket.try_write_vectored(&slices) {
+        Ok(0) if !parts.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(written) => {
+            advance(parts, written);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_all_vectored(socket: &TcpStream, mut parts: Vec<&[u8]>) -> io::Result<()> {
     while !parts.is_empty() {
         socket.writable().await?;
-        let slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        match socket.try_write_vectored(&slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => advance(&mut parts, written),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+        write_some(socket, &mut parts)?;
     }
     Ok(())
 }
@@ -480,6 +501,15 @@ mod tests {
         assert_eq!(parts, vec![&b"e"[..], &b"fgh"[..]]);
         advance(&mut parts, 1);
         assert_eq!(parts, vec![&b"fgh"[..]]);
+    }
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex_lines() {
+        for (length, line) in [(0, "0\r\n"), (9, "9\r\n"), (255, "ff\r\n"), (4096, "1000\r\n")] {
+            assert_eq!(ChunkSize::default().line(length), line.as_bytes());
+        }
+        let big = usize::MAX;
+        assert_eq!(ChunkSize::default().line(big), format!("{big:x}\r\n").as_bytes());
     }
 
     #[test]

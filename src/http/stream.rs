@@ -246,10 +246,13 @@ impl EventStream {
     /// The next bytes to write, or `None` to end the response.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if self.shutdown.is_cancelled() {
-                self.phase = Phase::Done;
+            let phase = std::mem::replace(&mut self.phase, Phase::Done);
+            // Live streams learn of shutdown from the hub; checking the
+            // token (a shared lock) on every delivery would cost more.
+            if !matches!(phase, Phase::Live(_)) && self.shutdown.is_cancelled() {
+                return None;
             }
-            let chunk = match std::mem::replace(&mut self.phase, Phase::Done) {
+            let chunk = match phase {
                 Phase::Done => return None,
                 Phase::Opening(start) => self.open(start).await,
                 Phase::CatchingUp => self.catch_up().await,
@@ -370,21 +373,31 @@ impl EventStream {
             self.phase = Phase::Live(subscription);
             return self.drain_backlog();
         }
+        // Shutdown is not watched here: the hub closes every subscription.
         let chunk = tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => return None,
             first = subscription.frames.recv() => {
-                // `None`: the hub dropped us for being slow; the client
-                // resumes with Last-Event-ID.
+                // `None`: the hub dropped us for being slow, or the server
+                // is shutting down; the client resumes with Last-Event-ID.
                 let first = first?;
-                let mut batch = vec![first];
-                while batch.len() < LIVE_BATCH {
-                    match subscription.frames.try_recv() {
-                        Ok(frame) => batch.push(frame),
-                        Err(_) => break,
+                if subscription.frames.is_empty() {
+                    // The common case: one frame, sent without a copy.
+                    if first.id <= self.cursor {
+                        None
+                    } else {
+                        self.cursor = first.id;
+                        Some(first.bytes.clone())
                     }
+                } else {
+                    let mut batch = vec![first];
+                    while batch.len() < LIVE_BATCH {
+                        match subscription.frames.try_recv() {
+                            Ok(frame) => batch.push(frame),
+                            Err(_) => break,
+                        }
+                    }
+                    self.write_frames(batch.iter().map(|f| f.as_ref()))
                 }
-                self.write_frames(batch.iter().map(|f| f.as_ref()))
             }
             _ = self.heartbeat.tick() => Some(Bytes::from_static(PING)),
         };

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::memory_polling::{MemTx, PollingTables};
 use super::{
-    is_remembered, replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds, StoreError,
-    StoredResponse, TxCommand, IDEMPOTENCY_WINDOW,
+    is_remembered, replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore, LogBounds,
+    StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG, IDEMPOTENCY_WINDOW,
 };
 use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
@@ -56,6 +56,7 @@ pub struct MemoryStore {
     /// each one a transaction here.
     log: tokio::sync::Mutex<Log>,
     hints: watch::Sender<EventId>,
+    batches: broadcast::Sender<CommittedBatch>,
 }
 
 impl Default for MemoryStore {
@@ -72,6 +73,7 @@ impl MemoryStore {
                 ..Log::default()
             }),
             hints: watch::channel(0).0,
+            batches: broadcast::channel(COMMITTED_BATCH_BACKLOG).0,
         }
     }
 
@@ -90,6 +92,7 @@ impl EventStore for MemoryStore {
             }
         }
         let head = log.next_id - 1;
+        let before = head;
         let output = request
             .command
             .run(&mut MemTx {
@@ -116,6 +119,13 @@ impl EventStore for MemoryStore {
             );
         }
         let head = log.next_id - 1;
+        if !committed.is_empty() {
+            // Sent under the log's lock, so batches go out in id order.
+            let _ = self.batches.send(CommittedBatch {
+                after: before,
+                events: committed.clone().into(),
+            });
+        }
         drop(log);
         if !committed.is_empty() {
             crate::metrics::events_appended(committed.len());
@@ -191,6 +201,10 @@ impl EventStore for MemoryStore {
 
     fn commit_hints(&self) -> watch::Receiver<EventId> {
         self.hints.subscribe()
+    }
+
+    fn committed_batches(&self) -> broadcast::Receiver<CommittedBatch> {
+        self.batches.subscribe()
     }
 
     fn kind(&self) -> &'static str {

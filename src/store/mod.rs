@@ -15,7 +15,9 @@ mod postgres_polling;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::event::{EventId, NewEvent, StoredEvent};
 use crate::domain::topic::TopicFilter;
@@ -178,9 +180,26 @@ pub trait EventStore: Send + Sync + 'static {
     /// known to be committed. Readers treat it as a wake-up, not as truth.
     fn commit_hints(&self) -> watch::Receiver<EventId>;
 
+    /// The batches this node commits, as they commit: the tail publishes
+    /// them without reading them back when nothing from another node came
+    /// in between. A lagging receiver just reads the store instead.
+    fn committed_batches(&self) -> broadcast::Receiver<CommittedBatch>;
+
     /// `"postgres"` or `"memory"`, for logs and metrics.
     fn kind(&self) -> &'static str;
 }
+
+/// Events one node just committed, and where the log stood before them.
+#[derive(Debug, Clone)]
+pub struct CommittedBatch {
+    /// Every event with an id up to this one was committed before the
+    /// batch; the batch's ids are all greater.
+    pub after: EventId,
+    pub events: Arc<[StoredEvent]>,
+}
+
+/// Batches kept for a tail that is busy; past that it reads the store.
+pub(crate) const COMMITTED_BATCH_BACKLOG: usize = 1024;
 
 /// Whether a response is kept for idempotent replays.
 pub(crate) fn is_remembered(response: &StoredResponse) -> bool {

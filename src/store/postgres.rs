@@ -19,15 +19,15 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
 use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::postgres_polling::PgTx;
 use super::{
-    is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, EventStore, LogBounds,
-    StoreError, StoredResponse, TxCommand,
+    is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore,
+    LogBounds, StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG,
 };
 use crate::domain::event::{EventId, EventType, StoredEvent, TraceId};
 use crate::domain::topic::{Selector, Topic, TopicFilter};
@@ -47,6 +47,7 @@ pub struct PostgresStore {
     pool: Pool,
     writer: mpsc::Sender<Job>,
     hints: watch::Sender<EventId>,
+    batches: broadcast::Sender<CommittedBatch>,
     /// Stops the LISTEN task when the store is dropped.
     stop: CancellationToken,
 }
@@ -118,12 +119,14 @@ impl PostgresStore {
         let (hints, _) = watch::channel(head);
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
         let stop = CancellationToken::new();
-        tokio::spawn(run_writer(pool.clone(), queue, hints.clone()));
+        let (batches, _) = broadcast::channel(COMMITTED_BATCH_BACKLOG);
+        tokio::spawn(run_writer(pool.clone(), queue, hints.clone(), batches.clone()));
         tokio::spawn(run_listener(config, hints.clone(), stop.clone()));
         Ok(Arc::new(PostgresStore {
             pool,
             writer,
             hints,
+            batches,
             stop,
         }))
     }
@@ -165,7 +168,12 @@ fn classify_pool(error: PoolError) -> StoreError {
 
 // ---------------------------------------------------------------- writer --
 
-async fn run_writer(pool: Pool, mut queue: mpsc::Receiver<Job>, hints: watch::Sender<EventId>) {
+async fn run_writer(
+    pool: Pool,
+    mut queue: mpsc::Receiver<Job>,
+    hints: watch::Sender<EventId>,
+    batches: broadcast::Sender<CommittedBatch>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH_APPENDS);
     // `recv_many` waits for the first job and then takes whatever else is
     // queued: a lone command waits for nothing, a burst shares one commit.
@@ -175,7 +183,15 @@ async fn run_writer(pool: Pool, mut queue: mpsc::Receiver<Job>, hints: watch::Se
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         match commit_batch(&pool, requests).await {
             Ok((outcomes, head)) => {
-                if let Some(head) = head {
+                if let Some((after, head)) = head {
+                    // The batch first: the tail takes it as it is instead
+                    // of reading it back because of the hint.
+                    let events: Vec<StoredEvent> =
+                        outcomes.iter().flat_map(committed_events).cloned().collect();
+                    let _ = batches.send(CommittedBatch {
+                        after,
+                        events: events.into(),
+                    });
                     hints.send_if_modified(|known| raise(known, head));
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -211,12 +227,21 @@ enum Plan {
     Follow(usize),
 }
 
-/// One transaction for the whole batch. Returns one outcome per request and
-/// the highest id appended, if any.
+/// The events an append committed (none for a replayed or refused key).
+fn committed_events(outcome: &AppendOutcome) -> &[StoredEvent] {
+    match outcome {
+        AppendOutcome::Committed { events, .. } => events,
+        _ => &[],
+    }
+}
+
+/// One transaction for the whole batch. Returns one outcome per request
+/// and, when it appended anything, the head of the log before the batch
+/// and the highest id it appended.
 async fn commit_batch(
     pool: &Pool,
     requests: Vec<AppendRequest>,
-) -> Result<(Vec<AppendOutcome>, Option<EventId>), StoreError> {
+) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
     let mut client = pool.get().await.map_err(classify_pool)?;
     let tx = client.transaction().await.map_err(classify)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
@@ -266,7 +291,7 @@ async fn commit_batch(
         outputs.push(request.command.run(&mut polling).await?);
     }
     let total: usize = outputs.iter().map(|o| o.events.len()).sum();
-    let ids = next_ids(&tx, total).await?;
+    let (before, ids) = next_ids(&tx, total).await?;
     let mut ids = ids.into_iter();
     let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(outputs.len());
     for output in outputs {
@@ -294,7 +319,7 @@ async fn commit_batch(
     crate::metrics::events_appended(total);
 
     let outcomes = resolve_outcomes(plans, &keys, committed);
-    Ok((outcomes, head))
+    Ok((outcomes, head.map(|head| (before, head))))
 }
 
 /// The remembered keys among those this batch carries.
@@ -339,20 +364,28 @@ async fn remembered_keys(
 
 /// `count` fresh ids, ascending. Called under the log lock, so no other
 /// writer can take ids in between.
-async fn next_ids(tx: &deadpool_postgres::Transaction<'_>, count: usize) -> Result<Vec<EventId>, StoreError> {
+/// Ids for `count` new events, and the highest id committed before them.
+/// Called under the log lock, so no other writer commits in between: every
+/// committed id is at most that head, every new id above it.
+async fn next_ids(
+    tx: &deadpool_postgres::Transaction<'_>,
+    count: usize,
+) -> Result<(EventId, Vec<EventId>), StoreError> {
     if count == 0 {
-        return Ok(Vec::new());
+        return Ok((0, Vec::new()));
     }
     let rows = tx
         .query(
-            "SELECT nextval('events_id_seq') FROM generate_series(1, $1::bigint)",
+            "SELECT nextval('events_id_seq'), (SELECT coalesce(max(id), 0) FROM events)
+             FROM generate_series(1, $1::bigint)",
             &[&(count as i64)],
         )
         .await
         .map_err(classify)?;
+    let before: EventId = rows[0].get(1);
     let mut ids: Vec<EventId> = rows.iter().map(|r| r.get(0)).collect();
     ids.sort_unstable();
-    Ok(ids)
+    Ok((before, ids))
 }
 
 async fn insert_events<'a>(
@@ -636,6 +669,10 @@ impl EventStore for PostgresStore {
 
     fn commit_hints(&self) -> watch::Receiver<EventId> {
         self.hints.subscribe()
+    }
+
+    fn committed_batches(&self) -> broadcast::Receiver<CommittedBatch> {
+        self.batches.subscribe()
     }
 
     fn kind(&self) -> &'static str {

@@ -32,7 +32,7 @@ async fn read_some(socket: &mut TcpStream, bytes: usize) {
     let mut buffer = vec![0u8; 16 * 1024];
     let mut read = 0;
     while read < bytes {
-        match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer)).await {
+        match tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buffer)).await {
             Ok(Ok(n)) if n > 0 => read += n,
             _ => panic!("the stream stopped after {read} bytes"),
         }

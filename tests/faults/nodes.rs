@@ -13,7 +13,7 @@ use crate::harness::{http, publish, strictly_increasing, token, Database, Follow
 
 const NODES: usize = 3;
 const WRITERS_PER_NODE: usize = 6;
-const EVENTS_PER_WRITER: usize = 1_500;
+const EVENTS_PER_WRITER: usize = 1_200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_with_writers_on_all_deliver_one_order_everywhere() {
@@ -37,7 +37,7 @@ async fn three_nodes_with_writers_on_all_deliver_one_order_everywhere() {
         .map(|mut follower| {
             tokio::spawn(async move {
                 let complete = follower
-                    .read_until(Duration::from_secs(120), |seen| seen.len() >= total)
+                    .read_until(Duration::from_secs(300), |seen| seen.len() >= total)
                     .await;
                 (complete, follower)
             })
