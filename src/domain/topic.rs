@@ -91,6 +91,17 @@ impl Topic {
     }
 }
 
+/// The first segment of topics only their own participant may read (its
+/// votes, with its identity): generic reads never see them.
+pub const PRIVATE_KIND: &str = "participant";
+
+/// Whether `topic` is one of the private topics.
+pub fn is_private(topic: &str) -> bool {
+    topic
+        .strip_prefix(PRIVATE_KIND)
+        .is_some_and(|rest| rest.starts_with(':'))
+}
+
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -202,6 +213,8 @@ pub struct TopicFilter {
     requested: Vec<Selector>,
     /// `None` when the caller is not restricted beyond what it asked for.
     allowed: Option<Vec<Selector>>,
+    /// Leaves out private topics even where a wildcard covers them.
+    hide_private: bool,
 }
 
 impl TopicFilter {
@@ -213,7 +226,21 @@ impl TopicFilter {
             !requested.is_empty() && requested.iter().all(|r| allowed.iter().any(|a| r.is_within(a)))
         };
         let allowed = allowed.filter(|a| !covered(a));
-        TopicFilter { requested, allowed }
+        TopicFilter {
+            requested,
+            allowed,
+            hide_private: false,
+        }
+    }
+
+    /// The same filter without private topics: what a generic token reads.
+    pub fn without_private(mut self) -> Self {
+        self.hide_private = true;
+        self
+    }
+
+    pub fn hides_private(&self) -> bool {
+        self.hide_private
     }
 
     /// Every topic: what the hub's own tail reads.
@@ -221,11 +248,12 @@ impl TopicFilter {
         TopicFilter {
             requested: Vec::new(),
             allowed: None,
+            hide_private: false,
         }
     }
 
     pub fn is_everything(&self) -> bool {
-        self.requested.is_empty() && self.allowed.is_none()
+        self.requested.is_empty() && self.allowed.is_none() && !self.hide_private
     }
 
     pub fn requested(&self) -> &[Selector] {
@@ -237,7 +265,10 @@ impl TopicFilter {
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        let requested = self.is_everything() || self.requested.iter().any(|s| s.matches(topic));
+        if self.hide_private && is_private(topic) {
+            return false;
+        }
+        let requested = self.requested.is_empty() || self.requested.iter().any(|s| s.matches(topic));
         requested
             && self
                 .allowed
@@ -334,6 +365,13 @@ mod tests {
         assert!(!f.matches("user:3"));
         assert!(f.exact_topics().is_none());
         let exact = TopicFilter::new(vec![p("a:1"), p("a:2")], None);
+        let firehose = TopicFilter::new(vec![p("*:*")], None).without_private();
+        assert!(firehose.matches("session:1"));
+        assert!(!firehose.matches("participant:1"));
+        assert!(
+            firehose.matches("participants:1"),
+            "only the exact first segment is private"
+        );
         assert_eq!(exact.exact_topics(), Some(vec!["a:1", "a:2"]));
     }
 }

@@ -81,9 +81,11 @@ impl RequestContext {
             let value = value
                 .to_str()
                 .map_err(|_| AuthError::Invalid("malformed Authorization header".into()))?;
+            // The scheme name is case-insensitive (RFC 9110 §11.1).
             let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
                 .ok_or_else(|| AuthError::Invalid("Authorization must be `Bearer <token>`".into()))?;
             return Ok(token.trim());
         }

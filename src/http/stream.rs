@@ -23,9 +23,10 @@ use super::error::ApiError;
 use super::request::RequestContext;
 use super::server::ConnectionCloser;
 use super::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::domain::event::{parse_event_id, EventId};
-use crate::domain::topic::{Selector, TopicFilter};
+use crate::domain::polling::events::participant_topic;
+use crate::domain::topic::{is_private, Selector, TopicFilter};
 use crate::fanout::frame::{self, Frame, PING};
 use crate::fanout::hub::{Attach, Hub, Subscription};
 use crate::metrics;
@@ -67,7 +68,23 @@ pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selecto
             "the token may not subscribe to `{denied}`"
         )));
     }
-    let filter = TopicFilter::new(selectors.clone(), Some(caller.subscribe.clone()));
+    // A participant's own topic carries its identity: only that
+    // participant reads it (its token allows nothing else of the kind).
+    // Other tokens are refused it by name, and wildcards leave it out.
+    let own_topic = match caller.role {
+        Some(Role::Participant { participant, .. }) => Some(participant_topic(participant)),
+        _ => None,
+    };
+    let owns = |s: &Selector| own_topic.as_ref().is_some_and(|t| s.as_str() == t.as_str());
+    if let Some(private) = selectors.iter().find(|s| is_private(s.as_str()) && !owns(s)) {
+        return Err(ApiError::forbidden(format!(
+            "`{private}` is private to its participant: only that participant's token reads it"
+        )));
+    }
+    let mut filter = TopicFilter::new(selectors.clone(), Some(caller.subscribe.clone()));
+    if own_topic.is_none() {
+        filter = filter.without_private();
+    }
     Ok((selectors, filter))
 }
 

@@ -536,11 +536,17 @@ fn topic_condition(filter: &TopicFilter, first: usize) -> TopicCondition {
         }
         sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
     };
-    if !filter.is_everything() {
+    if !filter.requested().is_empty() {
         add(filter.requested(), &mut sql);
     }
     if let Some(allowed) = filter.allowed() {
         add(allowed, &mut sql);
+    }
+    if filter.hides_private() {
+        sql.push_str(&format!(
+            " AND topic NOT LIKE '{}:%'",
+            crate::domain::topic::PRIVATE_KIND
+        ));
     }
     TopicCondition { sql, params }
 }

@@ -1135,3 +1135,57 @@ async fn a_crashed_nodes_streams_expire_and_their_participants_leave() {
         .get(0);
     assert_eq!(rows, 0);
 }
+
+#[tokio::test]
+async fn a_generic_token_never_reads_a_participants_own_topic() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let session = create_session(&app, "Private").await;
+    session.start(&app).await;
+    let poll = session.choice_poll(&app, false).await;
+    session.activate(&app, &poll).await;
+    let voter = session.join(&app, None).await;
+    let firehose_token = app.token(&[], &["*:*", "participant:*"]);
+    let firehose = app
+        .subscribe_with(&app.token(&[], &["*:*"]), &["*:*"], None)
+        .await;
+    let (status, _) = vote(
+        &app,
+        &voter,
+        &poll,
+        json!({"selectedOptionIds": [option_id(&poll, 0)]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Asked for by name: refused, even with a permission that covers it.
+    for path in [
+        format!("/v1/events?topic=participant:{}", voter.id),
+        format!("/v1/events/history?topic=participant:{}", voter.id),
+        "/v1/events/history?topic=participant:*".to_string(),
+    ] {
+        let (status, body) = get(&app, Some(&firehose_token), &path).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    // Through a wildcard: the session's events, none of the voter's own.
+    let (status, history) = get(&app, Some(&firehose_token), "/v1/events/history?topic=*:*").await;
+    assert_eq!(status, 200);
+    let topics: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["topic"].as_str().unwrap())
+        .collect();
+    assert!(topics.iter().any(|t| t.starts_with("session:")), "{topics:?}");
+    assert!(
+        !topics.iter().any(|t| t.starts_with("participant:")),
+        "{topics:?}"
+    );
+    let mut firehose = firehose;
+    let seen = firehose.stored(1).await;
+    for event in seen
+        .iter()
+        .chain(firehose.next_within(Duration::from_millis(500)).await.iter())
+    {
+        assert!(!data(event)["topic"].as_str().unwrap().starts_with("participant:"));
+    }
+}
