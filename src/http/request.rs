@@ -116,11 +116,15 @@ impl RequestContext {
         }
     }
 
-    /// Decodes a JSON body: malformed JSON is a 400, JSON of the wrong
-    /// shape a 422.
+    /// Decodes a JSON object body: malformed JSON is a 400, JSON of the
+    /// wrong shape a 422. Anything but an object is the wrong shape, even
+    /// an array that serde would read field by field into a struct.
     pub fn json<T: DeserializeOwned>(&self, body: &Bytes) -> Result<T, ApiError> {
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::unprocessable("the body must be a JSON object"));
+        }
         serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
     }
 }
