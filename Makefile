@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi postgres bench cluster
+.PHONY: run token test lint unit openapi schemathesis postgres bench cluster
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -24,8 +24,9 @@ $(DEV_SECRET):
 	@head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $@
 
 ## Every test: formatting, lints, unit and integration tests (on a real
-## Postgres, one database per test), and the OpenAPI document.
-test: lint postgres openapi unit
+## Postgres, one database per test), the OpenAPI document, and the live
+## server against hostile input generated from it.
+test: lint postgres openapi schemathesis unit
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -36,6 +37,12 @@ postgres:
 
 openapi:
 	@scripts/check-openapi.sh
+
+## schemathesis (PyPI) fuzzes a release build on the in-memory store from
+## openapi.yaml: no 5xx, every response as documented, invalid requests
+## refused with a 4xx. The endless SSE streams are left out.
+schemathesis:
+	@scripts/schemathesis.sh
 
 unit: postgres
 	$(CARGO) test --all-targets
