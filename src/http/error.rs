@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
 use warp::reply::Response;
 use warp::Rejection;
@@ -28,8 +28,29 @@ impl ApiError {
     }
 }
 
-/// Renders what warp itself rejects: only routing is left to warp (every
-/// handler renders its own errors), so this is unknown paths and methods.
+/// A request no route took: `404`, or `405` with `Allow` when the path has
+/// routes (`allowed`, as the header lists them) but not for `method`.
+pub fn unrouted(allowed: Option<&'static str>, method: &http::Method, trace_id: &TraceId) -> Response {
+    match allowed {
+        Some(allowed) if !allowed.split(", ").any(|m| m == method.as_str()) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here; allowed: {allowed}"),
+            )
+            .into_response(trace_id);
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allowed));
+            response
+        }
+        _ => ApiError::not_found("no such resource").into_response(trace_id),
+    }
+}
+
+/// Renders what warp itself rejects. Routing misses are answered by
+/// [`unrouted`] and every handler renders its own errors, so this is a
+/// backstop.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if rejection.is_not_found() {
         ApiError::not_found("no such resource")

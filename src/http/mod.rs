@@ -73,9 +73,44 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(metrics)
         .unify()
+        .or(unrouted())
+        .unify()
         .recover(error::recover)
         .unify()
         .boxed()
+}
+
+/// What no route took: `405` with the `Allow` header when the path is one of
+/// ours and the method is not (RFC 9110 requires the header), `404`
+/// otherwise. Keep [`allowed_methods`] in step with the routes.
+fn unrouted() -> BoxedFilter<(Response,)> {
+    warp::path::full()
+        .and(warp::method())
+        .and(RequestContext::filter())
+        .map(
+            |path: warp::path::FullPath, method: http::Method, ctx: RequestContext| {
+                error::unrouted(allowed_methods(path.as_str()), &method, &ctx.trace_id)
+            },
+        )
+        .boxed()
+}
+
+/// The methods the routes answer on a path, by its shape; `None` when no
+/// route has that shape.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match segments.as_slice() {
+        ["healthz"] | ["readyz"] | ["metrics"] => "GET",
+        ["v1", "events"] | ["v1", "events", "history"] => "GET",
+        ["v1", "topics", _, "events"] => "POST",
+        ["v1", "sessions"] => "POST",
+        ["v1", "sessions", _] | ["v1", "sessions", _, "events"] => "GET",
+        ["v1", "sessions", _, "start" | "end" | "polls" | "participants"] => "POST",
+        ["v1", "polls", _, "activate" | "close"] => "POST",
+        ["v1", "polls", _, "votes"] => "GET, POST",
+        ["v1", "polls", _, "results"] => "GET",
+        _ => return None,
+    })
 }
 
 /// Publish, subscribe and history on generic topics (CONTRACT §4, §3).
