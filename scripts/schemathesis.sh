@@ -240,7 +240,7 @@ cd "$run_dir"
 status=0
 "$venv/bin/schemathesis" --config-file "$run_dir/schemathesis.toml" run "$spec" \
     --url "$base" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,unsupported_method \
     --exclude-operation-id streamEvents \
     --exclude-operation-id streamSession \
     --phases examples,coverage,fuzzing \
