@@ -305,6 +305,30 @@ def pgbench_inserts(seconds):
     return {"tps": tps}
 
 
+def commit_latency(seconds):
+    """How long one durable single-row INSERT transaction takes on this
+    Postgres with one client (pgbench's per-transaction log): the floor
+    under pollcast's publish-to-delivery latency on Postgres, which commits
+    before it delivers."""
+    db = "pollcast_pglat"
+    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    psql(f"CREATE DATABASE {db}")
+    psql("CREATE TABLE bench_events (id bigserial PRIMARY KEY, topic text NOT NULL, type text NOT NULL, "
+         "trace_id text NOT NULL, payload json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())", db=db)
+    script = WORK / "insert.sql"
+    prefix = WORK / "pglat"
+    for old in WORK.glob("pglat*"):
+        old.unlink()
+    cmd = ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-c", "1", "-T", str(seconds),
+           "--log", f"--log-prefix={prefix}", "-f", str(script), db]
+    COMMANDS.append(shlex.join(cmd))
+    sh(cmd, capture=True)
+    micros = sorted(int(line.split()[2]) for f in WORK.glob("pglat*") for line in f.read_text().splitlines())
+    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    pick = lambda q: micros[min(len(micros) - 1, int(q * len(micros)))] / 1000
+    return {"transactions": len(micros), "p50_ms": pick(0.50), "p99_ms": pick(0.99), "p999_ms": pick(0.999)}
+
+
 def replay(server, backlog):
     """Publishes the backlog, lets the server settle, then measures the
     replay alone, as the COPY it is compared with reads rows at rest."""
@@ -395,6 +419,12 @@ def write_report(results, quick):
               "|---|---|---|---|---|---|---|---|---|---|"]
     lines += fan_rows("F1: 10 ev/s × 20 s", "f1") + fan_rows("F2: 1,000 ev/s × 20 s", "f2")
     lines.append("")
+    cl = r.get("commit_latency")
+    if cl:
+        lines += [f"For scale: one durable single-row INSERT transaction on this Postgres (pgbench, 1 client, "
+                  f"{cl['transactions']:,} transactions) takes p50 {cl['p50_ms']:.2f} ms, p99 {cl['p99_ms']:.2f} ms, "
+                  f"p99.9 {cl['p999_ms']:.2f} ms. pollcast on Postgres commits every event before any subscriber "
+                  f"sees it; Nchan and pollcast's memory store keep events in memory only.", ""]
     targets = []
     for key, label in (("f1", "F1"), ("f2", "F2")):
         p, n = r.get(key, {}).get("pollcast"), r.get(key, {}).get("nchan")
@@ -502,6 +532,7 @@ def main():
         if want("f2"):
             results["f2"] = {name: summary_fanout(fanout(s, 100, 1000, dur))
                              for name, s in (("pollcast", pg), ("nchan", nchan), ("pollcast (memory)", mem))}
+            results["commit_latency"] = commit_latency(5 if q else 10)
         if want("max"):
             rates = [50, 100, 200, 400] if q else [50, 100, 150, 200, 300, 400, 600]
             results["max_fanout"] = {name: max_fanout(s, 1000, rates, "5s" if q else "10s")
