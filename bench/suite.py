@@ -288,14 +288,7 @@ def ingest(server, participants):
 def pgbench_inserts(seconds):
     """Single-row INSERT transactions into a table shaped like `events`."""
     db = "pollcast_pgbench"
-    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    psql(f"CREATE DATABASE {db}")
-    psql("CREATE TABLE bench_events (id bigserial PRIMARY KEY, topic text NOT NULL, type text NOT NULL, "
-         "trace_id text NOT NULL, payload json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())", db=db)
-    script = WORK / "insert.sql"
-    script.write_text("INSERT INTO bench_events (topic, type, trace_id, payload) VALUES "
-                      "('bench:x', 'vote:accepted', '4bf92f3577b34da6a3ce929d0e0e4736', "
-                      "'{\"voteId\":\"v\",\"pollId\":\"p\",\"currentVoteCount\":1}');\n")
+    script = events_like_table(db)
     cmd = ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-c", "16", "-j", "2", "-T", str(seconds),
            "-f", str(script), db]
     COMMANDS.append(shlex.join(cmd))
@@ -305,17 +298,27 @@ def pgbench_inserts(seconds):
     return {"tps": tps}
 
 
+def events_like_table(db):
+    """A fresh database `db` holding `bench_events`, shaped like `events`;
+    returns the pgbench script that inserts one row."""
+    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    psql(f"CREATE DATABASE {db}")
+    psql("CREATE TABLE bench_events (id bigserial PRIMARY KEY, topic text NOT NULL, type text NOT NULL, "
+         "trace_id text NOT NULL, payload json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())", db=db)
+    script = WORK / "insert.sql"
+    script.write_text("INSERT INTO bench_events (topic, type, trace_id, payload) VALUES "
+                      "('bench:x', 'vote:accepted', '4bf92f3577b34da6a3ce929d0e0e4736', "
+                      "'{\"voteId\":\"v\",\"pollId\":\"p\",\"currentVoteCount\":1}');\n")
+    return script
+
+
 def commit_latency(seconds):
     """How long one durable single-row INSERT transaction takes on this
     Postgres with one client (pgbench's per-transaction log): the floor
     under pollcast's publish-to-delivery latency on Postgres, which commits
     before it delivers."""
     db = "pollcast_pglat"
-    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    psql(f"CREATE DATABASE {db}")
-    psql("CREATE TABLE bench_events (id bigserial PRIMARY KEY, topic text NOT NULL, type text NOT NULL, "
-         "trace_id text NOT NULL, payload json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())", db=db)
-    script = WORK / "insert.sql"
+    script = events_like_table(db)
     prefix = WORK / "pglat"
     for old in WORK.glob("pglat*"):
         old.unlink()
