@@ -103,6 +103,16 @@ pub struct NewEvent {
     /// so it is serialized once, not once per reader.
     pub payload: Box<RawValue>,
     pub timestamp: DateTime<Utc>,
+    /// Set when the publisher named an entity: the version this event gave it.
+    pub entity: Option<EntityVersion>,
+}
+
+/// Optimistic locking of generic topics (CONTRACT §4): the entity an event
+/// is about and the version it brought that entity to (1 for the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityVersion {
+    pub entity_id: String,
+    pub version: i64,
 }
 
 impl NewEvent {
@@ -117,6 +127,7 @@ impl NewEvent {
             trace_id,
             payload: RawValue::from_string(compact).expect("serde_json output is valid JSON"),
             timestamp: now_millis(),
+            entity: None,
         }
     }
 }
@@ -130,6 +141,7 @@ pub struct StoredEvent {
     pub trace_id: TraceId,
     pub payload: Box<RawValue>,
     pub timestamp: DateTime<Utc>,
+    pub entity: Option<EntityVersion>,
 }
 
 impl StoredEvent {
@@ -141,6 +153,7 @@ impl StoredEvent {
             trace_id: event.trace_id,
             payload: event.payload,
             timestamp: event.timestamp,
+            entity: event.entity,
         }
     }
 
@@ -152,6 +165,8 @@ impl StoredEvent {
             topic: self.topic.as_str(),
             timestamp: &format_timestamp(&self.timestamp),
             trace_id: self.trace_id.as_str(),
+            entity_id: self.entity.as_ref().map(|e| e.entity_id.as_str()),
+            version: self.entity.as_ref().map(|e| e.version),
             payload: &self.payload,
         };
         serde_json::to_string(&envelope).expect("an envelope of strings and raw JSON always serializes")
@@ -167,6 +182,10 @@ struct Envelope<'a> {
     timestamp: &'a str,
     #[serde(rename = "traceId")]
     trace_id: &'a str,
+    #[serde(rename = "entityId", skip_serializing_if = "Option::is_none")]
+    entity_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<i64>,
     payload: &'a RawValue,
 }
 
@@ -223,6 +242,7 @@ mod tests {
             trace_id: TraceId::from_stored("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             payload: RawValue::from_string(r#"{"text":"line1\nline2"}"#.into()).unwrap(),
             timestamp: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            entity: None,
         };
         let json = event.envelope_json();
         assert!(!json.contains('\n'));

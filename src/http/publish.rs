@@ -1,18 +1,27 @@
 //! `POST /v1/topics/{topic}/events`: a publisher appends one event to a
 //! generic topic, answered after commit with the stored envelope.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{stored, RequestContext};
 use super::AppState;
-use crate::domain::event::{EventType, NewEvent};
+use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent, TraceId};
 use crate::domain::topic::Topic;
-use crate::store::{AppendOutcome, AppendRequest, IdempotencyKey, StoredResponse};
+use crate::store::polling::PollingTx;
+use crate::store::{
+    AppendOutcome, AppendRequest, CommandOutput, IdempotencyKey, Respond, StoreError, StoredResponse,
+    TxCommand,
+};
+
+/// Longest `entityId` accepted: ids of other systems, not documents.
+const MAX_ENTITY_ID: usize = 200;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +30,44 @@ struct PublishIn {
     event_type: String,
     #[serde(default = "empty_object")]
     payload: serde_json::Value,
+    /// The entity this event changes; its version is kept per topic.
+    #[serde(rename = "entityId")]
+    entity_id: Option<String>,
+    /// The version the publisher last saw (0: the entity must be new).
+    #[serde(rename = "expectedVersion")]
+    expected_version: Option<i64>,
+}
+
+/// `entityId` / `expectedVersion` of a publish, checked.
+struct VersionCheck {
+    entity_id: String,
+    expected: Option<i64>,
+}
+
+impl PublishIn {
+    fn version_check(&self) -> Result<Option<VersionCheck>, ApiError> {
+        let Some(entity_id) = &self.entity_id else {
+            if self.expected_version.is_some() {
+                return Err(ApiError::unprocessable("expectedVersion needs an entityId"));
+            }
+            return Ok(None);
+        };
+        if entity_id.is_empty()
+            || entity_id.chars().count() > MAX_ENTITY_ID
+            || entity_id.chars().any(char::is_control)
+        {
+            return Err(ApiError::unprocessable(format!(
+                "entityId must be 1 to {MAX_ENTITY_ID} characters without control characters"
+            )));
+        }
+        if self.expected_version.is_some_and(|v| v < 0) {
+            return Err(ApiError::unprocessable("expectedVersion must be 0 or more"));
+        }
+        Ok(Some(VersionCheck {
+            entity_id: entity_id.clone(),
+            expected: self.expected_version,
+        }))
+    }
 }
 
 fn empty_object() -> serde_json::Value {
@@ -68,6 +115,7 @@ async fn publish(
             "`connection:*` types are the server's own stream frames",
         ));
     }
+    let version_check = input.version_check()?;
     let payload = input.payload;
     if !payload.is_object() {
         return Err(ApiError::unprocessable("payload must be a JSON object"));
@@ -79,16 +127,88 @@ async fn publish(
         &body,
     )?;
     let event = NewEvent::new(topic, event_type, ctx.trace_id.clone(), &payload);
-    let respond = Box::new(|events: &[crate::domain::event::StoredEvent]| StoredResponse {
+    let respond: Respond = Box::new(|events: &[StoredEvent]| StoredResponse {
         status: StatusCode::CREATED.as_u16(),
         body: events[0].envelope_json(),
     });
-    let request = AppendRequest::events(vec![event], respond, idempotency);
+    let request = match version_check {
+        None => AppendRequest::events(vec![event], respond, idempotency),
+        Some(check) => AppendRequest {
+            command: Box::new(VersionedPublish {
+                event,
+                check,
+                respond,
+                trace_id: ctx.trace_id.clone(),
+            }),
+            idempotency,
+        },
+    };
     match state.store.append(request).await? {
         AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => Ok(stored(response)),
         AppendOutcome::KeyReused => Err(ApiError::conflict(
             "this Idempotency-Key was already used with a different request",
         )),
+    }
+}
+
+/// A publish naming an entity: compared with the entity's current version
+/// and stamped with the next one inside the writer's transaction, so two
+/// publishers racing on one version cannot both win, on any node.
+struct VersionedPublish {
+    event: NewEvent,
+    check: VersionCheck,
+    respond: Respond,
+    trace_id: TraceId,
+}
+
+#[async_trait]
+impl TxCommand for VersionedPublish {
+    async fn run(self: Box<Self>, tx: &mut dyn PollingTx) -> Result<CommandOutput, StoreError> {
+        let VersionedPublish {
+            mut event,
+            check,
+            respond,
+            trace_id,
+        } = *self;
+        let topic = event.topic.as_str().to_string();
+        let current = tx.entity_version(&topic, &check.entity_id).await?;
+        if check.expected.is_some_and(|expected| expected != current) {
+            return Ok(CommandOutput::answer(version_conflict(
+                &check, current, &trace_id,
+            )));
+        }
+        let version = current + 1;
+        tx.set_entity_version(&topic, &check.entity_id, version).await?;
+        event.entity = Some(EntityVersion {
+            entity_id: check.entity_id,
+            version,
+        });
+        Ok(CommandOutput {
+            events: vec![event],
+            respond,
+        })
+    }
+}
+
+/// 409 `conflict` with the version the publisher should have expected.
+fn version_conflict(check: &VersionCheck, current: i64, trace_id: &TraceId) -> StoredResponse {
+    let message = format!(
+        "entity `{}` is at version {current}, not {}",
+        check.entity_id,
+        check.expected.unwrap_or_default()
+    );
+    StoredResponse {
+        status: StatusCode::CONFLICT.as_u16(),
+        body: json!({
+            "error": {
+                "code": "conflict",
+                "message": message,
+                "traceId": trace_id.as_str(),
+                "entityId": check.entity_id,
+                "currentVersion": current,
+            }
+        })
+        .to_string(),
     }
 }
 

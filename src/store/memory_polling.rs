@@ -31,6 +31,8 @@ pub struct PollingTables {
     connections: HashMap<Uuid, PresenceConnection>,
     /// Participants present per session, kept with every change.
     present_counts: HashMap<SessionId, i64>,
+    /// Current version per (topic, entity) of generic topics.
+    entity_versions: HashMap<(String, String), i64>,
 }
 
 impl PollingTables {
@@ -302,5 +304,16 @@ impl PollingTx for MemTx<'_> {
     /// The memory store belongs to one process: one node.
     async fn live_nodes(&mut self, _node: Uuid, _now: DateTime<Utc>, _before: DateTime<Utc>) -> R<usize> {
         Ok(1)
+    }
+
+    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64> {
+        let key = (topic.to_string(), entity_id.to_string());
+        Ok(self.tables.entity_versions.get(&key).copied().unwrap_or(0))
+    }
+
+    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()> {
+        let key = (topic.to_string(), entity_id.to_string());
+        self.tables.entity_versions.insert(key, version);
+        Ok(())
     }
 }

@@ -10,6 +10,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_events", include_str!("../../sql/0001_events.sql")),
     ("0002_polling", include_str!("../../sql/0002_polling.sql")),
     ("0003_nodes", include_str!("../../sql/0003_nodes.sql")),
+    (
+        "0004_entity_versions",
+        include_str!("../../sql/0004_entity_versions.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

@@ -88,4 +88,9 @@ pub trait PollingTx: Send {
     /// Records this node's heartbeat, forgets nodes silent since `before`,
     /// and returns how many nodes are alive (this one included).
     async fn live_nodes(&mut self, node_id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> R<usize>;
+
+    /// The current version of an entity on a generic topic; 0 before its
+    /// first versioned event.
+    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64>;
+    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()>;
 }

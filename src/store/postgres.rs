@@ -29,7 +29,7 @@ use super::{
     is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore,
     LogBounds, StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG,
 };
-use crate::domain::event::{EventId, EventType, StoredEvent, TraceId};
+use crate::domain::event::{EntityVersion, EventId, EventType, StoredEvent, TraceId};
 use crate::domain::topic::{Selector, Topic, TopicFilter};
 
 /// Advisory lock serializing every writer of the log, on every node
@@ -398,7 +398,11 @@ async fn insert_events<'a>(
     let mut traces = Vec::new();
     let mut payloads = Vec::new();
     let mut times = Vec::new();
+    let mut entities = Vec::new();
+    let mut versions = Vec::new();
     for e in events {
+        entities.push(e.entity.as_ref().map(|v| v.entity_id.as_str()));
+        versions.push(e.entity.as_ref().map(|v| v.version));
         ids.push(e.id);
         topics.push(e.topic.as_str());
         types.push(e.event_type.as_str());
@@ -410,11 +414,14 @@ async fn insert_events<'a>(
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO events (id, topic, type, trace_id, payload, created_at)
-         SELECT i, t, y, r, p::json, c
-           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-             AS u(i, t, y, r, p, c)",
-        &[&ids, &topics, &types, &traces, &payloads, &times],
+        "INSERT INTO events (id, topic, type, trace_id, payload, created_at, entity_id, version)
+         SELECT i, t, y, r, p::json, c, e, v
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                       $7::text[], $8::bigint[])
+             AS u(i, t, y, r, p, c, e, v)",
+        &[
+            &ids, &topics, &types, &traces, &payloads, &times, &entities, &versions,
+        ],
     )
     .await
     .map_err(classify)?;
@@ -561,6 +568,10 @@ fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
         payload: RawValue::from_string(payload)
             .map_err(|e| StoreError::Internal(format!("stored payload: {e}")))?,
         timestamp: row.get(5),
+        entity: row
+            .get::<_, Option<String>>(6)
+            .zip(row.get::<_, Option<i64>>(7))
+            .map(|(entity_id, version)| EntityVersion { entity_id, version }),
     })
 }
 
@@ -602,7 +613,7 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let condition = topic_condition(filter, 4);
         let sql = format!(
-            "SELECT id, topic, type, trace_id, payload::text, created_at FROM events
+            "SELECT id, topic, type, trace_id, payload::text, created_at, entity_id, version FROM events
               WHERE id > $1 AND id <= $2{} ORDER BY id LIMIT $3",
             condition.sql
         );

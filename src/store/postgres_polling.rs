@@ -591,4 +591,24 @@ impl PollingTx for PgTx<'_, '_> {
         let rows = self.query("SELECT count(*) FROM nodes", &[]).await?;
         Ok(rows[0].get::<_, i64>(0).max(1) as usize)
     }
+
+    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64> {
+        let rows = self
+            .query(
+                "SELECT version FROM entity_versions WHERE topic = $1 AND entity_id = $2",
+                &[&topic, &entity_id],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |row| row.get(0)))
+    }
+
+    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()> {
+        self.execute(
+            "INSERT INTO entity_versions (topic, entity_id, version) VALUES ($1, $2, $3)
+             ON CONFLICT (topic, entity_id) DO UPDATE SET version = excluded.version",
+            &[&topic, &entity_id, &version],
+        )
+        .await?;
+        Ok(())
+    }
 }

@@ -12,3 +12,4 @@ mod ops;
 mod polling;
 mod polling_helpers;
 mod streams;
+mod versions;
