@@ -14,6 +14,7 @@ mod publish;
 pub mod request;
 pub mod server;
 pub mod stream;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(metrics)
         .unify()
+        .or(web::routes())
+        .unify()
         .or(unrouted())
         .unify()
         .recover(error::recover)
@@ -98,6 +101,9 @@ fn unrouted() -> BoxedFilter<(Response,)> {
 /// The methods the routes answer on a path, by its shape; `None` when no
 /// route has that shape.
 fn allowed_methods(path: &str) -> Option<&'static str> {
+    if web::serves(path) {
+        return Some("GET");
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match segments.as_slice() {
         ["healthz"] | ["readyz"] | ["metrics"] => "GET",

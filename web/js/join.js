@@ -1,0 +1,378 @@
+// The participant view: /join?code=<slug>. Joining stores this tab's
+// participant token in sessionStorage, so each tab is its own participant
+// and a reload stays in the session. The active poll appears as the
+// presenter opens it; a vote is confirmed or refused by the HTTP answer and
+// again by the participant's own events on the stream.
+
+import { api, tabStore, normalizeCode } from './api.js';
+import { h, $, setText, show, connectionBadge, plural } from './dom.js';
+import { SessionFeed } from './feed.js';
+import { resultsPanel } from './results.js';
+
+const byTestId = (id, root = document) => $(`[data-testid="${id}"]`, root);
+const code = normalizeCode(new URLSearchParams(location.search).get('code'));
+
+const steps = {
+  code: document.getElementById('code-step'),
+  name: document.getElementById('name-step'),
+  live: document.getElementById('live'),
+  problem: document.getElementById('problem'),
+};
+const connection = byTestId('connection-status');
+const setConnection = connectionBadge(connection);
+
+function step(name) {
+  for (const [key, el] of Object.entries(steps)) el.hidden = key !== name;
+  connection.hidden = name !== 'live';
+}
+
+function problem(title, text) {
+  setText(byTestId('problem-title'), title);
+  setText(byTestId('problem-text'), text);
+  step('problem');
+}
+
+const REASONS = {
+  duplicate_vote: 'you have already voted on this poll',
+  poll_closed: 'this poll is closed',
+  poll_not_active: 'this poll is not open yet',
+  invalid_option: 'that choice is not one of this poll’s options',
+  invalid_rating: 'that rating is outside the scale',
+  invalid_text: 'an answer must be 1 to 500 characters',
+  rate_limited: 'too many votes at once; wait a moment and retry',
+};
+
+// ------------------------------------------------------- in the session --
+
+let me = null; // { token, sessionId, participantId, displayName }
+let state = null;
+let voted = new Set();
+const messages = new Map(); // pollId -> { kind, text }
+let lastClosedPollId = null;
+let current = null; // { pollId, status, el, results, message, setMessage }
+
+function setMessage(pollId, kind, text) {
+  messages.set(pollId, { kind, text });
+  if (current?.pollId === pollId) current.showMessage();
+}
+
+function accepted(pollId) {
+  if (!voted.has(pollId)) {
+    voted.add(pollId);
+    tabStore.saveVoted(me.participantId, voted);
+  }
+  setMessage(pollId, 'accepted', '✓ Your vote was counted.');
+  render();
+}
+
+function rejected(pollId, reason, message) {
+  setMessage(pollId, 'rejected', `Not counted: ${REASONS[reason] ?? message} (${reason})`);
+}
+
+async function submitVote(poll, voteData, button) {
+  button.disabled = true;
+  setMessage(poll.pollId, 'pending', 'Sending…');
+  try {
+    const confirmation = await api.vote(poll.pollId, me.token, voteData);
+    state.apply({ type: 'vote:accepted', payload: confirmation });
+    accepted(poll.pollId);
+  } catch (error) {
+    if (error.code in REASONS) rejected(poll.pollId, error.code, error.message);
+    else setMessage(poll.pollId, 'error', error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function choiceInputs(poll) {
+  const type = poll.allowMultiple ? 'checkbox' : 'radio';
+  return poll.options.map((option) =>
+    h(
+      'label',
+      { class: 'choice', testid: 'vote-option', dataset: { option: option.optionText, optionId: option.optionId } },
+      h('input', { type, name: 'choice', value: option.optionId }),
+      h('span', {}, option.optionText),
+    ),
+  );
+}
+
+function ratingInputs(poll) {
+  const count = poll.maxRating - poll.minRating + 1;
+  if (count > 11) {
+    return [
+      h('input', {
+        type: 'number',
+        name: 'rating',
+        class: 'rating-number',
+        testid: 'rating-input',
+        min: poll.minRating,
+        max: poll.maxRating,
+        required: true,
+      }),
+    ];
+  }
+  const values = Array.from({ length: count }, (_, i) => poll.minRating + i);
+  return [
+    h(
+      'div',
+      { class: 'rating-scale' },
+      values.map((v) =>
+        h(
+          'label',
+          { class: 'choice rating', testid: 'rating-option', dataset: { value: String(v) } },
+          h('input', { type: 'radio', name: 'rating', value: String(v) }),
+          h('span', {}, String(v)),
+        ),
+      ),
+    ),
+    h('p', { class: 'scale-ends muted small' }, h('span', {}, `${poll.minRating} = lowest`), h('span', {}, `${poll.maxRating} = highest`)),
+  ];
+}
+
+function textInputs() {
+  const counter = h('span', { class: 'muted small counter' }, '0 / 500');
+  const area = h('textarea', {
+    name: 'text',
+    rows: 3,
+    maxlength: 500,
+    testid: 'text-input',
+    placeholder: 'Type your answer',
+  });
+  area.addEventListener('input', () => setText(counter, `${area.value.length} / 500`));
+  return [area, counter];
+}
+
+function readVote(poll, form) {
+  if (poll.pollType === 'multiple_choice') {
+    const ids = [...form.querySelectorAll('input[name="choice"]:checked')].map((i) => i.value);
+    return ids.length ? { selectedOptionIds: ids } : null;
+  }
+  if (poll.pollType === 'rating_scale') {
+    const input = form.querySelector('input[name="rating"]:checked') ?? form.querySelector('input[type="number"]');
+    if (!input || input.value === '') return null;
+    return { ratingValue: Number(input.value) };
+  }
+  const text = form.elements.text.value.trim();
+  return text ? { textResponse: text } : null;
+}
+
+const PROMPT = {
+  multiple_choice: (p) => (p.allowMultiple ? 'Choose one or more' : 'Choose one'),
+  rating_scale: (p) => `Rate from ${p.minRating} to ${p.maxRating}`,
+  open_text: () => 'Your answer',
+};
+
+/** The card of the poll shown: the open one (with its form), or the last closed one. */
+function pollCard(poll) {
+  const open = poll.status === 'open';
+  const message = h('p', { class: 'vote-message', testid: 'vote-message', role: 'status', hidden: true });
+  const results = resultsPanel(poll);
+  const resultsBox = h(
+    'div',
+    { class: 'participant-results', testid: 'participant-results' },
+    h('p', { class: 'eyebrow' }, open ? 'Live results' : 'Final results'),
+    results.el,
+  );
+  let form = null;
+  if (open) {
+    const button = h('button', { class: 'primary', type: 'submit', testid: 'submit-vote' }, 'Send vote');
+    const inputs =
+      poll.pollType === 'multiple_choice'
+        ? choiceInputs(poll)
+        : poll.pollType === 'rating_scale'
+          ? ratingInputs(poll)
+          : textInputs(poll);
+    form = h(
+      'form',
+      { class: 'vote-form', testid: 'vote-form', novalidate: true },
+      h('fieldset', {}, h('legend', {}, PROMPT[poll.pollType](poll)), inputs),
+      button,
+    );
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const voteData = readVote(poll, form);
+      if (!voteData) {
+        setMessage(poll.pollId, 'error', poll.pollType === 'open_text' ? 'Write an answer first.' : 'Make a choice first.');
+        return;
+      }
+      submitVote(poll, voteData, button);
+    });
+  }
+  const el = h(
+    'section',
+    {
+      class: `card poll participant-poll${open ? ' is-open' : ''}`,
+      testid: open ? 'active-poll' : 'last-poll',
+      dataset: { pollId: poll.pollId, status: poll.status },
+    },
+    h(
+      'header',
+      { class: 'poll-head' },
+      h('span', { class: 'pill', dataset: { state: poll.status } }, open ? 'open · vote now' : 'closed'),
+    ),
+    h('h2', { class: 'poll-question', testid: 'poll-question-text' }, poll.question),
+    form,
+    message,
+    resultsBox,
+  );
+  return {
+    pollId: poll.pollId,
+    status: poll.status,
+    el,
+    showMessage() {
+      const m = messages.get(poll.pollId);
+      show(message, Boolean(m));
+      if (m) {
+        message.dataset.kind = m.kind;
+        setText(message, m.text);
+      }
+    },
+    update(p) {
+      // Results once you have voted, or when the poll is over.
+      show(resultsBox, voted.has(p.pollId) || p.status !== 'open');
+      results.update(p);
+    },
+  };
+}
+
+function shownPoll() {
+  return state.activePoll() ?? (lastClosedPollId ? state.polls.get(lastClosedPollId) : null) ?? null;
+}
+
+function render() {
+  if (!state) return;
+  const { session } = state;
+  document.title = `${session.title} — pollcast`;
+  setText(byTestId('session-title'), session.title);
+  const count = byTestId('participant-count');
+  setText(count, state.participantCount);
+  count.dataset.count = String(state.participantCount);
+  setText(byTestId('participant-label'), state.participantCount === 1 ? 'person here' : 'people here');
+  show(byTestId('session-ended'), session.status === 'ended');
+
+  const poll = shownPoll();
+  if (!poll || current?.pollId !== poll.pollId || current?.status !== poll.status) {
+    current?.el.remove();
+    current = poll ? pollCard(poll) : null;
+    if (current) {
+      document.getElementById('poll-slot').append(current.el);
+      current.showMessage();
+    }
+  }
+  current?.update(poll);
+  show(byTestId('waiting'), session.status !== 'ended' && !state.activePoll());
+  setText(
+    byTestId('waiting-text'),
+    session.status === 'draft' ? 'The session has not started yet. Polls appear here by themselves.' : 'Waiting for the presenter to open a poll…',
+  );
+}
+
+function onEvent(event) {
+  const p = event.payload ?? {};
+  const own = event.topic?.startsWith('participant:');
+  if (event.type === 'poll:closed') lastClosedPollId = p.pollId;
+  if (own && event.type === 'vote:accepted') return accepted(p.pollId);
+  if (own && event.type === 'vote:rejected') rejected(p.pollId, p.reason, p.message);
+  if (own && event.type === 'error:general') setMessage(current?.pollId, 'error', p.message);
+  render();
+}
+
+function enter(participant) {
+  me = participant;
+  voted = tabStore.votedPolls(me.participantId);
+  setText(byTestId('me'), me.displayName || 'anonymous');
+  step('live');
+  new SessionFeed({
+    key: me.sessionId,
+    token: me.token,
+    onStatus: setConnection,
+    onSnapshot(fresh) {
+      state = fresh;
+      const closed = state.orderedPolls().filter((poll) => poll.status === 'closed');
+      lastClosedPollId = closed.length ? closed[closed.length - 1].pollId : null;
+      current?.el.remove();
+      current = null;
+      render();
+    },
+    onEvent,
+    onFatal(error) {
+      if (error.status === 401 || error.status === 403) {
+        sessionStorage.removeItem(`pollcast:participant:${code}`);
+        problem('Your pass has expired', 'Open the join link again to rejoin the session.');
+      } else {
+        problem('Session not found', 'This session no longer exists.');
+      }
+    },
+  }).start();
+}
+
+// ------------------------------------------------------------ joining ----
+
+async function showJoin() {
+  step('name');
+  const title = byTestId('join-session-title');
+  let snapshot;
+  try {
+    snapshot = await api.snapshot(code);
+  } catch (error) {
+    if (error.status === 404 || error.status === 400) {
+      return problem('No such session', `No session has the join code “${code}”. Check the code and try again.`);
+    }
+    setText(title, `code ${code}`);
+    return;
+  }
+  setText(title, snapshot.title);
+  if (snapshot.status === 'ended') {
+    problem('This session has ended', `“${snapshot.title}” is over; it takes no more participants.`);
+  }
+}
+
+function wireJoin() {
+  const form = document.getElementById('join-form');
+  const error = byTestId('join-error');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const button = form.querySelector('button');
+    button.disabled = true;
+    try {
+      const displayName = form.elements.displayName.value.trim();
+      const joined = await api.join(code, displayName || undefined);
+      const participant = {
+        token: joined.participantToken,
+        sessionId: joined.sessionId,
+        participantId: joined.participantId,
+        displayName: joined.displayName,
+      };
+      tabStore.saveParticipant(code, participant);
+      enter(participant);
+    } catch (e) {
+      error.textContent = e.code === 'conflict' ? 'This session has ended; it takes no more participants.' : e.message;
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function wireCode() {
+  const form = document.getElementById('code-form');
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const typed = normalizeCode(form.elements.code.value);
+    if (typed) location.assign(`/join?code=${encodeURIComponent(typed)}`);
+  });
+}
+
+if (!code) {
+  wireCode();
+  step('code');
+} else {
+  const saved = tabStore.participant(code);
+  if (saved) {
+    enter(saved);
+  } else {
+    wireJoin();
+    showJoin();
+  }
+}

@@ -1,0 +1,128 @@
+// Live results of one poll, shared by both views: bars with counts and
+// percentages for choices, the distribution and average for ratings, the
+// answers for open text. Built once per poll and updated in place, so a
+// stream of results does not rebuild the page under the user's cursor.
+
+import { h, setText, plural, formatPercent, formatAverage } from './dom.js';
+
+function bar(testid) {
+  const fill = h('span', { class: 'bar-fill', testid });
+  return { track: h('span', { class: 'bar-track' }, fill), fill };
+}
+
+function choiceResults(poll) {
+  const rows = new Map();
+  const list = h('ol', { class: 'result-rows' });
+  for (const option of poll.options) {
+    const { track, fill } = bar('result-bar');
+    const count = h('span', { class: 'result-count', testid: 'result-count' });
+    const percent = h('span', { class: 'result-percent', testid: 'result-percent' });
+    const row = h(
+      'li',
+      { class: 'result-row', testid: 'result-row', dataset: { optionId: option.optionId, option: option.optionText } },
+      h('span', { class: 'result-label', testid: 'result-label' }, option.optionText),
+      track,
+      h('span', { class: 'result-figures' }, count, percent),
+    );
+    rows.set(option.optionId, { row, fill, count, percent });
+    list.append(row);
+  }
+  return {
+    el: list,
+    update(results) {
+      const byOption = new Map((results.voteBreakdown ?? []).map((b) => [b.optionId, b]));
+      const top = Math.max(0, ...[...byOption.values()].map((b) => b.voteCount));
+      for (const [optionId, parts] of rows) {
+        const b = byOption.get(optionId) ?? { voteCount: 0, percentage: 0 };
+        parts.fill.style.width = `${Math.max(0, Math.min(100, b.percentage))}%`;
+        parts.row.classList.toggle('leading', top > 0 && b.voteCount === top);
+        parts.row.dataset.count = String(b.voteCount);
+        setText(parts.count, b.voteCount);
+        setText(parts.percent, formatPercent(b.percentage));
+      }
+    },
+  };
+}
+
+function ratingResults(poll) {
+  const average = h('strong', { class: 'average-value', testid: 'result-average' });
+  const rows = new Map();
+  const list = h('ol', { class: 'result-rows rating-rows' });
+  for (let value = poll.minRating; value <= poll.maxRating; value += 1) {
+    const { track, fill } = bar('result-bar');
+    const count = h('span', { class: 'result-count', testid: 'result-count' });
+    const row = h(
+      'li',
+      { class: 'result-row', testid: 'rating-row', dataset: { value: String(value) } },
+      h('span', { class: 'result-label' }, String(value)),
+      track,
+      h('span', { class: 'result-figures' }, count),
+    );
+    rows.set(String(value), { row, fill, count });
+    list.append(row);
+  }
+  const el = h(
+    'div',
+    { class: 'rating-results' },
+    h('p', { class: 'average' }, 'Average ', average, h('span', { class: 'muted' }, ` on ${poll.minRating}–${poll.maxRating}`)),
+    list,
+  );
+  return {
+    el,
+    update(results) {
+      setText(average, formatAverage(results.averageRating));
+      const distribution = results.ratingDistribution ?? {};
+      const total = results.currentVoteCount || 0;
+      for (const [value, parts] of rows) {
+        const n = distribution[value] ?? 0;
+        parts.fill.style.width = total ? `${(100 * n) / total}%` : '0%';
+        parts.row.dataset.count = String(n);
+        setText(parts.count, n);
+      }
+    },
+  };
+}
+
+function textResults() {
+  const list = h('ul', { class: 'text-answers', testid: 'text-answers' });
+  const empty = h('p', { class: 'muted', testid: 'text-answers-empty' }, 'No answers yet.');
+  const note = h('p', { class: 'muted small' });
+  return {
+    el: h('div', { class: 'text-results' }, empty, list, note),
+    update(results) {
+      const answers = results.textResponses ?? [];
+      empty.hidden = answers.length > 0;
+      // Newest first; the stream carries at most the 50 newest.
+      const newestFirst = [...answers].reverse();
+      const items = list.children;
+      if (items.length !== newestFirst.length || newestFirst.some((a, i) => items[i].textContent !== a)) {
+        list.replaceChildren(...newestFirst.map((a) => h('li', { class: 'text-answer', testid: 'text-answer' }, a)));
+      }
+      setText(note, results.currentVoteCount > answers.length ? `Showing the ${answers.length} newest answers.` : '');
+    },
+  };
+}
+
+/** A results panel for `poll`; call `update(poll)` whenever its results change. */
+export function resultsPanel(poll) {
+  const total = h('span', { testid: 'result-total' });
+  const body =
+    poll.pollType === 'multiple_choice'
+      ? choiceResults(poll)
+      : poll.pollType === 'rating_scale'
+        ? ratingResults(poll)
+        : textResults(poll);
+  const totalLine = h('p', { class: 'result-total muted' }, total);
+  const el = h('div', { class: 'results', testid: 'results', dataset: { pollId: poll.pollId } }, body.el, totalLine);
+  const panel = {
+    el,
+    update(current) {
+      const results = current.results;
+      total.dataset.count = String(results.currentVoteCount);
+      setText(total, plural(results.currentVoteCount, 'vote'));
+      body.update(results);
+    },
+  };
+  panel.update(poll);
+  return panel;
+}
