@@ -280,7 +280,7 @@ function onEvent(event) {
 function enter(participant) {
   me = participant;
   voted = tabStore.votedPolls(me.participantId);
-  setText(byTestId('me'), me.displayName || 'anonymous');
+  setText(byTestId('me'), me.displayName || 'here without a name');
   step('live');
   new SessionFeed({
     key: me.sessionId,
