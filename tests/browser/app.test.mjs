@@ -1,0 +1,398 @@
+// End-to-end test of the web app served by pollcast at `/`: a presenter
+// page and several participant pages in one Chromium (sessionStorage keeps
+// each tab a distinct participant), every result read from the screen.
+//
+//   cargo build --release --bin pollcast   # from the repository root
+//   cd tests/browser && node --test app.test.mjs
+//
+// Needs Postgres (POLLCAST_TEST_PG, default postgres://postgres@127.0.0.1:5432/postgres)
+// and Chromium (CHROMIUM, default /usr/bin/chromium). Writes
+// docs/screenshot-presenter.png and docs/screenshot-participant.png.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { Pollcast, repoRoot } from './lib/server.mjs';
+import { launchChromium } from './lib/browser.mjs';
+
+/** How long anything may take to show up on screen (2 slow cores). */
+const SHOW = 20_000;
+const TEST_TIMEOUT = 240_000;
+
+let browser;
+
+before(async () => {
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+// ----------------------------------------------------------------- helpers --
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Retries `check` (which throws while not yet true) until it passes or `timeout` ends. */
+async function eventually(check, timeout = SHOW) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(150);
+    }
+  }
+}
+
+async function seeText(locator, expected, timeout = SHOW) {
+  await eventually(async () => {
+    assert.ok(await locator.isVisible(), `${locator} is not visible`);
+    const text = (await locator.textContent()).trim();
+    if (expected instanceof RegExp) assert.match(text, expected);
+    else assert.equal(text, expected);
+  }, timeout);
+}
+
+/** A page that reports its script errors, so a broken app fails loudly. */
+async function openPage(label) {
+  const page = await browser.context.newPage();
+  page.errors = [];
+  page.on('pageerror', (error) => page.errors.push(`${label}: ${error.message}`));
+  return page;
+}
+
+function assertNoScriptErrors(pages) {
+  assert.deepEqual(pages.flatMap((p) => p.errors), []);
+}
+
+async function createSession(presenter, url, title) {
+  await presenter.goto(`${url}/`);
+  await presenter.getByTestId('session-title-input').fill(title);
+  await presenter.getByTestId('create-session').click();
+  await presenter.waitForURL(/\/present\?session=[0-9a-f-]{36}$/, { timeout: SHOW });
+  await seeText(presenter.getByTestId('connection-status'), 'live');
+  await seeText(presenter.getByTestId('session-title'), title);
+  const code = (await presenter.getByTestId('join-code').textContent()).trim();
+  const link = await presenter.getByTestId('join-link').getAttribute('href');
+  assert.match(code, /^[a-hjkmnp-z2-9]{6}$/);
+  assert.equal(link, `${url}/join?code=${code}`);
+  return { code, link };
+}
+
+async function join(page, link, name) {
+  await page.goto(link);
+  await page.getByTestId('display-name-input').fill(name);
+  await page.getByTestId('join-button').click();
+  await seeText(page.getByTestId('me'), name);
+  await seeText(page.getByTestId('connection-status'), 'live');
+}
+
+async function addPoll(presenter, { question, pollType, options, allowMultiple, minRating, maxRating }) {
+  await presenter.getByTestId('poll-type').selectOption(pollType);
+  await presenter.getByTestId('poll-question').fill(question);
+  if (options) await presenter.getByTestId('poll-options').fill(options.join('\n'));
+  if (allowMultiple) await presenter.getByTestId('poll-allow-multiple').check();
+  if (minRating !== undefined) await presenter.getByTestId('poll-min-rating').fill(String(minRating));
+  if (maxRating !== undefined) await presenter.getByTestId('poll-max-rating').fill(String(maxRating));
+  await presenter.getByTestId('add-poll').click();
+  await pollCard(presenter, question).waitFor({ timeout: SHOW });
+}
+
+/** The presenter's card of the poll asking `question`. */
+function pollCard(presenter, question) {
+  return presenter
+    .getByTestId('poll')
+    .filter({ has: presenter.getByTestId('poll-question-text').getByText(question, { exact: true }) });
+}
+
+/** What the bars of a results panel show: {option or rating value: count}. */
+async function shownCounts(results) {
+  return results.evaluate((root) => {
+    const counts = {};
+    for (const row of root.querySelectorAll('[data-testid="result-row"], [data-testid="rating-row"]')) {
+      const key = row.dataset.option ?? row.dataset.value;
+      counts[key] = Number(row.querySelector('[data-testid="result-count"]').textContent);
+    }
+    return counts;
+  });
+}
+
+async function seeCounts(results, expected) {
+  await eventually(async () => {
+    assert.ok(await results.isVisible(), 'results are not visible');
+    assert.deepEqual(await shownCounts(results), expected);
+  });
+}
+
+async function seeAnswers(results, expected) {
+  await eventually(async () => {
+    const answers = await results.getByTestId('text-answer').allTextContents();
+    assert.deepEqual([...answers].sort(), [...expected].sort());
+  });
+}
+
+/** A participant answers the open poll `question` from the screen. */
+async function vote(page, question, choice) {
+  const poll = page.getByTestId('active-poll');
+  await seeText(poll.getByTestId('poll-question-text'), question);
+  if (choice.option) await poll.getByTestId('vote-option').filter({ hasText: choice.option }).click();
+  if (choice.rating !== undefined) await poll.locator(`[data-testid="rating-option"][data-value="${choice.rating}"]`).click();
+  if (choice.text) await poll.getByTestId('text-input').fill(choice.text);
+  await poll.getByTestId('submit-vote').click();
+}
+
+async function seeVoteMessage(page, kind, text) {
+  const message = page.getByTestId('active-poll').getByTestId('vote-message');
+  await seeText(message, text);
+  assert.equal(await message.getAttribute('data-kind'), kind);
+}
+
+// ------------------------------------------------------------------ tests --
+
+test('a presenter and four participants run a session with all three poll types', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast().start();
+  const pages = [];
+  try {
+    const presenter = await openPage('presenter');
+    pages.push(presenter);
+    const { link } = await createSession(presenter, server.url, 'All hands: Q4');
+    await seeText(presenter.getByTestId('session-status'), 'not started');
+
+    const names = ['Ada', 'Grace', 'Linus', 'Barbara'];
+    const people = [];
+    for (const name of names) {
+      const page = await openPage(name);
+      pages.push(page);
+      people.push(page);
+    }
+    await Promise.all(people.map((page, i) => join(page, link, names[i])));
+    const [ada, grace, linus, barbara] = people;
+
+    await seeText(presenter.getByTestId('participant-count'), '4');
+    await seeText(grace.getByTestId('participant-count'), '4');
+    await seeText(ada.getByTestId('waiting'), /not started yet/);
+
+    await presenter.getByTestId('start-session').click();
+    await seeText(presenter.getByTestId('session-status'), 'live session');
+    await addPoll(presenter, { question: 'Where should the offsite be?', pollType: 'multiple_choice', options: ['Lisbon', 'Berlin', 'Kyoto'] });
+    await addPoll(presenter, { question: 'How was the quarter?', pollType: 'rating_scale', minRating: 1, maxRating: 5 });
+    await addPoll(presenter, { question: 'One word for next year?', pollType: 'open_text' });
+    assert.equal(await presenter.getByTestId('poll').count(), 3);
+    await seeText(ada.getByTestId('waiting'), /Waiting for the presenter/);
+
+    // Multiple choice: everyone votes at once.
+    const offsite = pollCard(presenter, 'Where should the offsite be?');
+    await offsite.getByTestId('activate-poll').click();
+    await seeText(offsite.getByTestId('poll-status'), 'open · voting');
+    const choices = ['Lisbon', 'Lisbon', 'Kyoto', 'Berlin'];
+    await Promise.all(people.map((page, i) => vote(page, 'Where should the offsite be?', { option: choices[i] })));
+    await Promise.all(people.map((page) => seeVoteMessage(page, 'accepted', '✓ Your vote was counted.')));
+
+    const expected = { Lisbon: 2, Berlin: 1, Kyoto: 1 };
+    await seeCounts(offsite.getByTestId('results'), expected);
+    await seeText(offsite.getByTestId('result-total'), '4 votes');
+    assert.deepEqual(
+      await offsite.getByTestId('result-percent').allTextContents(),
+      ['50%', '25%', '25%'],
+    );
+    for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
+    await grace.screenshot({ path: path.join(repoRoot, 'docs/screenshot-participant.png') });
+
+    // A second vote by the same participant is refused, and says why.
+    await vote(ada, 'Where should the offsite be?', { option: 'Berlin' });
+    await seeVoteMessage(ada, 'rejected', /already voted.*\(duplicate_vote\)/);
+    await sleep(500);
+    await seeCounts(offsite.getByTestId('results'), expected);
+
+    // Rating: opening it closes the previous poll.
+    const quarter = pollCard(presenter, 'How was the quarter?');
+    await quarter.getByTestId('activate-poll').click();
+    await seeText(offsite.getByTestId('poll-status'), 'closed');
+    const ratings = [5, 4, 4, 3];
+    await Promise.all(people.map((page, i) => vote(page, 'How was the quarter?', { rating: ratings[i] })));
+    await Promise.all(people.map((page) => seeVoteMessage(page, 'accepted', '✓ Your vote was counted.')));
+    await seeText(quarter.getByTestId('result-average'), '4.00');
+    await seeCounts(quarter.getByTestId('results'), { 1: 0, 2: 0, 3: 1, 4: 2, 5: 1 });
+    await seeText(quarter.getByTestId('result-total'), '4 votes');
+    await seeText(linus.getByTestId('active-poll').getByTestId('result-average'), '4.00');
+
+    // Open text: the answers appear on every screen, without who wrote them.
+    const word = pollCard(presenter, 'One word for next year?');
+    await word.getByTestId('activate-poll').click();
+    const words = ['Focus', 'Ship it', 'Calm', 'Ownership'];
+    await Promise.all(people.map((page, i) => vote(page, 'One word for next year?', { text: words[i] })));
+    await Promise.all(people.map((page) => seeVoteMessage(page, 'accepted', '✓ Your vote was counted.')));
+    await seeAnswers(word.getByTestId('results'), words);
+    await seeText(word.getByTestId('result-total'), '4 votes');
+    await seeAnswers(barbara.getByTestId('active-poll').getByTestId('results'), words);
+    for (const name of names) {
+      assert.equal(await presenter.getByTestId('poll-list').getByText(name).count(), 0, `${name} is shown`);
+    }
+
+    await presenter.evaluate(() => window.scrollTo(0, 0));
+    await presenter.screenshot({ path: path.join(repoRoot, 'docs/screenshot-presenter.png'), fullPage: true });
+
+    // Ending the session (the button asks for a second click) closes the open poll.
+    await presenter.getByTestId('end-session').click();
+    await presenter.getByTestId('end-session').click();
+    await seeText(presenter.getByTestId('session-status'), 'ended');
+    await seeText(word.getByTestId('poll-status'), 'closed');
+    for (const page of people) {
+      await page.getByTestId('session-ended').waitFor({ timeout: SHOW });
+      await seeAnswers(page.getByTestId('last-poll').getByTestId('results'), words);
+    }
+    assertNoScriptErrors(pages);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
+    await server.stop();
+  }
+});
+
+test('every page rides out a server restart and catches up without a reload', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast().start();
+  const pages = [];
+  try {
+    const presenter = await openPage('presenter');
+    pages.push(presenter);
+    const { link } = await createSession(presenter, server.url, 'Restart drill');
+    const names = ['Ann', 'Bob', 'Cem'];
+    const people = [];
+    for (const name of names) {
+      const page = await openPage(name);
+      pages.push(page);
+      people.push(page);
+    }
+    await Promise.all(people.map((page, i) => join(page, link, names[i])));
+    await seeText(presenter.getByTestId('participant-count'), '3');
+    await presenter.getByTestId('start-session').click();
+    await seeText(presenter.getByTestId('session-status'), 'live session');
+
+    await addPoll(presenter, { question: 'Coffee or tea?', pollType: 'multiple_choice', options: ['Coffee', 'Tea'] });
+    const coffee = pollCard(presenter, 'Coffee or tea?');
+    await coffee.getByTestId('activate-poll').click();
+    await Promise.all(people.map((page) => vote(page, 'Coffee or tea?', { option: 'Coffee' })));
+    await seeCounts(coffee.getByTestId('results'), { Coffee: 3, Tea: 0 });
+    await addPoll(presenter, { question: 'Which snacks? (pick any)', pollType: 'multiple_choice', options: ['Fruit', 'Cookies', 'Nuts'], allowMultiple: true });
+
+    // A marker in each page's window: a reload would wipe it.
+    for (const page of pages) await page.evaluate(() => { window.__noReload = 'still here'; });
+
+    // The restart (what server.restart() does, with a look at the screens in
+    // between): SIGKILL, so no client is told anything, then the same port
+    // and database. Every page shows it is reconnecting while the server is
+    // down, then goes live again by itself.
+    await server.kill();
+    for (const page of pages) await seeText(page.getByTestId('connection-status'), 'reconnecting…');
+    await sleep(2500); // long enough for the browser's own retries to fail
+    for (const page of pages) await seeText(page.getByTestId('connection-status'), 'reconnecting…');
+    await server.start();
+    for (const page of pages) await seeText(page.getByTestId('connection-status'), 'live', 30_000);
+
+    // Right after the restart: a poll opened and votes cast reach every page.
+    const snacks = pollCard(presenter, 'Which snacks? (pick any)');
+    await snacks.getByTestId('activate-poll').click();
+    await seeText(coffee.getByTestId('poll-status'), 'closed');
+    const picks = [['Fruit', 'Nuts'], ['Cookies'], ['Fruit']];
+    await Promise.all(
+      people.map(async (page, i) => {
+        const poll = page.getByTestId('active-poll');
+        await seeText(poll.getByTestId('poll-question-text'), 'Which snacks? (pick any)');
+        for (const option of picks[i]) await poll.getByTestId('vote-option').filter({ hasText: option }).click();
+        await poll.getByTestId('submit-vote').click();
+        await seeVoteMessage(page, 'accepted', '✓ Your vote was counted.');
+      }),
+    );
+    const expected = { Fruit: 2, Cookies: 1, Nuts: 1 };
+    await seeCounts(snacks.getByTestId('results'), expected);
+    await seeText(snacks.getByTestId('result-total'), '3 votes');
+    for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
+    // What happened before the restart is still on screen.
+    await seeCounts(coffee.getByTestId('results'), { Coffee: 3, Tea: 0 });
+    await seeText(presenter.getByTestId('participant-count'), '3', 30_000);
+
+    for (const page of pages) {
+      assert.equal(await page.evaluate(() => window.__noReload), 'still here', 'the page reloaded');
+    }
+    assertNoScriptErrors(pages);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
+    await server.stop();
+  }
+});
+
+test('a refused stream is reopened after a backoff, and connection:reset resyncs from a snapshot', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast().start();
+  const pages = [];
+  const sessionStream = /\/v1\/sessions\/[0-9a-f-]{36}\/events\?/;
+  try {
+    const presenter = await openPage('presenter');
+    const dee = await openPage('Dee');
+    pages.push(presenter, dee);
+    const { link } = await createSession(presenter, server.url, 'Rough network');
+    await join(dee, link, 'Dee');
+    await presenter.getByTestId('start-session').click();
+    await addPoll(presenter, { question: 'Tabs or spaces?', pollType: 'multiple_choice', options: ['Tabs', 'Spaces'] });
+    await addPoll(presenter, { question: 'Rate the coffee', pollType: 'rating_scale', minRating: 1, maxRating: 20 });
+    await dee.evaluate(() => { window.__noReload = 'still here'; });
+
+    // Every stream request of Dee's page is answered 503, as a proxy would
+    // while its backend is away: EventSource ends CLOSED and does not retry
+    // by itself; the page must open a new one.
+    await dee.route(sessionStream, (route) =>
+      route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":{"code":"unavailable","message":"upstream is away","traceId":"00000000000000000000000000000001"}}' }),
+    );
+    await server.kill();
+    await seeText(dee.getByTestId('connection-status'), 'reconnecting…');
+    await server.start();
+    await seeText(presenter.getByTestId('connection-status'), 'live', 30_000);
+    await pollCard(presenter, 'Tabs or spaces?').getByTestId('activate-poll').click();
+    await sleep(3000);
+    await seeText(dee.getByTestId('connection-status'), 'reconnecting…');
+    assert.equal(await dee.getByTestId('active-poll').count(), 0);
+
+    await dee.unroute(sessionStream);
+    await seeText(dee.getByTestId('connection-status'), 'live', 30_000);
+    await vote(dee, 'Tabs or spaces?', { option: 'Spaces' });
+    await seeVoteMessage(dee, 'accepted', '✓ Your vote was counted.');
+    await seeCounts(pollCard(presenter, 'Tabs or spaces?').getByTestId('results'), { Tabs: 0, Spaces: 1 });
+
+    // The next stream answers connection:reset, as for a Last-Event-ID past
+    // retention: the page takes a new snapshot and streams from its id.
+    let snapshots = 0;
+    dee.on('request', (request) => {
+      if (/\/v1\/sessions\/[0-9a-f-]{36}$/.test(request.url())) snapshots += 1;
+    });
+    const reset = {
+      type: 'connection:reset',
+      timestamp: new Date().toISOString(),
+      payload: { reason: 'expired', lastEventId: '1', snapshotUrl: '/v1/sessions/x' },
+    };
+    await dee.route(sessionStream, (route) =>
+      route.fulfill({
+        status: 200,
+        headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' },
+        body: `retry: 2000\nevent: connection:reset\ndata: ${JSON.stringify(reset)}\n\n`,
+      }), { times: 1 });
+    await server.kill();
+    await seeText(dee.getByTestId('connection-status'), 'reconnecting…');
+    await server.start();
+    await seeText(presenter.getByTestId('connection-status'), 'live', 30_000);
+    await pollCard(presenter, 'Rate the coffee').getByTestId('activate-poll').click();
+    await eventually(() => assert.ok(snapshots >= 1, 'no new snapshot was fetched'), 30_000);
+    await seeText(dee.getByTestId('connection-status'), 'live', 30_000);
+    // A 1–20 scale is typed rather than picked.
+    const poll = dee.getByTestId('active-poll');
+    await seeText(poll.getByTestId('poll-question-text'), 'Rate the coffee');
+    await poll.getByTestId('rating-input').fill('7');
+    await poll.getByTestId('submit-vote').click();
+    await seeVoteMessage(dee, 'accepted', '✓ Your vote was counted.');
+    await seeText(pollCard(presenter, 'Rate the coffee').getByTestId('result-average'), '7.00');
+
+    assert.equal(await dee.evaluate(() => window.__noReload), 'still here', 'the page reloaded');
+    assertNoScriptErrors(pages);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
+    await server.stop();
+  }
+});
