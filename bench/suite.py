@@ -101,7 +101,7 @@ class Server:
     def start(self):
         env = dict(os.environ, POLLCAST_TOKEN_SECRET=SECRET, RUST_LOG="warn")
         cmd = [str(BIN / "pollcast"), "--listen", f"127.0.0.1:{self.port}", "--vote-rate", "1000000",
-               "--subscriber-buffer", "4096"]
+               "--publish-rate", "1000000", "--streams-per-token", "1000000", "--subscriber-buffer", "4096"]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         cmd += self.extra

@@ -224,6 +224,8 @@ config += [
     operation("publishEvent", generic_token),
     operation("listEvents", generic_token, fixed={"query.wait": "0"}),
     operation("streamEvents", generic_token, stream=True),
+    operation("joinTopic", generic_token),
+    operation("leaveTopic", generic_token),
     operation("streamSession", participant_token, stream=True, path__sessionId="session_a"),
     operation("getSession", path__sessionIdOrSlug="session_keys"),
     operation("joinSession", path__sessionIdOrSlug="session_keys"),

@@ -95,6 +95,21 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_VOTE_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub vote_rate: u32,
 
+    /// Publishes per second one token (its `sub`, or the token itself) may
+    /// make on generic topics, shared out among the live nodes.
+    #[arg(long, env = "POLLCAST_PUBLISH_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub publish_rate: u32,
+
+    /// Streams one token (its `sub`, or the token itself) may hold open on a
+    /// node at once.
+    #[arg(long, env = "POLLCAST_STREAMS_PER_TOKEN", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_token: u32,
+
+    /// How often each node sends `system:status` on the topic `system`
+    /// (and checks its database for `system:alert`).
+    #[arg(long, env = "POLLCAST_STATUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub status_interval: Duration,
+
     /// How often a node looks for events committed by other nodes even when
     /// no notification arrived.
     #[arg(long, env = "POLLCAST_TAIL_POLL", default_value = "1s", value_parser = parse_duration)]

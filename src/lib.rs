@@ -28,13 +28,17 @@
 //! frames it once → every matching `http::stream` writes the shared bytes.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod polling;
+pub mod rooms;
+pub mod status;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -47,10 +51,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use auth::TokenKeys;
+use cluster::Cluster;
 use config::ServeConfig;
 use fanout::hub::{Hub, HubConfig};
 use http::{AppState, StreamSettings};
+use limits::{ClusterRateLimit, Limits, StreamQuota};
 use polling::{Polling, PollingSettings};
+use rooms::Rooms;
 use store::memory::MemoryStore;
 use store::postgres::PostgresStore;
 use store::{EventStore, StoreError};
@@ -98,10 +105,27 @@ impl Server {
             },
             shutdown.clone(),
         );
+        let node_id = polling.settings().node_id;
+        let rooms = Rooms::new(
+            Arc::clone(&hub),
+            store.commit_hints(),
+            http::stream::MAX_SELECTORS,
+        );
+        let cluster = Cluster::start(node_id, Arc::clone(&store), Arc::clone(&rooms), shutdown.clone());
+        let limits = Arc::new(Limits {
+            publish: ClusterRateLimit::new(
+                NonZeroU32::new(config.publish_rate).unwrap_or(NonZeroU32::MIN),
+                polling.live_nodes(),
+            ),
+            streams: StreamQuota::new(config.streams_per_token as usize),
+        });
         let state = AppState {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
             polling,
+            rooms,
+            cluster,
+            limits,
             keys,
             streams: StreamSettings {
                 heartbeat: config.heartbeat,
@@ -126,6 +150,15 @@ impl Server {
             closing.cancelled().await;
             hub_to_close.close();
         });
+        tasks.spawn(
+            status::Reporter {
+                node_id,
+                hub: Arc::clone(&state.hub),
+                store: Arc::clone(&store),
+                interval: config.status_interval,
+            }
+            .run(shutdown.clone()),
+        );
         tasks.spawn(run_retention(
             Arc::clone(&store),
             config.retention,

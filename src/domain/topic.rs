@@ -87,7 +87,7 @@ impl Topic {
     /// Topics whose first segment belongs to the live polling domain: only
     /// the domain itself writes them, never a generic publisher.
     pub fn is_reserved(&self) -> bool {
-        matches!(self.kind(), "session" | "participant")
+        matches!(self.kind(), "session" | "participant" | "system")
     }
 }
 

@@ -20,7 +20,23 @@ pub struct Frame {
     pub bytes: Bytes,
 }
 
+/// The id of frames that are not stored: they never move a stream's cursor.
+pub const TRANSIENT: EventId = 0;
+
 impl Frame {
+    /// A frame without an id (`system:*`), for the subscribers of `topic`.
+    pub fn transient(topic: Topic, bytes: Bytes) -> Self {
+        Frame {
+            id: TRANSIENT,
+            topic,
+            bytes,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.id == TRANSIENT
+    }
+
     pub fn from_event(event: &StoredEvent) -> Self {
         let mut text = BytesMut::with_capacity(event.payload.get().len() + 256);
         write_event(&mut text, event);
@@ -48,7 +64,7 @@ pub fn write_event(out: &mut BytesMut, event: &StoredEvent) {
 
 /// A frame that is not stored (`connection:*`, `system:*`): no `id:` line,
 /// so it never moves the client's Last-Event-ID.
-pub fn transient(event_type: &'static str, payload: Value) -> Bytes {
+pub fn transient(event_type: &str, payload: Value) -> Bytes {
     #[derive(Serialize)]
     struct Transient<'a> {
         #[serde(rename = "type")]

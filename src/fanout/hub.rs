@@ -8,6 +8,7 @@
 //! forward from the store (`Attach::Behind`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -40,6 +41,8 @@ impl Default for HubConfig {
 pub struct Hub {
     state: Mutex<State>,
     config: HubConfig,
+    /// Subscribers dropped for being too slow, since start: load shed.
+    slow_dropped: AtomicU64,
 }
 
 struct State {
@@ -91,6 +94,13 @@ pub struct Subscription {
     pub frames: mpsc::Receiver<Arc<Frame>>,
 }
 
+impl Subscription {
+    /// The hub's handle on this subscriber, for [`Hub::refilter`].
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.lock().remove(self.key);
@@ -100,7 +110,25 @@ impl Drop for Subscription {
 impl State {
     fn remove(&mut self, key: u64) -> Option<Subscriber> {
         let subscriber = self.subscribers.remove(&key)?;
-        match subscriber.filter.exact_topics() {
+        self.unindex(key, &subscriber.filter);
+        Some(subscriber)
+    }
+
+    fn index(&mut self, key: u64, filter: &TopicFilter) {
+        match filter.exact_topics() {
+            Some(topics) => {
+                for topic in topics {
+                    self.by_topic.entry(Arc::from(topic)).or_default().insert(key);
+                }
+            }
+            None => {
+                self.wildcard.insert(key);
+            }
+        }
+    }
+
+    fn unindex(&mut self, key: u64, filter: &TopicFilter) {
+        match filter.exact_topics() {
             Some(topics) => {
                 for topic in topics {
                     if let Some(keys) = self.by_topic.get_mut(topic) {
@@ -115,7 +143,27 @@ impl State {
                 self.wildcard.remove(&key);
             }
         }
-        Some(subscriber)
+    }
+
+    /// Queues `frame` for one subscriber; a full or closed queue ends it
+    /// as a delivery would.
+    fn send_to(&mut self, key: u64, frame: Arc<Frame>) -> bool {
+        let Some(subscriber) = self.subscribers.get(&key) else {
+            return false;
+        };
+        match subscriber.queue.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if let Some(token) = self.remove(key).and_then(|s| s.on_slow) {
+                    token.cancel();
+                }
+                false
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.remove(key);
+                false
+            }
+        }
     }
 }
 
@@ -134,6 +182,7 @@ impl Hub {
                 closed: false,
             }),
             config,
+            slow_dropped: AtomicU64::new(0),
         })
     }
 
@@ -146,6 +195,11 @@ impl Hub {
     /// The highest id this node has published.
     pub fn high(&self) -> EventId {
         self.lock().high
+    }
+
+    /// How many subscribers were dropped for falling behind, since start.
+    pub fn slow_dropped(&self) -> u64 {
+        self.slow_dropped.load(Ordering::Relaxed)
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -195,16 +249,7 @@ impl Hub {
         }
         let key = state.next_key;
         state.next_key += 1;
-        match filter.exact_topics() {
-            Some(topics) => {
-                for topic in topics {
-                    state.by_topic.entry(Arc::from(topic)).or_default().insert(key);
-                }
-            }
-            None => {
-                state.wildcard.insert(key);
-            }
-        }
+        state.index(key, &filter);
         state.subscribers.insert(
             key,
             Subscriber {
@@ -221,6 +266,48 @@ impl Hub {
                 frames,
             },
         }
+    }
+
+    /// Replaces a live subscriber's filter (a room joined or left) and
+    /// queues `notice` to it, both under the lock: every event published
+    /// after the notice is matched against the new filter, none before it.
+    /// `false` when the subscriber is gone.
+    pub fn refilter(&self, key: u64, filter: TopicFilter, notice: Frame) -> bool {
+        let mut state = self.lock();
+        let Some(old) = state.subscribers.get(&key).map(|s| s.filter.clone()) else {
+            return false;
+        };
+        state.unindex(key, &old);
+        state.index(key, &filter);
+        if let Some(subscriber) = state.subscribers.get_mut(&key) {
+            subscriber.filter = filter;
+        }
+        state.send_to(key, Arc::new(notice))
+    }
+
+    /// Sends a frame that is not stored (`system:status`) to every live
+    /// subscriber whose filter matches its topic; not kept in the ring.
+    pub fn broadcast_transient(&self, frame: Frame) -> usize {
+        let frame = Arc::new(frame);
+        let mut state = self.lock();
+        let topic = frame.topic.as_str();
+        let keys: Vec<u64> = state
+            .by_topic
+            .get(topic)
+            .into_iter()
+            .flatten()
+            .chain(state.wildcard.iter())
+            .copied()
+            .filter(|key| {
+                state
+                    .subscribers
+                    .get(key)
+                    .is_some_and(|s| s.filter.matches(topic))
+            })
+            .collect();
+        keys.into_iter()
+            .filter(|key| state.send_to(*key, Arc::clone(&frame)))
+            .count()
     }
 
     /// Publishes committed events, in id order, to the ring and to every
@@ -280,6 +367,7 @@ impl Hub {
             for key in full.drain(..) {
                 if let Some(subscriber) = state.remove(key) {
                     tracing::info!("dropping a subscriber whose buffer is full");
+                    self.slow_dropped.fetch_add(1, Ordering::Relaxed);
                     ::metrics::counter!(metrics::SLOW_CONSUMERS_DROPPED).increment(1);
                     if let Some(token) = subscriber.on_slow {
                         token.cancel();

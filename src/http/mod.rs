@@ -12,6 +12,7 @@ mod ops;
 mod polling;
 mod publish;
 pub mod request;
+pub mod rooms;
 pub mod server;
 pub mod stream;
 mod web;
@@ -47,6 +48,11 @@ pub struct AppState {
     /// Cancelled on SIGTERM/SIGINT: every open stream ends.
     pub shutdown: CancellationToken,
     pub polling: crate::polling::Polling,
+    /// This node's open streams, joinable by connection id.
+    pub rooms: Arc<crate::rooms::Rooms>,
+    /// Room changes for streams held by other nodes.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 fn with_state(
@@ -109,6 +115,8 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         ["healthz"] | ["readyz"] | ["metrics"] => "GET",
         ["v1", "events"] | ["v1", "events", "history"] => "GET",
         ["v1", "topics", _, "events"] => "POST",
+        ["v1", "connections", _, "topics"] => "POST",
+        ["v1", "connections", _, "topics", _] => "DELETE",
         ["v1", "sessions"] => "POST",
         ["v1", "sessions", _] | ["v1", "sessions", _, "events"] => "GET",
         ["v1", "sessions", _, "start" | "end" | "polls" | "participants"] => "POST",
@@ -138,7 +146,27 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
         .then(history::handle);
-    publish.or(stream).unify().or(history).unify().boxed()
+    let join = warp::path!("v1" / "connections" / String / "topics")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(limited_body())
+        .then(|connection, state, ctx, body| rooms::join(state, connection, ctx, body));
+    let leave = warp::path!("v1" / "connections" / String / "topics" / String)
+        .and(warp::delete())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .then(|connection, topic, state, ctx| rooms::leave(state, connection, topic, ctx));
+    publish
+        .or(stream)
+        .unify()
+        .or(history)
+        .unify()
+        .or(join)
+        .unify()
+        .or(leave)
+        .unify()
+        .boxed()
 }
 
 /// Sessions, polls, participants and votes (CONTRACT §2).

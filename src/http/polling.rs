@@ -309,13 +309,7 @@ fn vote_request(
         Role::Presenter { .. } => return Err(ApiError::forbidden("only participants vote")),
     };
     if let Err(wait) = state.polling.take_vote_budget(participant_id) {
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many votes; slow down",
-        );
-        error.retry_after_secs = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-        return Err(error);
+        return Err(ApiError::rate_limited("too many votes; slow down", wait));
     }
     ctx.require_json()?;
     let input: VoteIn = ctx.json(body)?;

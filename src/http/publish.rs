@@ -93,11 +93,22 @@ async fn publish(
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let caller = ctx.caller(&state.keys, false)?;
+    if let Err(wait) = state.limits.publish.check(&caller.identity) {
+        return Err(ApiError::rate_limited(
+            "too many publishes from this token; slow down",
+            wait,
+        ));
+    }
     let topic_name = percent_encoding::percent_decode_str(raw_topic).decode_utf8_lossy();
     let topic = Topic::parse(&topic_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if topic.is_reserved() {
+        let writer = if topic.kind() == "system" {
+            "the server itself"
+        } else {
+            "the live polling API"
+        };
         return Err(ApiError::forbidden(format!(
-            "`{}:*` topics are written only by the live polling API",
+            "`{}:*` topics are written only by {writer}",
             topic.kind()
         )));
     }

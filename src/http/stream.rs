@@ -29,8 +29,10 @@ use crate::domain::polling::events::participant_topic;
 use crate::domain::topic::{is_private, Selector, TopicFilter};
 use crate::fanout::frame::{self, Frame, PING};
 use crate::fanout::hub::{Attach, Hub, Subscription};
+use crate::limits::StreamPermit;
 use crate::metrics;
 use crate::polling::presence::PresenceGuard;
+use crate::rooms::{system_topic, Room, StreamOwner};
 use crate::store::EventStore;
 
 /// Most selectors one stream or history request may ask for.
@@ -88,6 +90,19 @@ pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selecto
     Ok((selectors, filter))
 }
 
+/// A token's personal topic `user:<sub>`, which every stream of that token
+/// follows (CONTRACT §4), so a backend can reach the user on all of them.
+/// `None` without a `sub`, or when the `sub` is not a valid topic segment.
+pub fn personal_topic(caller: &Caller) -> Option<Selector> {
+    let sub = caller.subject.as_deref()?;
+    if caller.role.is_some() {
+        return None; // polling tokens have their own topics
+    }
+    Selector::parse(&format!("user:{sub}"))
+        .ok()
+        .filter(|s| s.as_exact().is_some())
+}
+
 /// Where a stream starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartPoint {
@@ -138,10 +153,45 @@ pub fn open_topics(
     on_slow: Option<CancellationToken>,
 ) -> Result<EventStream, ApiError> {
     let caller = ctx.caller(&state.keys, true)?;
-    let (selectors, filter) = read_filter(ctx, &caller)?;
+    let (mut selectors, _) = read_filter(ctx, &caller)?;
     let start = start_point(ctx)?;
     let snapshot_url = history_url(&selectors);
-    Ok(EventStream::new(state, filter, start, snapshot_url, on_slow))
+    let permit = state.limits.streams.acquire(&caller.identity).ok_or_else(|| {
+        ApiError::rate_limited(
+            format!(
+                "this token already holds {} open streams",
+                state.limits.streams.limit()
+            ),
+            Duration::from_secs(1),
+        )
+    })?;
+    let mut allowed = caller.subscribe.clone();
+    if let Some(personal) = personal_topic(&caller) {
+        if !selectors.contains(&personal) {
+            selectors.push(personal.clone());
+        }
+        allowed.push(personal);
+    }
+    let own_private = match caller.role {
+        Some(Role::Participant { participant, .. }) => {
+            Some(participant_topic(participant).as_str().to_string())
+        }
+        _ => None,
+    };
+    let mut stream = EventStream::new(state, TopicFilter::everything(), start, snapshot_url, on_slow);
+    let room = state.rooms.register(
+        StreamOwner {
+            connection_id: stream.connection_id,
+            identity: caller.identity.clone(),
+            allowed,
+            own_private,
+        },
+        selectors,
+    );
+    stream.filter = room.filter();
+    stream.room = Some(room);
+    stream.permit = Some(permit);
+    Ok(stream)
 }
 
 /// The next replay page's size: as many events as fit in
@@ -216,6 +266,10 @@ pub struct EventStream {
     on_slow: Option<CancellationToken>,
     /// A participant's presence, held as long as the stream is open.
     _presence: Option<PresenceGuard>,
+    /// The stream's registration for joining and leaving topics while open.
+    room: Option<Room>,
+    /// One of its token's open-stream permits.
+    permit: Option<StreamPermit>,
 }
 
 impl Drop for EventStream {
@@ -251,6 +305,8 @@ impl EventStream {
             shutdown: state.shutdown.clone(),
             on_slow,
             _presence: None,
+            room: None,
+            permit: None,
         }
     }
 
@@ -343,17 +399,31 @@ impl EventStream {
         ("connection:reset", payload)
     }
 
+    /// Attaches to the hub with the stream's current filter; a stream with
+    /// a room also gets the room confirmations decided while it replayed.
+    fn attach(&mut self) -> (Attach, Vec<Bytes>) {
+        let (hub, cursor, on_slow) = (Arc::clone(&self.hub), self.cursor, self.on_slow.clone());
+        match &self.room {
+            Some(room) => {
+                self.filter = room.filter();
+                room.attach(|filter| hub.attach(cursor, filter, on_slow))
+            }
+            None => (hub.attach(cursor, self.filter.clone(), on_slow), Vec::new()),
+        }
+    }
+
     async fn catch_up(&mut self) -> Option<Bytes> {
-        match self
-            .hub
-            .attach(self.cursor, self.filter.clone(), self.on_slow.clone())
-        {
+        let (attached, notices) = self.attach();
+        match attached {
             Attach::Live {
                 backlog,
                 subscription,
             } => {
                 self.phase = Phase::Live(subscription);
-                self.backlog = backlog.into();
+                let notices = notices
+                    .into_iter()
+                    .map(|bytes| Arc::new(Frame::transient(system_topic(), bytes)));
+                self.backlog = notices.chain(backlog).collect();
                 self.drain_backlog()
             }
             Attach::Behind { high } => {
@@ -399,7 +469,9 @@ impl EventStream {
                 let first = first?;
                 if subscription.frames.is_empty() {
                     // The common case: one frame, sent without a copy.
-                    if first.id <= self.cursor {
+                    if first.is_transient() {
+                        Some(first.bytes.clone())
+                    } else if first.id <= self.cursor {
                         None
                     } else {
                         self.cursor = first.id;
@@ -444,10 +516,12 @@ impl EventStream {
     fn write_frames<'a>(&mut self, frames: impl Iterator<Item = &'a Frame>) -> Option<Bytes> {
         let mut chunk = BytesMut::new();
         for frame in frames {
-            if frame.id <= self.cursor {
-                continue;
+            if !frame.is_transient() {
+                if frame.id <= self.cursor {
+                    continue;
+                }
+                self.cursor = frame.id;
             }
-            self.cursor = frame.id;
             chunk.extend_from_slice(&frame.bytes);
         }
         (!chunk.is_empty()).then(|| chunk.freeze())

@@ -7,7 +7,6 @@ pub mod ballots;
 pub mod ops;
 pub mod presence;
 pub mod results;
-pub mod vote_limit;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -20,12 +19,12 @@ use crate::auth::TokenKeys;
 use crate::domain::event::{now_millis, TraceId};
 use crate::domain::polling::ids::{ParticipantId, PollId};
 use crate::error::ApiError;
+use crate::limits::ClusterRateLimit;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, IdempotencyKey, StoredResponse};
 use ballots::BallotBox;
 use ops::{Op, Traced, VoteRequest};
 use presence::Presence;
 use results::ResultsCoalescer;
-use vote_limit::VoteLimit;
 
 #[derive(Debug, Clone)]
 pub struct PollingSettings {
@@ -54,7 +53,8 @@ struct Inner {
     results: ResultsCoalescer,
     presence: Presence,
     ballots: BallotBox,
-    vote_limit: VoteLimit,
+    vote_limit: ClusterRateLimit<ParticipantId>,
+    live_nodes: tokio::sync::watch::Receiver<usize>,
 }
 
 impl Polling {
@@ -74,7 +74,7 @@ impl Polling {
             live_nodes,
             stop,
         );
-        let vote_limit = VoteLimit::new(settings.vote_rate, live_nodes_seen);
+        let vote_limit = ClusterRateLimit::new(settings.vote_rate, live_nodes_seen.clone());
         let ballots = BallotBox::start(Arc::clone(&store));
         Polling {
             inner: Arc::new(Inner {
@@ -85,12 +85,19 @@ impl Polling {
                 presence,
                 ballots,
                 vote_limit,
+                live_nodes: live_nodes_seen,
             }),
         }
     }
 
     pub fn keys(&self) -> &Arc<TokenKeys> {
         &self.inner.keys
+    }
+
+    /// How many nodes share the database, from their heartbeats: what
+    /// cluster-wide limits divide by.
+    pub fn live_nodes(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.inner.live_nodes.clone()
     }
 
     pub fn settings(&self) -> &PollingSettings {
@@ -154,7 +161,7 @@ impl Polling {
     /// Takes one vote from the participant's budget (this node's share of
     /// it), or says how long to wait.
     pub fn take_vote_budget(&self, participant: ParticipantId) -> Result<(), Duration> {
-        self.inner.vote_limit.check(participant)
+        self.inner.vote_limit.check(&participant)
     }
 
     /// A vote on `poll` committed: its results broadcast is due.

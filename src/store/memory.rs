@@ -207,6 +207,19 @@ impl EventStore for MemoryStore {
         self.batches.subscribe()
     }
 
+    /// One process, one node: nobody else is on the bus.
+    fn bus_messages(&self) -> broadcast::Receiver<String> {
+        broadcast::channel(1).1
+    }
+
+    async fn bus_send(&self, _message: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }

@@ -185,6 +185,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// in between. A lagging receiver just reads the store instead.
     fn committed_batches(&self) -> broadcast::Receiver<CommittedBatch>;
 
+    /// Messages other nodes sent on the cluster bus (`crate::cluster`);
+    /// a single-node store never delivers any.
+    fn bus_messages(&self) -> broadcast::Receiver<String>;
+
+    /// Sends a message to every node's [`EventStore::bus_messages`],
+    /// this one's included. At most about 7,000 bytes (NOTIFY's limit).
+    async fn bus_send(&self, message: &str) -> Result<(), StoreError>;
+
+    /// Whether other nodes may share this store (and its bus).
+    fn is_shared(&self) -> bool;
+
     /// `"postgres"` or `"memory"`, for logs and metrics.
     fn kind(&self) -> &'static str;
 }

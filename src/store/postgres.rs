@@ -37,6 +37,10 @@ use crate::domain::topic::{Selector, Topic, TopicFilter};
 const LOG_LOCK: i64 = 0x706f_6c6c_6361_7374;
 /// The NOTIFY channel carrying the highest committed id.
 const NOTIFY_CHANNEL: &str = "pollcast_events";
+/// The NOTIFY channel of the cluster bus: requests and replies between nodes.
+const BUS_CHANNEL: &str = "pollcast_bus";
+/// Bus messages kept for a slow reader before it starts missing some.
+const BUS_BACKLOG: usize = 1024;
 /// Most appends folded into one transaction: large enough to amortize the
 /// commit, small enough that a batch's latency stays low.
 const MAX_BATCH_APPENDS: usize = 512;
@@ -48,6 +52,7 @@ pub struct PostgresStore {
     writer: mpsc::Sender<Job>,
     hints: watch::Sender<EventId>,
     batches: broadcast::Sender<CommittedBatch>,
+    bus: broadcast::Sender<String>,
     /// Stops the LISTEN task when the store is dropped.
     stop: CancellationToken,
 }
@@ -121,12 +126,25 @@ impl PostgresStore {
         let stop = CancellationToken::new();
         let (batches, _) = broadcast::channel(COMMITTED_BATCH_BACKLOG);
         tokio::spawn(run_writer(pool.clone(), queue, hints.clone(), batches.clone()));
-        tokio::spawn(run_listener(config, hints.clone(), stop.clone()));
+        let (bus, _) = broadcast::channel(BUS_BACKLOG);
+        let (listening, listening_now) = watch::channel(false);
+        let heard = Heard {
+            hints: hints.clone(),
+            bus: bus.clone(),
+            listening,
+        };
+        tokio::spawn(run_listener(config, heard, stop.clone()));
+        // Bus replies and other nodes' commits are heard only once LISTEN
+        // runs; waiting for it here means a node that answers /readyz hears
+        // them. Should it not come up, the tail's polling still covers.
+        let mut listening_now = listening_now;
+        let _ = tokio::time::timeout(Duration::from_secs(3), listening_now.wait_for(|up| *up)).await;
         Ok(Arc::new(PostgresStore {
             pool,
             writer,
             hints,
             batches,
+            bus,
             stop,
         }))
     }
@@ -692,6 +710,23 @@ impl EventStore for PostgresStore {
         self.batches.subscribe()
     }
 
+    fn bus_messages(&self) -> broadcast::Receiver<String> {
+        self.bus.subscribe()
+    }
+
+    async fn bus_send(&self, message: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&BUS_CHANNEL, &message])
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -699,17 +734,24 @@ impl EventStore for PostgresStore {
 
 // ---------------------------------------------------------------- listen --
 
-/// Keeps a LISTEN connection open and turns notifications into hints. After
-/// every (re)connect it raises a hint anyway: notifications sent while it
-/// was down are lost, so readers must look at the table.
-async fn run_listener(
-    config: tokio_postgres::Config,
+/// Where the LISTEN connection hands what it hears.
+struct Heard {
+    /// Commit hints from `pollcast_events`.
     hints: watch::Sender<EventId>,
-    stop: CancellationToken,
-) {
+    /// Cluster bus messages from `pollcast_bus`.
+    bus: broadcast::Sender<String>,
+    /// Whether LISTEN is in effect right now.
+    listening: watch::Sender<bool>,
+}
+
+/// Keeps a LISTEN connection open and turns notifications into hints and
+/// bus messages. After every (re)connect it raises a hint anyway:
+/// notifications sent while it was down are lost, so readers must look at
+/// the table (and bus requests time out).
+async fn run_listener(config: tokio_postgres::Config, heard: Heard, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
-        match listen_once(&config, &hints, &stop).await {
+        match listen_once(&config, &heard, &stop).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => {
                 tracing::warn!(%error, "LISTEN connection lost; reconnecting");
@@ -725,9 +767,10 @@ async fn run_listener(
 
 async fn listen_once(
     config: &tokio_postgres::Config,
-    hints: &watch::Sender<EventId>,
+    heard: &Heard,
     stop: &CancellationToken,
 ) -> Result<(), tokio_postgres::Error> {
+    let hints = &heard.hints;
     let (client, mut connection) = config.connect(NoTls).await?;
     // The plain connection future drops notifications; poll_message hands
     // them over.
@@ -737,7 +780,7 @@ async fn listen_once(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    let _ = tx.send(n.payload().to_string());
+                    let _ = tx.send((n.channel() == BUS_CHANNEL, n.payload().to_string()));
                 }
                 Ok(_) => {}
                 Err(error) => return Err(error),
@@ -745,13 +788,19 @@ async fn listen_once(
         }
         Ok(())
     });
-    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}; LISTEN {BUS_CHANNEL}"))
+        .await?;
+    heard.listening.send_replace(true);
     hints.send_modify(|_| {});
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             next = notifications.recv() => match next {
-                Some(payload) => {
+                Some((true, message)) => {
+                    let _ = heard.bus.send(message);
+                }
+                Some((false, payload)) => {
                     if let Ok(id) = payload.parse::<EventId>() {
                         hints.send_if_modified(|known| raise(known, id));
                     }
@@ -760,6 +809,7 @@ async fn listen_once(
             },
         }
     }
+    heard.listening.send_replace(false);
     drop(client);
     match driver.await {
         Ok(result) => result,

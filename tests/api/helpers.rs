@@ -279,7 +279,10 @@ impl SseClient {
     pub async fn next_stored(&mut self) -> Event {
         loop {
             let event = self.next().await;
-            if !event.id.is_empty() && !event.event.starts_with("connection:") {
+            // Transient frames carry no id line, but a parser repeats the
+            // last id it saw on them: tell them apart by type.
+            let transient = event.event.starts_with("connection:") || event.event.starts_with("system:");
+            if !event.id.is_empty() && !transient {
                 return event;
             }
         }

@@ -11,5 +11,7 @@ mod idempotency;
 mod ops;
 mod polling;
 mod polling_helpers;
+mod rooms;
 mod streams;
+mod system;
 mod versions;

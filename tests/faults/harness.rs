@@ -31,6 +31,37 @@ pub fn token() -> String {
     })
 }
 
+/// A token that may read the server's own topic `system`.
+pub fn system_token() -> String {
+    TokenKeys::new(SECRET.as_bytes()).mint(&Claims {
+        sub: Some("operator".into()),
+        exp: expiry_in(Duration::from_secs(3600)),
+        subscribe: vec!["system".into()],
+        ..Claims::default()
+    })
+}
+
+/// Collects the `data` of every frame of `event_type` on a stream, in the
+/// background, until the stream ends.
+pub fn collect_frames(url: String, event_type: &'static str) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        let Ok(response) = http().get(&url).send().await else {
+            return;
+        };
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(Ok(event)) = events.next().await {
+            if event.event == event_type {
+                if let Ok(data) = serde_json::from_str::<Value>(&event.data) {
+                    sink.lock().unwrap().push(data);
+                }
+            }
+        }
+    });
+    seen
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -261,6 +292,9 @@ impl Node {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", database_url])
             .args(["--token-secret", SECRET])
+            // One token plays every client here; the per-token limits are
+            // tested in tests/api.
+            .args(["--publish-rate", "1000000", "--streams-per-token", "1000000"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

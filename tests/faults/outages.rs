@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::harness::{http, strictly_increasing, token, Database, Follower, Node, PrivatePostgres};
+use crate::harness::{
+    collect_frames, http, strictly_increasing, system_token, token, Database, Follower, Node, PrivatePostgres,
+};
 
 const PARTICIPANTS: usize = 200;
 
@@ -270,10 +272,18 @@ async fn postgres_crashing_and_returning_loses_nothing_acknowledged() {
     let pg = PrivatePostgres::start();
     crate::harness::psql(&pg.url("postgres"), "CREATE DATABASE pollcast");
     let db_url = pg.url("pollcast");
-    let node = Node::start(&db_url, &["--tail-poll", "200ms"]).await;
+    let node = Node::start(&db_url, &["--tail-poll", "200ms", "--status-interval", "300ms"]).await;
     let base = node.url("");
     let stream_url = node.url(&format!("/v1/events?topic=fault:log&access_token={}", token()));
     let mut reader = Follower::open(vec![stream_url]).await;
+    // An operator watching the node's system topic.
+    let alerts = collect_frames(
+        node.url(&format!(
+            "/v1/events?topic=system&access_token={}",
+            system_token()
+        )),
+        "system:alert",
+    );
 
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let unavailable = Arc::new(Mutex::new(Vec::new()));
@@ -374,4 +384,18 @@ async fn postgres_crashing_and_returning_loses_nothing_acknowledged() {
     in_order.sort();
     let seen: Vec<i64> = reader.seen.iter().map(|s| s.id).collect();
     assert_eq!(seen, in_order, "the reader saw every stored event, no gap");
+
+    // The operator was told the database went away, then that it came back.
+    let reasons: Vec<String> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a["payload"]["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let lost = reasons.iter().position(|r| r == "database_unreachable");
+    let regained = reasons.iter().rposition(|r| r == "database_recovered");
+    assert!(
+        matches!((lost, regained), (Some(l), Some(r)) if l < r),
+        "system:alert frames seen: {reasons:?}"
+    );
 }
