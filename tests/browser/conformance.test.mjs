@@ -31,6 +31,8 @@ const TYPES = [
   'connection:reset',
   'demo:said',
   'demo:utf-8',
+  'system:subscribed',
+  'system:status',
 ];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -564,28 +566,54 @@ test('format-field-retry: the browser waits the `retry:` pollcast sends before r
 });
 
 test('eventsource-onmessage-lastEventId: id-less frames and heartbeats keep the last stored id', { timeout: TEST_TIMEOUT }, async () => {
-  const server = await new Pollcast({ store: 'memory', args: ['--retry', '300ms', '--heartbeat', '200ms'] }).start();
+  const server = await new Pollcast({
+    store: 'memory',
+    args: ['--retry', '300ms', '--heartbeat', '200ms', '--status-interval', '300ms'],
+  }).start();
   const tap = await new Tap(server).start();
   let page;
   try {
-    const token = demoToken(server);
+    const token = mintToken(server.secret, {
+      sub: 'browser',
+      publish: ['demo:*'],
+      subscribe: ['demo:*', 'system'],
+    });
     page = await Page.open(browser.context, `${tap.url}/healthz`);
-    await page.source('s', tap.url + streamPath('demo:ids', token));
+    await page.source('s', `${tap.url}${streamPath('demo:ids', token)}&topic=system`);
     const [established] = await page.waitEvents('s', 'connection:established', 1);
     assert.equal(established.lastEventId, '', 'no id before any stored event');
+    const { connectionId } = JSON.parse(established.data).payload;
 
     const one = await publish(server, token, 'demo:ids', { n: 1 });
     const two = await publish(server, token, 'demo:ids', { n: 2 });
     const events = await page.waitEvents('s', 'demo:said', 2);
     assert.deepEqual(events.map((e) => e.lastEventId), [one.id, two.id]);
 
-    // Heartbeats go through after the last stored event...
+    // Id-less frames after the last stored event: a room join's
+    // system:subscribed, the node's system:status, and heartbeats.
+    const joined = await server.request('POST', `/v1/connections/${connectionId}/topics`, {
+      token,
+      body: { topic: 'demo:room' },
+    });
+    assert.equal(joined.status, 200, JSON.stringify(joined.body));
+    const [subscribed] = await page.waitEvents('s', 'system:subscribed', 1);
+    assert.equal(subscribed.lastEventId, two.id, 'system:subscribed keeps lastEventId');
+    const afterTwo = events.at(-1).at;
+    const statuses = await until('a system:status after the last event', async () => {
+      const all = await page.events('s', 'system:status');
+      const later = all.filter((e) => e.at > afterTwo);
+      return later.length ? later : null;
+    });
+    for (const status of statuses) assert.equal(status.lastEventId, two.id, 'system:status keeps lastEventId');
     const [first] = tap.streams;
     await until('three pings after the last event', () => {
       const tail = first.text.slice(first.text.lastIndexOf(`id: ${two.id}\n`));
       return tail.split(': ping\n').length > 3;
     });
-    // ...and then the stream drops: the reconnect still names the last stored id.
+    const tail = first.text.slice(first.text.indexOf(`id: ${two.id}\n`) + 1);
+    assert.doesNotMatch(tail, /^id:/m, 'nothing after the last event carries an id');
+
+    // The stream drops: the reconnect still names the last stored id.
     tap.drop();
     const [reconnected] = await page.waitEvents('s', 'connection:reconnected', 1);
     assert.equal(reconnected.lastEventId, two.id, 'a frame without id: keeps lastEventId');
@@ -594,13 +622,9 @@ test('eventsource-onmessage-lastEventId: id-less frames and heartbeats keep the 
     assert.equal(reconnect.headers['last-event-id'], two.id);
     assert.equal(reconnect.status, 200);
     assert.match(reconnect.stream.text, /^retry: 300\n/);
-    assert.doesNotMatch(
-      reconnect.stream.text.split('\n\n')[0],
-      /^id:/m,
-      'connection:* frames carry no id',
-    );
+    assert.doesNotMatch(reconnect.stream.text.split('\n\n')[0], /^id:/m, 'connection:* frames carry no id');
 
-    await sleep(500); // more pings on the new stream
+    await sleep(500); // more pings and statuses on the new stream
     const three = await publish(server, token, 'demo:ids', { n: 3 });
     const later = await page.waitEvents('s', 'demo:said', 3);
     assert.equal(later.at(-1).lastEventId, three.id);
