@@ -3,6 +3,7 @@
 
 mod authz;
 mod bench_smoke;
+mod catalog;
 mod direct;
 mod errors;
 mod helpers;
