@@ -121,7 +121,11 @@ async fn stalled_idle_and_quitting_clients_keep_memory_bounded() {
 
     let mut after_round = Vec::new();
     let mut slowest = quiet;
-    for _round in 0..2 {
+    // Three identical rounds. What a round leaves behind in the allocator
+    // varies by several MiB from round to round on a busy machine (seen:
+    // 46 to 54 MiB in any order), so the last round is compared with the
+    // highest before it: a leak keeps growing, slack does not.
+    for _round in 0..3 {
         flood(&node.url(""), FLOOD).await;
         quitters(node.port).await;
         slowest = slowest.max(delivery_time(&node, &mut healthy).await);
@@ -134,18 +138,18 @@ async fn stalled_idle_and_quitting_clients_keep_memory_bounded() {
     );
     assert!(per_idle < 16.0, "{per_idle:.1} KiB per idle stream");
     // The ring holds 1,024 frames of ~4 KiB; everything else a round
-    // allocates must be given back: the second round ends where the first
-    // did, give or take allocator slack.
+    // allocates must be given back: the last round ends where the one
+    // before did, give or take allocator slack.
+    let before_last = after_round[0].max(after_round[1]);
     assert!(
-        after_round[1] < after_round[0] + 8 * 1024,
-        "memory grew from {} to {} KiB between identical rounds",
-        after_round[0],
-        after_round[1]
+        after_round[2] < before_last + 8 * 1024,
+        "memory grew from {before_last} to {} KiB between identical rounds",
+        after_round[2]
     );
     assert!(
-        after_round[1] < with_idle + 64 * 1024,
+        after_round[2] < with_idle + 64 * 1024,
         "rounds of stalled and quitting clients cost {} KiB",
-        after_round[1] - with_idle
+        after_round[2] - with_idle
     );
     assert!(
         slowest < Duration::from_secs(1),
