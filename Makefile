@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi schemathesis postgres bench cluster
+.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients bench cluster
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -24,9 +24,11 @@ $(DEV_SECRET):
 	@head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $@
 
 ## Every test: formatting, lints, unit and integration tests (on a real
-## Postgres, one database per test), the OpenAPI document, and the live
-## server against hostile input generated from it.
-test: lint postgres openapi schemathesis unit
+## Postgres, one database per test), the OpenAPI document, the live server
+## against hostile input generated from it, clients nobody here wrote (npm
+## eventsource, Python httpx-sse, curl through nginx) and the web app in
+## Chromium, EventSource conformance included.
+test: lint postgres openapi schemathesis unit clients browser
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -46,6 +48,23 @@ schemathesis:
 
 unit: postgres
 	$(CARGO) test --all-targets
+
+## Debian's chromium and nginx, Node.js and the pinned npm packages
+## (installed only when missing).
+browser-tools:
+	@scripts/ensure-browser-tools.sh
+
+release:
+	$(CARGO) build --release --bin pollcast
+
+## The web app end to end and EventSource conformance, in headless Chromium.
+browser: postgres browser-tools release
+	cd tests/browser && node --test --test-concurrency=1 app.test.mjs conformance.test.mjs
+
+## Independent SSE clients: npm eventsource, Python httpx-sse, curl -N
+## through nginx with its default (buffering) proxy settings.
+clients: postgres browser-tools release
+	@scripts/clients.sh
 
 ## The benchmark suite (minutes; not part of make test): pollcast beside
 ## Nchan, pgbench and psql COPY on this machine; rewrites BENCHMARKS.md.

@@ -15,6 +15,9 @@ export async function launchChromium() {
     executablePath: chromiumPath,
     headless: true,
     viewport: { width: 1200, height: 860 },
+    // Bars jump to their final width instead of sliding: what is on screen
+    // (and in the screenshots) is the final state.
+    reducedMotion: 'reduce',
     args: [
       '--no-sandbox',
       '--disable-gpu',

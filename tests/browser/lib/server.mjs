@@ -84,7 +84,9 @@ export class Pollcast {
   async waitReady(timeoutMs = 15000) {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.child.exitCode !== null) throw new Error(`pollcast exited: ${this.log.join('')}`);
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`pollcast exited: ${this.log.join('')}`);
+      }
       try {
         const res = await fetch(`${this.url}/readyz`);
         if (res.ok) return;
@@ -96,7 +98,8 @@ export class Pollcast {
 
   /** Kills the process at once (SIGKILL): no goodbye to any client. */
   async kill() {
-    if (!this.child || this.child.exitCode !== null) return;
+    // A process killed by a signal has a signalCode and no exitCode.
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((r) => this.child.once('exit', r));
     this.child.kill('SIGKILL');
     await exited;
