@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::polling::ids::{ParticipantId, PresenterId, SessionId};
-use crate::domain::topic::{Selector, Topic};
+use crate::domain::topic::{is_tenant_name, Selector, Topic};
 
 /// The claims pollcast reads. Unknown claims are ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -30,6 +30,10 @@ pub struct Claims {
     /// The session a polling token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The tenant whose topics every selector of the token names: its
+    /// topics are invisible to other tenants and to tokens without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// What a live polling token makes its holder.
@@ -60,12 +64,31 @@ pub struct Caller {
     pub publish: Vec<Selector>,
     pub subscribe: Vec<Selector>,
     /// A stable name for the caller, for scoping idempotency keys: the
-    /// subject, or a hash of the token when it has none.
+    /// subject, or a hash of the token when it has none (with its tenant).
     pub identity: String,
     pub role: Option<Role>,
+    /// The tenant the token acts in; its `publish` and `subscribe`
+    /// selectors are already inside the tenant's namespace.
+    pub tenant: Option<String>,
 }
 
 impl Caller {
+    /// A topic the client named, inside the caller's tenant if it has one.
+    pub fn scope_topic(&self, topic: Topic) -> Topic {
+        match &self.tenant {
+            Some(tenant) => topic.in_tenant(tenant),
+            None => topic,
+        }
+    }
+
+    /// A selector the client wrote, inside the caller's tenant if it has one.
+    pub fn scope_selector(&self, selector: Selector) -> Selector {
+        match &self.tenant {
+            Some(tenant) => selector.in_tenant(tenant),
+            None => selector,
+        }
+    }
+
     pub fn may_publish(&self, topic: &Topic) -> bool {
         self.publish.iter().any(|s| s.matches(topic.as_str()))
     }
@@ -129,10 +152,26 @@ impl TokenKeys {
             }
         })?;
         let claims = data.claims;
-        let parse_all = |list: &[String]| -> Result<Vec<Selector>, AuthError> {
+        let parse_plain = |list: &[String]| -> Result<Vec<Selector>, AuthError> {
             list.iter()
                 .map(|s| Selector::parse(s).map_err(|e| AuthError::Invalid(format!("selector {s:?}: {e}"))))
                 .collect()
+        };
+        let tenant = match claims.tenant.clone() {
+            Some(t) if !is_tenant_name(&t) => {
+                return Err(AuthError::Invalid("tenant must be 1 to 64 of [a-z0-9_.-]".into()))
+            }
+            Some(_) if claims.role.is_some() => {
+                return Err(AuthError::Invalid("polling tokens have no tenant".into()))
+            }
+            other => other,
+        };
+        let scope = |selector: Selector| match &tenant {
+            Some(t) => selector.in_tenant(t),
+            None => selector,
+        };
+        let parse_all = |list: &[String]| -> Result<Vec<Selector>, AuthError> {
+            parse_plain(list).map(|selectors| selectors.into_iter().map(scope).collect())
         };
         let identity = match &claims.sub {
             Some(sub) => format!("sub:{sub}"),
@@ -144,6 +183,11 @@ impl TokenKeys {
                 )
             }
         };
+        // The same sub in two tenants is two callers.
+        let identity = match &tenant {
+            Some(t) => format!("tenant:{t}/{identity}"),
+            None => identity,
+        };
         let role = parse_role(&claims)?;
         Ok(Caller {
             role,
@@ -151,6 +195,7 @@ impl TokenKeys {
             subscribe: parse_all(&claims.subscribe)?,
             subject: claims.sub,
             identity,
+            tenant,
         })
     }
 }

@@ -194,7 +194,7 @@ impl Cluster {
                 if from == self.node_id || !self.rooms.holds(connection_id) {
                     return;
                 }
-                let Ok(selector) = Selector::parse(&topic) else {
+                let Ok(selector) = Selector::parse_internal(&topic) else {
                     return;
                 };
                 let outcome = if join {

@@ -134,6 +134,11 @@ pub struct TokenArgs {
     #[arg(long)]
     pub subscribe: Vec<String>,
 
+    /// Tenant: every topic the token names is that tenant's, invisible to
+    /// every other tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+
     /// How long the token is valid.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub ttl: Duration,

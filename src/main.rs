@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pollcast::auth::{expiry_in, Claims, TokenKeys};
 use pollcast::config::{Cli, Command, ServeConfig, TokenArgs};
-use pollcast::domain::topic::Selector;
+use pollcast::domain::topic::{is_tenant_name, Selector};
 use pollcast::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -30,11 +30,16 @@ fn mint(args: TokenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Some(tenant) = args.tenant.as_deref().filter(|t| !is_tenant_name(t)) {
+        eprintln!("error: tenant {tenant:?}: 1 to 64 of [a-z0-9_.-]");
+        return ExitCode::from(2);
+    }
     let claims = Claims {
         sub: args.sub,
         exp: expiry_in(args.ttl),
         publish: args.publish,
         subscribe: args.subscribe,
+        tenant: args.tenant,
         ..Claims::default()
     };
     println!("{}", TokenKeys::new(args.token_secret.as_bytes()).mint(&claims));

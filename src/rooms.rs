@@ -245,7 +245,11 @@ impl Entry {
 impl EntryState {
     fn change(&self, changed: bool) -> RoomChange {
         RoomChange {
-            topics: self.requested.iter().map(|s| s.as_str().to_string()).collect(),
+            topics: self
+                .requested
+                .iter()
+                .map(|s| s.display_name().to_string())
+                .collect(),
             changed,
         }
     }
@@ -304,8 +308,8 @@ fn confirmation(event_type: &str, connection_id: Uuid, selector: &Selector, topi
         event_type,
         json!({
             "connectionId": connection_id.to_string(),
-            "topic": selector.as_str(),
-            "topics": topics.iter().map(Selector::as_str).collect::<Vec<_>>(),
+            "topic": selector.display_name(),
+            "topics": topics.iter().map(Selector::display_name).collect::<Vec<_>>(),
         }),
     )
 }

@@ -162,7 +162,7 @@ impl StoredEvent {
         let envelope = Envelope {
             id: &self.id.to_string(),
             event_type: self.event_type.as_str(),
-            topic: self.topic.as_str(),
+            topic: self.topic.display_name(),
             timestamp: &format_timestamp(&self.timestamp),
             trace_id: self.trace_id.as_str(),
             entity_id: self.entity.as_ref().map(|e| e.entity_id.as_str()),

@@ -75,6 +75,16 @@ impl Topic {
         Topic(Arc::from(raw))
     }
 
+    /// The same name inside `tenant`'s namespace.
+    pub fn in_tenant(&self, tenant: &str) -> Self {
+        Topic(Arc::from(format!("{TENANT_MARK}{tenant}:{}", self.0)))
+    }
+
+    /// The name clients see (a tenant's topics without their tenant).
+    pub fn display_name(&self) -> &str {
+        without_tenant(&self.0)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -94,6 +104,32 @@ impl Topic {
 /// The first segment of topics only their own participant may read (its
 /// votes, with its identity): generic reads never see them.
 pub const PRIVATE_KIND: &str = "participant";
+
+/// Starts the first segment of a tenant's topics inside the server:
+/// `~acme:orders:1` is tenant acme's `orders:1`. Clients cannot write `~`,
+/// so no topic they name is a tenant's, and a wildcard never matches a `~`
+/// segment, so only a selector that names the tenant's segment (which only
+/// that tenant's tokens get) reaches its topics.
+pub const TENANT_MARK: char = '~';
+
+/// Whether a tenant name is usable: the characters of a topic segment.
+pub fn is_tenant_name(tenant: &str) -> bool {
+    (1..=64).contains(&tenant.len()) && tenant.chars().all(is_segment_char)
+}
+
+/// A name as clients see it: without the tenant's segment.
+pub fn without_tenant(name: &str) -> &str {
+    if name.starts_with(TENANT_MARK) {
+        name.split_once(':').map_or(name, |(_, rest)| rest)
+    } else {
+        name
+    }
+}
+
+/// `*` stands for one segment, but never a tenant's.
+fn segment_matches(pattern: &str, segment: &str) -> bool {
+    pattern == segment || (pattern == "*" && !segment.starts_with(TENANT_MARK))
+}
 
 /// Whether `topic` is one of the private topics.
 pub fn is_private(topic: &str) -> bool {
@@ -124,6 +160,29 @@ impl Selector {
         })
     }
 
+    /// A selector as it travels between nodes: possibly in a tenant's
+    /// namespace (`~acme:orders:*`).
+    pub fn parse_internal(raw: &str) -> Result<Self, TopicError> {
+        match raw.strip_prefix(TENANT_MARK).and_then(|r| r.split_once(':')) {
+            Some((tenant, rest)) if is_tenant_name(tenant) => Ok(Selector::parse(rest)?.in_tenant(tenant)),
+            Some(_) => Err(TopicError::BadSegment(raw.chars().take(40).collect())),
+            None => Selector::parse(raw),
+        }
+    }
+
+    /// The same selector inside `tenant`'s namespace.
+    pub fn in_tenant(&self, tenant: &str) -> Self {
+        Selector {
+            raw: Arc::from(format!("{TENANT_MARK}{tenant}:{}", self.raw)),
+            has_wildcard: self.has_wildcard,
+        }
+    }
+
+    /// The selector as its client wrote it.
+    pub fn display_name(&self) -> &str {
+        without_tenant(&self.raw)
+    }
+
     /// The selector that matches exactly one topic.
     pub fn exact(topic: &Topic) -> Self {
         Selector {
@@ -150,7 +209,7 @@ impl Selector {
         loop {
             match (pattern.next(), name.next()) {
                 (None, None) => return true,
-                (Some(p), Some(n)) if p == "*" || p == n => continue,
+                (Some(p), Some(n)) if segment_matches(p, n) => continue,
                 _ => return false,
             }
         }
@@ -164,7 +223,7 @@ impl Selector {
         loop {
             match (a.next(), b.next()) {
                 (None, None) => return true,
-                (Some(x), Some(y)) if x == "*" || y == "*" || x == y => continue,
+                (Some(x), Some(y)) if segment_matches(x, y) || segment_matches(y, x) => continue,
                 _ => return false,
             }
         }
@@ -178,7 +237,7 @@ impl Selector {
         loop {
             match (mine.next(), theirs.next()) {
                 (None, None) => return true,
-                (Some(a), Some(b)) if b == "*" || a == b => continue,
+                (Some(a), Some(b)) if segment_matches(b, a) => continue,
                 _ => return false,
             }
         }
@@ -192,7 +251,7 @@ impl Selector {
             .raw
             .split(':')
             .map(|s| match s {
-                "*" => "[^:]+".to_string(),
+                "*" => "[^:~][^:]*".to_string(),
                 literal => literal.replace('.', "\\."),
             })
             .collect();
@@ -291,6 +350,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wildcards_never_reach_a_tenants_topics() {
+        let acme = Topic::parse("orders:1").unwrap().in_tenant("acme");
+        assert_eq!(acme.as_str(), "~acme:orders:1");
+        assert_eq!(acme.display_name(), "orders:1");
+        for outside in ["*:*:*", "*:orders:1", "*:*:1"] {
+            assert!(
+                !Selector::parse(outside).unwrap().matches(acme.as_str()),
+                "{outside}"
+            );
+        }
+        let inside = Selector::parse("*:*").unwrap().in_tenant("acme");
+        assert!(inside.matches(acme.as_str()));
+        assert!(!inside.matches(Topic::parse("orders:1").unwrap().in_tenant("globex").as_str()));
+        assert!(!Selector::parse("*:*:*").unwrap().overlaps(&inside));
+        assert!(!inside.is_within(&Selector::parse("*:*:*").unwrap()));
+        assert!(inside.is_within(&Selector::parse("*:*").unwrap().in_tenant("acme")));
+        // The store's regular expression agrees.
+        let regex = Selector::parse("*:*:*").unwrap().to_regex();
+        assert_eq!(regex, "^[^:~][^:]*:[^:~][^:]*:[^:~][^:]*$");
+    }
+
+    #[test]
+    fn internal_selectors_parse_with_their_tenant() {
+        let s = Selector::parse_internal("~acme:orders:*").unwrap();
+        assert_eq!((s.as_str(), s.display_name()), ("~acme:orders:*", "orders:*"));
+        assert!(Selector::parse_internal("~Bad!:x").is_err());
+        assert!(
+            Selector::parse("~acme:x").is_err(),
+            "clients cannot write the mark"
+        );
+        assert_eq!(Selector::parse_internal("a:b").unwrap().as_str(), "a:b");
+    }
+
+    #[test]
     fn topics_accept_the_documented_shape() {
         assert!(Topic::parse("org:acme:team:dev").is_ok());
         assert!(Topic::parse("a.b-c_d:0").is_ok());
@@ -354,7 +447,7 @@ mod tests {
 
     #[test]
     fn regex_translation_escapes_dots() {
-        assert_eq!(Selector::parse("a.b:*").unwrap().to_regex(), "^a\\.b:[^:]+$");
+        assert_eq!(Selector::parse("a.b:*").unwrap().to_regex(), "^a\\.b:[^:~][^:]*$");
     }
 
     #[test]

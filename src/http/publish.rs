@@ -112,9 +112,12 @@ async fn publish(
             topic.kind()
         )));
     }
+    // A tenant's token names topics inside its tenant, whatever it writes.
+    let topic = caller.scope_topic(topic);
     if !caller.may_publish(&topic) {
         return Err(ApiError::forbidden(format!(
-            "the token may not publish to `{topic}`"
+            "the token may not publish to `{}`",
+            topic.display_name()
         )));
     }
     ctx.require_json()?;

@@ -61,11 +61,12 @@ async fn change(
     raw_topic: &str,
     op: Op,
 ) -> Result<Response, ApiError> {
-    let selector =
-        Selector::parse(raw_topic).map_err(|e| ApiError::bad_request(format!("topic {raw_topic:?}: {e}")))?;
+    let selector = Selector::parse(raw_topic)
+        .map(|s| caller.scope_selector(s))
+        .map_err(|e| ApiError::bad_request(format!("topic {raw_topic:?}: {e}")))?;
     if op == Op::Join && !caller.may_subscribe(&selector) {
         return Err(ApiError::forbidden(format!(
-            "the token may not subscribe to `{selector}`"
+            "the token may not subscribe to `{raw_topic}`"
         )));
     }
     // Not a UUID: it names no connection, like an unknown UUID.

@@ -55,7 +55,11 @@ const LIVE_BATCH: usize = 64;
 pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selector>, TopicFilter), ApiError> {
     let selectors: Vec<Selector> = ctx
         .query_all("topic")
-        .map(|raw| Selector::parse(raw).map_err(|e| ApiError::bad_request(format!("topic {raw:?}: {e}"))))
+        .map(|raw| {
+            Selector::parse(raw)
+                .map(|s| caller.scope_selector(s))
+                .map_err(|e| ApiError::bad_request(format!("topic {raw:?}: {e}")))
+        })
         .collect::<Result<_, _>>()?;
     if selectors.is_empty() {
         return Err(ApiError::bad_request("give at least one `topic` query parameter"));
@@ -67,7 +71,8 @@ pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selecto
     }
     if let Some(denied) = selectors.iter().find(|s| !caller.may_subscribe(s)) {
         return Err(ApiError::forbidden(format!(
-            "the token may not subscribe to `{denied}`"
+            "the token may not subscribe to `{}`",
+            denied.display_name()
         )));
     }
     // A participant's own topic carries its identity: only that
@@ -101,6 +106,7 @@ pub fn personal_topic(caller: &Caller) -> Option<Selector> {
     Selector::parse(&format!("user:{sub}"))
         .ok()
         .filter(|s| s.as_exact().is_some())
+        .map(|s| caller.scope_selector(s))
 }
 
 /// Where a stream starts.
@@ -207,7 +213,7 @@ fn next_replay_page(framed_bytes: usize, events: usize) -> usize {
 /// The history URL for the same topics: where a reset client resyncs.
 fn history_url(selectors: &[Selector]) -> String {
     let query: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(selectors.iter().map(|s| ("topic", s.as_str())))
+        .extend_pairs(selectors.iter().map(|s| ("topic", s.display_name())))
         .finish();
     format!("/v1/events/history?{query}")
 }

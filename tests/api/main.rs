@@ -15,4 +15,5 @@ mod polling_helpers;
 mod rooms;
 mod streams;
 mod system;
+mod tenants;
 mod versions;
