@@ -226,6 +226,8 @@ config += [
     operation("streamEvents", generic_token, stream=True),
     operation("joinTopic", generic_token),
     operation("leaveTopic", generic_token),
+    operation("getPresence", generic_token),
+    operation("presenceHeartbeat", generic_token),
     operation("streamSession", participant_token, stream=True, path__sessionId="session_a"),
     operation("getSession", path__sessionIdOrSlug="session_keys"),
     operation("joinSession", path__sessionIdOrSlug="session_keys"),

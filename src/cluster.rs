@@ -14,16 +14,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::topic::Selector;
-use crate::rooms::{Op, RoomChange, RoomError, Rooms};
+use crate::rooms::{Op, PresenceRecord, RoomChange, RoomError, Rooms};
 use crate::store::EventStore;
 
 /// How long a node waits for the node holding a stream to answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a presence query waits for the other nodes' lists.
+pub const PRESENCE_WAIT: Duration = Duration::from_millis(500);
+/// Presence records per bus message: NOTIFY payloads stop at 8,000 bytes.
+const RECORDS_PER_MESSAGE: usize = 20;
+
+/// One node's part of a presence answer: its records, and whether it is done.
+type PresencePart = (Uuid, Vec<PresenceRecord>, bool);
 
 type Outcome = Result<RoomChange, RoomError>;
 
@@ -31,7 +38,11 @@ pub struct Cluster {
     node_id: Uuid,
     store: Arc<dyn EventStore>,
     rooms: Arc<Rooms>,
+    /// Nodes alive on the database, from their heartbeats: how many
+    /// presence answers to wait for.
+    live_nodes: watch::Receiver<usize>,
     waiting: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
+    gathering: Mutex<HashMap<Uuid, mpsc::UnboundedSender<PresencePart>>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,8 +54,22 @@ enum Message {
         from: Uuid,
         connection_id: Uuid,
         identity: String,
-        join: bool,
+        op: Op,
+        topic: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    PresenceQuery {
+        request_id: Uuid,
+        from: Uuid,
         topic: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    PresenceRecords {
+        request_id: Uuid,
+        to: Uuid,
+        from: Uuid,
+        records: Vec<PresenceRecord>,
+        done: bool,
     },
     #[serde(rename_all = "camelCase")]
     Reply {
@@ -97,13 +122,16 @@ impl Cluster {
         node_id: Uuid,
         store: Arc<dyn EventStore>,
         rooms: Arc<Rooms>,
+        live_nodes: watch::Receiver<usize>,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let cluster = Arc::new(Cluster {
             node_id,
             store,
             rooms,
+            live_nodes,
             waiting: Mutex::new(HashMap::new()),
+            gathering: Mutex::new(HashMap::new()),
         });
         tokio::spawn(Arc::clone(&cluster).listen(stop));
         cluster
@@ -116,7 +144,7 @@ impl Cluster {
         connection_id: Uuid,
         identity: &str,
         op: Op,
-        topic: &Selector,
+        topic: Option<&Selector>,
     ) -> Option<Outcome> {
         if !self.store.is_shared() {
             return None; // one node: nobody else to ask
@@ -129,8 +157,8 @@ impl Cluster {
             from: self.node_id,
             connection_id,
             identity: identity.to_string(),
-            join: op == Op::Join,
-            topic: topic.as_str().to_string(),
+            op,
+            topic: topic.map(|t| t.as_str().to_string()),
         };
         let sent = self.send(&message).await;
         let outcome = match sent {
@@ -142,6 +170,65 @@ impl Cluster {
         };
         self.waiting().remove(&request_id);
         outcome
+    }
+
+    /// The streams present on `topic` on the other nodes (best effort:
+    /// whatever arrived from them within [`PRESENCE_WAIT`]).
+    pub async fn present_elsewhere(&self, topic: &str) -> Vec<PresenceRecord> {
+        let others = self.live_nodes.borrow().saturating_sub(1);
+        if !self.store.is_shared() || others == 0 {
+            return Vec::new();
+        }
+        let request_id = Uuid::new_v4();
+        let (parts, mut incoming) = mpsc::unbounded_channel();
+        self.gathering().insert(request_id, parts);
+        let query = Message::PresenceQuery {
+            request_id,
+            from: self.node_id,
+            topic: topic.to_string(),
+        };
+        let mut records = Vec::new();
+        if self.send(&query).await {
+            let deadline = tokio::time::Instant::now() + PRESENCE_WAIT;
+            let mut finished = std::collections::HashSet::new();
+            while finished.len() < others {
+                match tokio::time::timeout_at(deadline, incoming.recv()).await {
+                    Ok(Some((node, part, done))) => {
+                        records.extend(part);
+                        if done {
+                            finished.insert(node);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.gathering().remove(&request_id);
+        records
+    }
+
+    fn gathering(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::UnboundedSender<PresencePart>>> {
+        self.gathering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn answer_presence(&self, request_id: Uuid, to: Uuid, topic: &str) {
+        let records = self.rooms.present_on(topic);
+        let mut chunks: Vec<Vec<PresenceRecord>> =
+            records.chunks(RECORDS_PER_MESSAGE).map(<[_]>::to_vec).collect();
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        let last = chunks.len() - 1;
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let part = Message::PresenceRecords {
+                request_id,
+                to,
+                from: self.node_id,
+                records: chunk,
+                done: n == last,
+            };
+            self.send(&part).await;
+        }
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Outcome>>> {
@@ -186,7 +273,7 @@ impl Cluster {
                 from,
                 connection_id,
                 identity,
-                join,
+                op,
                 topic,
             } => {
                 // Only the node holding the stream answers; the asking node
@@ -194,20 +281,41 @@ impl Cluster {
                 if from == self.node_id || !self.rooms.holds(connection_id) {
                     return;
                 }
-                let Ok(selector) = Selector::parse_internal(&topic) else {
-                    return;
+                let selector = match topic.map(|t| Selector::parse_internal(&t)) {
+                    Some(Ok(selector)) => Some(selector),
+                    Some(Err(_)) => return,
+                    None => None,
                 };
-                let outcome = if join {
-                    self.rooms.join(connection_id, &identity, selector).await
-                } else {
-                    self.rooms.leave(connection_id, &identity, &selector).await
-                };
+                let outcome = self.rooms.apply_op(op, connection_id, &identity, selector).await;
                 let reply = Message::Reply {
                     request_id,
                     to: from,
                     outcome: WireOutcome::from(&outcome),
                 };
                 self.send(&reply).await;
+            }
+            Message::PresenceQuery {
+                request_id,
+                from,
+                topic,
+            } => {
+                if from != self.node_id {
+                    self.answer_presence(request_id, from, &topic).await;
+                }
+            }
+            Message::PresenceRecords {
+                request_id,
+                to,
+                from,
+                records,
+                done,
+            } => {
+                if to != self.node_id {
+                    return;
+                }
+                if let Some(parts) = self.gathering().get(&request_id) {
+                    let _ = parts.send((from, records, done));
+                }
             }
             Message::Reply {
                 request_id,

@@ -40,6 +40,7 @@ pub mod polling;
 pub mod rooms;
 pub mod status;
 pub mod store;
+pub mod topic_presence;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -106,12 +107,21 @@ impl Server {
             shutdown.clone(),
         );
         let node_id = polling.settings().node_id;
+        let presence =
+            topic_presence::Announcer::start(Arc::clone(&store), config.grace_period, shutdown.clone());
         let rooms = Rooms::new(
             Arc::clone(&hub),
             store.commit_hints(),
             http::stream::MAX_SELECTORS,
+            Some(presence),
         );
-        let cluster = Cluster::start(node_id, Arc::clone(&store), Arc::clone(&rooms), shutdown.clone());
+        let cluster = Cluster::start(
+            node_id,
+            Arc::clone(&store),
+            Arc::clone(&rooms),
+            polling.live_nodes(),
+            shutdown.clone(),
+        );
         let limits = Arc::new(Limits {
             publish: ClusterRateLimit::new(
                 NonZeroU32::new(config.publish_rate).unwrap_or(NonZeroU32::MIN),

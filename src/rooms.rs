@@ -18,12 +18,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::domain::event::EventId;
-use crate::domain::topic::{is_private, Selector, Topic, TopicFilter};
+use crate::domain::topic::{is_private, without_tenant, Selector, Topic, TopicFilter};
 use crate::fanout::frame::{self, Frame};
 use crate::fanout::hub::{Attach, Hub};
 
@@ -31,11 +33,14 @@ use crate::fanout::hub::{Attach, Hub};
 /// made before it (normally microseconds to a few milliseconds).
 const SETTLE_AT_MOST: Duration = Duration::from_millis(500);
 
-/// Joining or leaving a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a client asks of an open stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Op {
     Join,
     Leave,
+    /// Refresh the stream's `lastSeen` in presence.
+    Touch,
 }
 
 /// Why a room change was refused.
@@ -63,6 +68,8 @@ pub struct RoomChange {
 /// The registry of this node's open streams.
 pub struct Rooms {
     hub: Arc<Hub>,
+    /// Arrivals and departures of users on exact topics, for presence.
+    presence: Option<mpsc::UnboundedSender<PresenceChange>>,
     /// The highest id committed as this node knows it.
     committed: watch::Receiver<EventId>,
     max_topics: usize,
@@ -72,6 +79,13 @@ pub struct Rooms {
 struct Entry {
     connection_id: Uuid,
     owner: String,
+    /// The token's `sub`: who the stream is, in presence.
+    user_id: Option<String>,
+    /// Whether the stream asked to be present (`?presence=true`).
+    present: bool,
+    user_agent: Option<String>,
+    connected_at: DateTime<Utc>,
+    last_seen: Mutex<DateTime<Utc>>,
     allowed: Vec<Selector>,
     /// A participant's own private topic, the only private one it may join.
     own_private: Option<String>,
@@ -90,14 +104,23 @@ struct EntryState {
 pub struct StreamOwner {
     pub connection_id: Uuid,
     pub identity: String,
+    pub user_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub present: bool,
     pub allowed: Vec<Selector>,
     pub own_private: Option<String>,
 }
 
 impl Rooms {
-    pub fn new(hub: Arc<Hub>, committed: watch::Receiver<EventId>, max_topics: usize) -> Arc<Self> {
+    pub fn new(
+        hub: Arc<Hub>,
+        committed: watch::Receiver<EventId>,
+        max_topics: usize,
+        presence: Option<mpsc::UnboundedSender<PresenceChange>>,
+    ) -> Arc<Self> {
         Arc::new(Rooms {
             hub,
+            presence,
             committed,
             max_topics,
             streams: Mutex::new(HashMap::new()),
@@ -111,9 +134,15 @@ impl Rooms {
     /// Registers an opening stream; it stays joinable until the returned
     /// room is dropped.
     pub fn register(self: &Arc<Self>, owner: StreamOwner, requested: Vec<Selector>) -> Room {
+        let now = Utc::now();
         let entry = Arc::new(Entry {
             connection_id: owner.connection_id,
             owner: owner.identity,
+            user_id: owner.user_id,
+            user_agent: owner.user_agent,
+            present: owner.present,
+            connected_at: now,
+            last_seen: Mutex::new(now),
             allowed: owner.allowed,
             own_private: owner.own_private,
             state: Mutex::new(EntryState {
@@ -123,6 +152,9 @@ impl Rooms {
             }),
         });
         self.streams().insert(entry.connection_id, Arc::clone(&entry));
+        for selector in entry.lock().requested.iter() {
+            self.announce(&entry, selector, Arrival::Arrived);
+        }
         Room {
             rooms: Arc::clone(self),
             entry,
@@ -168,6 +200,7 @@ impl Rooms {
         }
         state.requested.push(selector.clone());
         self.apply(&entry, &mut state, "system:subscribed", &selector);
+        self.announce(&entry, &selector, Arrival::Arrived);
         Ok(state.change(true))
     }
 
@@ -191,7 +224,72 @@ impl Rooms {
         }
         state.requested.remove(at);
         self.apply(&entry, &mut state, "system:unsubscribed", selector);
+        self.announce(&entry, selector, Arrival::Left);
         Ok(state.change(true))
+    }
+
+    /// Marks the stream as seen now (`POST /v1/presence/heartbeat`).
+    pub fn touch(&self, connection_id: Uuid, identity: &str) -> Result<RoomChange, RoomError> {
+        let entry = self.owned(connection_id, identity)?;
+        *entry.last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Utc::now();
+        let state = entry.lock();
+        Ok(state.change(true))
+    }
+
+    /// Applies an [`Op`] to a stream this node holds (`selector` is the
+    /// topic joined or left; a touch has none).
+    pub async fn apply_op(
+        &self,
+        op: Op,
+        connection_id: Uuid,
+        identity: &str,
+        selector: Option<Selector>,
+    ) -> Result<RoomChange, RoomError> {
+        match (op, selector) {
+            (Op::Join, Some(selector)) => self.join(connection_id, identity, selector).await,
+            (Op::Leave, Some(selector)) => self.leave(connection_id, identity, &selector).await,
+            (Op::Touch, _) => self.touch(connection_id, identity),
+            (_, None) => Err(RoomError::NotAllowed),
+        }
+    }
+
+    /// Who is on `topic` on this node: the streams opened with presence
+    /// that follow it by name (wildcard subscriptions are not presence on
+    /// every topic they cover).
+    pub fn present_on(&self, topic: &str) -> Vec<PresenceRecord> {
+        let entries: Vec<Arc<Entry>> = self.streams().values().cloned().collect();
+        entries
+            .iter()
+            .filter(|e| e.present && e.lock().requested.iter().any(|s| s.as_exact() == Some(topic)))
+            .map(|e| PresenceRecord {
+                user_id: e.user_id.clone(),
+                connection_id: e.connection_id,
+                connected_at: e.connected_at,
+                last_seen: *e.last_seen.lock().unwrap_or_else(|p| p.into_inner()),
+                user_agent: e.user_agent.clone(),
+            })
+            .collect()
+    }
+
+    /// Tells presence that a user came to or left an exact topic.
+    fn announce(&self, entry: &Entry, selector: &Selector, arrival: Arrival) {
+        if !entry.present {
+            return;
+        }
+        let (Some(presence), Some(user), Some(topic)) = (&self.presence, &entry.user_id, selector.as_exact())
+        else {
+            return;
+        };
+        // A user's personal topic is theirs alone: no one to tell.
+        if without_tenant(topic).strip_prefix("user:") == Some(user.as_str()) {
+            return;
+        }
+        let _ = presence.send(PresenceChange {
+            topic: topic.to_string(),
+            user_id: user.clone(),
+            connection_id: entry.connection_id,
+            arrival,
+        });
     }
 
     fn owned(&self, connection_id: Uuid, identity: &str) -> Result<Arc<Entry>, RoomError> {
@@ -288,14 +386,45 @@ impl Room {
 
 impl Drop for Room {
     fn drop(&mut self) {
-        let mut streams = self.rooms.streams();
-        if streams
-            .get(&self.entry.connection_id)
-            .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
         {
-            streams.remove(&self.entry.connection_id);
+            let mut streams = self.rooms.streams();
+            if streams
+                .get(&self.entry.connection_id)
+                .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
+            {
+                streams.remove(&self.entry.connection_id);
+            }
+        }
+        for selector in self.entry.lock().requested.iter() {
+            self.rooms.announce(&self.entry, selector, Arrival::Left);
         }
     }
+}
+
+/// One stream present on a topic (`GET /v1/topics/{topic}/presence`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceRecord {
+    pub user_id: Option<String>,
+    pub connection_id: Uuid,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    Arrived,
+    Left,
+}
+
+/// A user's stream arriving on or leaving an exact topic (internal name).
+#[derive(Debug, Clone)]
+pub struct PresenceChange {
+    pub topic: String,
+    pub user_id: String,
+    pub connection_id: Uuid,
+    pub arrival: Arrival,
 }
 
 /// The topic of the server's own transient frames.

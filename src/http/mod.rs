@@ -10,6 +10,7 @@ pub mod error;
 mod history;
 mod ops;
 mod polling;
+mod presence;
 mod publish;
 pub mod request;
 pub mod rooms;
@@ -115,6 +116,8 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         ["healthz"] | ["readyz"] | ["metrics"] => "GET",
         ["v1", "events"] | ["v1", "events", "history"] => "GET",
         ["v1", "topics", _, "events"] => "POST",
+        ["v1", "topics", _, "presence"] => "GET",
+        ["v1", "presence", "heartbeat"] => "POST",
         ["v1", "connections", _, "topics"] => "POST",
         ["v1", "connections", _, "topics", _] => "DELETE",
         ["v1", "sessions"] => "POST",
@@ -157,7 +160,22 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
         .then(|connection, topic, state, ctx| rooms::leave(state, connection, topic, ctx));
+    let presence = warp::path!("v1" / "topics" / String / "presence")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .then(|topic, state, ctx| presence::list(state, topic, ctx));
+    let heartbeat = warp::path!("v1" / "presence" / "heartbeat")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(limited_body())
+        .then(presence::heartbeat);
     publish
+        .or(presence)
+        .unify()
+        .or(heartbeat)
+        .unify()
         .or(stream)
         .unify()
         .or(history)

@@ -69,32 +69,38 @@ async fn change(
             "the token may not subscribe to `{raw_topic}`"
         )));
     }
-    // Not a UUID: it names no connection, like an unknown UUID.
-    let connection_id = Uuid::parse_str(raw_connection).map_err(|_| unknown_connection())?;
-    let outcome = match op {
-        Op::Join => {
-            state
-                .rooms
-                .join(connection_id, &caller.identity, selector.clone())
-                .await
-        }
-        Op::Leave => {
-            state
-                .rooms
-                .leave(connection_id, &caller.identity, &selector)
-                .await
-        }
-    };
-    let change = match outcome {
+    let connection_id = parse_connection(raw_connection)?;
+    let change = on_stream(state, &caller.identity, connection_id, op, Some(selector)).await?;
+    Ok(reply(connection_id, &change))
+}
+
+/// Not a UUID: it names no connection, like an unknown UUID.
+pub fn parse_connection(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| unknown_connection())
+}
+
+/// Applies `op` to the stream, on this node if it holds it, else on the
+/// node that does (over the cluster bus).
+pub async fn on_stream(
+    state: &AppState,
+    identity: &str,
+    connection_id: Uuid,
+    op: Op,
+    selector: Option<Selector>,
+) -> Result<RoomChange, ApiError> {
+    let local = state
+        .rooms
+        .apply_op(op, connection_id, identity, selector.clone())
+        .await;
+    match local {
         Err(RoomError::UnknownConnection) => state
             .cluster
-            .change_room(connection_id, &caller.identity, op, &selector)
+            .change_room(connection_id, identity, op, selector.as_ref())
             .await
             .ok_or_else(unknown_connection)?,
         other => other,
     }
-    .map_err(room_error)?;
-    Ok(reply(connection_id, &change))
+    .map_err(room_error)
 }
 
 fn unknown_connection() -> ApiError {

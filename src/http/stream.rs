@@ -161,6 +161,11 @@ pub fn open_topics(
     let caller = ctx.caller(&state.keys, true)?;
     let (mut selectors, _) = read_filter(ctx, &caller)?;
     let start = start_point(ctx)?;
+    let present = match ctx.query_one("presence")? {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => return Err(ApiError::bad_request("presence must be true or false")),
+    };
     let snapshot_url = history_url(&selectors);
     let permit = state.limits.streams.acquire(&caller.identity).ok_or_else(|| {
         ApiError::rate_limited(
@@ -189,6 +194,9 @@ pub fn open_topics(
         StreamOwner {
             connection_id: stream.connection_id,
             identity: caller.identity.clone(),
+            user_id: caller.role.is_none().then(|| caller.subject.clone()).flatten(),
+            present,
+            user_agent: ctx.header("user-agent").map(|ua| ua.chars().take(256).collect()),
             allowed,
             own_private,
         },

@@ -36,8 +36,14 @@ impl Seen {
     fn record(&mut self, event: &Event) {
         let envelope = data(event);
         let event_type = envelope["type"].as_str().unwrap_or_default().to_string();
-        let kind = match envelope["topic"].as_str() {
-            Some(topic) => topic.split(':').next().unwrap_or_default().to_string(),
+        // Live polling events by their topic's kind; events on generic
+        // topics under `<topic>` (any topic); transient frames as `frame`.
+        let kind = match envelope["topic"]
+            .as_str()
+            .map(|t| t.split(':').next().unwrap_or_default())
+        {
+            Some(kind @ ("session" | "participant")) => kind.to_string(),
+            Some(_) => "<topic>".to_string(),
             None => "frame".to_string(),
         };
         let keys: BTreeSet<String> = envelope["payload"]
@@ -124,11 +130,13 @@ fn parse_catalog(text: &str) -> BTreeMap<Kind, Documented> {
     sections
 }
 
-/// "`vote:accepted` — `session:<sessionId>`" or "`connection:reset` — frame".
+/// "`vote:accepted` — `session:<sessionId>`", "`presence:update` — `<topic>`"
+/// or "`connection:reset` — frame".
 fn parse_heading(rest: &str) -> Option<Kind> {
     let (event_type, after) = rest.split_once('`')?;
     let place = after.trim_start_matches([' ', '—']).trim();
     let kind = match place.strip_prefix('`') {
+        Some(topic) if topic.starts_with('<') => topic.split('`').next()?.to_string(),
         Some(topic) => topic.split([':', '`']).next()?.to_string(),
         None if place.starts_with("frame") => "frame".to_string(),
         None => return None,
@@ -193,7 +201,14 @@ async fn run_scenario(app: &TestApp) -> Seen {
         subscribe: vec!["demo:*".into(), "system".into()],
         ..Claims::default()
     });
-    let mut stream = app.subscribe_with(&token, &["demo:a", "system"], None).await;
+    let response = app
+        .http
+        .get(app.url("/v1/events?topic=demo:a&topic=system&presence=true"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseClient::new(response);
     let hello = stream.next().await;
     seen.record(&hello);
     let connection = data(&hello)["payload"]["connectionId"]

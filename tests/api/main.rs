@@ -12,6 +12,7 @@ mod idempotency;
 mod ops;
 mod polling;
 mod polling_helpers;
+mod presence;
 mod rooms;
 mod streams;
 mod system;
