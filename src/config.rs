@@ -105,6 +105,15 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_STREAMS_PER_TOKEN", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub streams_per_token: u32,
 
+    /// Most topic selectors one stream (or history read) may follow,
+    /// rooms joined later included.
+    #[arg(long, env = "POLLCAST_MAX_TOPICS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_topics: u32,
+
+    /// Largest request body in bytes (the contract's 64 KiB by default).
+    #[arg(long, env = "POLLCAST_MAX_BODY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_body: u32,
+
     /// How often each node sends `system:status` on the topic `system`
     /// (and checks its database for `system:alert`).
     #[arg(long, env = "POLLCAST_STATUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]

@@ -112,7 +112,7 @@ impl Server {
         let rooms = Rooms::new(
             Arc::clone(&hub),
             store.commit_hints(),
-            http::stream::MAX_SELECTORS,
+            config.max_topics as usize,
             Some(presence),
         );
         let cluster = Cluster::start(
@@ -128,6 +128,8 @@ impl Server {
                 polling.live_nodes(),
             ),
             streams: StreamQuota::new(config.streams_per_token as usize),
+            max_topics: config.max_topics as usize,
+            max_body: config.max_body as usize,
         });
         let state = AppState {
             store: Arc::clone(&store),

@@ -21,6 +21,10 @@ pub struct Limits {
     pub publish: ClusterRateLimit<String>,
     /// Open streams per token identity on this node.
     pub streams: Arc<StreamQuota>,
+    /// Most topic selectors one stream (or history request) follows.
+    pub max_topics: usize,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
 }
 
 pub struct ClusterRateLimit<K: Hash + Eq + Clone> {

@@ -136,7 +136,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body())
+        .and(limited_body(state.limits.max_body))
         .then(|topic, state, ctx, body| publish::handle(state, topic, ctx, body));
     let stream = warp::path!("v1" / "events")
         .and(warp::get())
@@ -153,7 +153,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body())
+        .and(limited_body(state.limits.max_body))
         .then(|connection, state, ctx, body| rooms::join(state, connection, ctx, body));
     let leave = warp::path!("v1" / "connections" / String / "topics" / String)
         .and(warp::delete())
@@ -169,7 +169,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body())
+        .and(limited_body(state.limits.max_body))
         .then(presence::heartbeat);
     publish
         .or(presence)
@@ -194,7 +194,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body())
+        .and(limited_body(state.limits.max_body))
         .then(polling::create_session);
     let session_action = |segment: &'static str, action: SessionAction| {
         warp::path("v1")
@@ -215,7 +215,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body())
+        .and(limited_body(state.limits.max_body))
         .then(polling::session_action);
     let poll_action = |segment: &'static str, action: PollAction| {
         warp::path("v1")
@@ -234,7 +234,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body())
+        .and(limited_body(state.limits.max_body))
         .then(polling::poll_action);
     let poll_query = |segment: &'static str, query: PollQuery| {
         warp::path("v1")

@@ -129,28 +129,31 @@ impl RequestContext {
     }
 }
 
-/// The request body, collected up to [`MAX_BODY`] bytes. Larger bodies are
-/// refused without reading the rest, whether or not they declare a length.
-pub fn limited_body() -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+/// The request body, collected up to `max` bytes (`--max-body`, default
+/// [`MAX_BODY`]). Larger bodies are refused without reading the rest,
+/// whether or not they declare a length.
+pub fn limited_body(
+    max: usize,
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>(CONTENT_LENGTH.as_str())
         .and(warp::body::stream())
-        .then(|declared: Option<u64>, stream| async move {
-            if declared.is_some_and(|n| n > MAX_BODY as u64) {
-                return Err(too_large());
+        .then(move |declared: Option<u64>, stream| async move {
+            if declared.is_some_and(|n| n > max as u64) {
+                return Err(too_large(max));
             }
-            collect_limited(stream).await
+            collect_limited(stream, max).await
         })
 }
 
-fn too_large() -> ApiError {
+fn too_large(max: usize) -> ApiError {
     ApiError::new(
         http::StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        format!("the body is larger than {MAX_BODY} bytes"),
+        format!("the body is larger than {max} bytes"),
     )
 }
 
-async fn collect_limited<S, B>(stream: S) -> Result<Bytes, ApiError>
+async fn collect_limited<S, B>(stream: S, max: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -159,8 +162,8 @@ where
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.remaining() > MAX_BODY {
-            return Err(too_large());
+        if body.len() + chunk.remaining() > max {
+            return Err(too_large(max));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();

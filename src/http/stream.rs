@@ -35,8 +35,6 @@ use crate::polling::presence::PresenceGuard;
 use crate::rooms::{system_topic, Room, StreamOwner};
 use crate::store::EventStore;
 
-/// Most selectors one stream or history request may ask for.
-pub const MAX_SELECTORS: usize = 32;
 /// Most events read from the store per query while replaying.
 const REPLAY_PAGE: usize = 2000;
 /// Events in a stream's first replay page, before it knows how big its
@@ -52,7 +50,11 @@ const LIVE_BATCH: usize = 64;
 
 /// The `topic` selectors of a read request, checked against the caller's
 /// `subscribe` claims, as a filter for the hub and the store.
-pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selector>, TopicFilter), ApiError> {
+pub fn read_filter(
+    ctx: &RequestContext,
+    caller: &Caller,
+    max_topics: usize,
+) -> Result<(Vec<Selector>, TopicFilter), ApiError> {
     let selectors: Vec<Selector> = ctx
         .query_all("topic")
         .map(|raw| {
@@ -64,9 +66,9 @@ pub fn read_filter(ctx: &RequestContext, caller: &Caller) -> Result<(Vec<Selecto
     if selectors.is_empty() {
         return Err(ApiError::bad_request("give at least one `topic` query parameter"));
     }
-    if selectors.len() > MAX_SELECTORS {
+    if selectors.len() > max_topics {
         return Err(ApiError::bad_request(format!(
-            "at most {MAX_SELECTORS} topics per request"
+            "at most {max_topics} topics per request"
         )));
     }
     if let Some(denied) = selectors.iter().find(|s| !caller.may_subscribe(s)) {
@@ -159,7 +161,7 @@ pub fn open_topics(
     on_slow: Option<CancellationToken>,
 ) -> Result<EventStream, ApiError> {
     let caller = ctx.caller(&state.keys, true)?;
-    let (mut selectors, _) = read_filter(ctx, &caller)?;
+    let (mut selectors, _) = read_filter(ctx, &caller, state.limits.max_topics)?;
     let start = start_point(ctx)?;
     let present = match ctx.query_one("presence")? {
         None | Some("false" | "0") => false,

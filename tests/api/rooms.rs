@@ -290,3 +290,29 @@ async fn publishes_per_token_are_rate_limited_and_refusals_append_nothing() {
     let other = token_for(&app, Some("other"), &["demo:*"], &[]);
     publish_as(&app, &other, "demo:limited", 99).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_and_body_caps_are_configurable() {
+    let app = TestApp::spawn_with(Backend::Memory, |c| {
+        c.max_topics = 2;
+        c.max_body = 2048;
+    })
+    .await;
+    let token = token_for(&app, None, &["demo:*"], &["demo:*"]);
+    let too_many = app
+        .http
+        .get(app.url("/v1/events?topic=demo:a&topic=demo:b&topic=demo:c"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_many.status(), 400);
+    let (_stream, connection) = open(&app, &token, &["demo:a", "demo:b"]).await;
+    let (status, body) = room_request(&app, &token, "POST", &connection, "demo:c").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    let big = json!({"type": "demo:said", "payload": {"pad": "x".repeat(3000)}});
+    let refused = app.publish_raw(&token, "demo:a", big).await;
+    assert_eq!(refused.status(), 413);
+    let small = json!({"type": "demo:said", "payload": {"pad": "x".repeat(1000)}});
+    assert_eq!(app.publish_raw(&token, "demo:a", small).await.status(), 201);
+}
