@@ -156,8 +156,9 @@ fn judge(head: &[u8]) -> Option<HeadVerdict> {
     let httparse::Status::Complete(length) = status else {
         return None;
     };
-    // Pipelined bytes after the head, HTTP/1.0 or a body: hyper's job.
-    if length != head.len() || request.version != Some(1) {
+    // Pipelined bytes after the head, HTTP/1.0, a body, or a head over the
+    // limit (answered 431 there): hyper's job.
+    if length != head.len() || request.version != Some(1) || length > super::request::MAX_HEAD {
         return Some(HeadVerdict::NotAStream);
     }
     Some(candidate(&request).map_or(HeadVerdict::NotAStream, HeadVerdict::Candidate))

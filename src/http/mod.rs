@@ -72,7 +72,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(ops::readyz);
     let metrics = warp::path!("metrics").and(warp::get()).map(ops::metrics);
 
-    generic
+    head_limit()
+        .or(generic)
+        .unify()
         .or(polling)
         .unify()
         .or(healthz)
@@ -87,6 +89,30 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(error::recover)
         .unify()
+        .boxed()
+}
+
+/// `431` with the contract's error body for a request line and headers
+/// over [`request::MAX_HEAD`]; other requests pass on to the routes.
+fn head_limit() -> BoxedFilter<(Response,)> {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(RequestContext::filter())
+        .and_then(
+            |method: http::Method, path: warp::path::FullPath, query: String, ctx: RequestContext| async move {
+                let target = path.as_str().len() + if query.is_empty() { 0 } else { query.len() + 1 };
+                if request::head_size(&method, target, &ctx.headers) <= request::MAX_HEAD {
+                    return Err(warp::reject::not_found());
+                }
+                let error = crate::error::ApiError::new(
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "invalid_payload",
+                    format!("the request line and headers exceed {} bytes", request::MAX_HEAD),
+                );
+                Ok(error.into_response(&ctx.trace_id))
+            },
+        )
         .boxed()
 }
 

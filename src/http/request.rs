@@ -16,6 +16,23 @@ use crate::domain::event::TraceId;
 /// Largest accepted request body (CONTRACT §5).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Largest request line plus headers, in bytes. hyper may read up to
+/// [`READ_BUFFER`]; heads between the two get the contract's 431 from
+/// `http::head_limit`, not hyper's bodiless one.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// hyper's read buffer limit: past it, hyper itself answers 431.
+pub const READ_BUFFER: usize = 64 * 1024;
+
+/// About how many bytes the request line and headers took on the wire.
+pub fn head_size(method: &http::Method, target_len: usize, headers: &HeaderMap) -> usize {
+    let line = method.as_str().len() + 1 + target_len + " HTTP/1.1\r\n".len();
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + fields + 2
+}
+
 /// The parsed basics of one request.
 #[derive(Debug, Clone)]
 pub struct RequestContext {

@@ -58,7 +58,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.max_buf_size(8192);
+    http1.max_buf_size(super::request::READ_BUFFER);
     let hyper_side = Arc::new(HyperSide {
         http1,
         routes,

@@ -273,3 +273,47 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+/// A request line and headers over 8 KiB: 431 with the contract's error
+/// body, on a stream request (which the direct path would otherwise take)
+/// and on a publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_431_with_the_error_body() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let token = app.demo_token();
+    let long_query: String = (0..30)
+        .map(|n| format!("topic=demo:{}&", "x".repeat(300) + &n.to_string()))
+        .collect();
+    let stream = app
+        .http
+        .get(app.url(&format!("/v1/events?{long_query}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let publish = app
+        .http
+        .post(app.url("/v1/topics/demo:a/events"))
+        .bearer_auth(&token)
+        .header("x-padding", "p".repeat(9000))
+        .json(&json!({"type": "demo:said"}))
+        .send()
+        .await
+        .unwrap();
+    for response in [stream, publish] {
+        let (status, body) = error_of(response).await;
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "invalid_payload", "{body}");
+    }
+    assert_eq!(app.history_len("topic=demo:a&after=0").await, 0);
+    // Just under the limit is served as usual.
+    let fine = app
+        .http
+        .get(app.url("/v1/events/history?topic=demo:a&after=0"))
+        .bearer_auth(&token)
+        .header("x-padding", "p".repeat(6000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+}
