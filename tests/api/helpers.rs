@@ -201,17 +201,36 @@ impl TestApp {
     /// How many events the history endpoint returns for this query string
     /// (read with the demo token, up to 1,000).
     pub async fn history_len(&self, query: &str) -> usize {
+        self.history_with(&self.demo_token(), &format!("{query}&limit=1000"))
+            .await
+            .len()
+    }
+
+    /// The events the history endpoint returns to `token` for this query.
+    pub async fn history_with(&self, token: &str, query: &str) -> Vec<Value> {
         let body: Value = self
             .http
-            .get(self.url(&format!("/v1/events/history?{query}&limit=1000")))
-            .bearer_auth(self.demo_token())
+            .get(self.url(&format!("/v1/events/history?{query}")))
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        body.as_array().unwrap().len()
+        body.as_array()
+            .unwrap_or_else(|| panic!("not a list: {body}"))
+            .clone()
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_with(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Opens an SSE stream with the demo token.

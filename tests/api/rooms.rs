@@ -223,13 +223,7 @@ async fn open_streams_per_token_are_limited() {
     let token = app.demo_token();
     let first = open(&app, &token, &["demo:a"]).await;
     let _second = open(&app, &token, &["demo:a"]).await;
-    let refused = app
-        .http
-        .get(app.url("/v1/events?topic=demo:a"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let refused = app.get_with(&token, "/v1/events?topic=demo:a").await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.unwrap();
@@ -240,13 +234,7 @@ async fn open_streams_per_token_are_limited() {
     drop(first);
     let mut freed = false;
     for _ in 0..50 {
-        let response = app
-            .http
-            .get(app.url("/v1/events?topic=demo:a"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_with(&token, "/v1/events?topic=demo:a").await;
         if response.status() == 200 {
             freed = true;
             break;
@@ -300,12 +288,8 @@ async fn the_topic_and_body_caps_are_configurable() {
     .await;
     let token = token_for(&app, None, &["demo:*"], &["demo:*"]);
     let too_many = app
-        .http
-        .get(app.url("/v1/events?topic=demo:a&topic=demo:b&topic=demo:c"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get_with(&token, "/v1/events?topic=demo:a&topic=demo:b&topic=demo:c")
+        .await;
     assert_eq!(too_many.status(), 400);
     let (_stream, connection) = open(&app, &token, &["demo:a", "demo:b"]).await;
     let (status, body) = room_request(&app, &token, "POST", &connection, "demo:c").await;

@@ -47,18 +47,8 @@ async fn seen_by(stream: &mut SseClient) -> Vec<(String, String)> {
 }
 
 async fn history(app: &TestApp, token: &str, query: &str) -> Vec<String> {
-    let body: Value = app
-        .http
-        .get(app.url(&format!("/v1/events/history?{query}")))
-        .bearer_auth(token)
-        .send()
+    app.history_with(token, query)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body.as_array()
-        .unwrap_or_else(|| panic!("{body}"))
         .iter()
         .map(|e| e["payload"]["by"].as_str().unwrap_or("?").to_string())
         .collect()

@@ -66,22 +66,10 @@ async fn optimistic_locking_per_topic_and_entity(backend: Backend) {
         versions,
         [&json!(1), &json!(2), &json!(3), &json!(1), &Value::Null]
     );
-    let history: Value = app
-        .http
-        .get(app.url("/v1/events/history?topic=demo:docs&after=0"))
-        .bearer_auth(app.demo_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stored: Vec<(&Value, &Value)> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (&e["entityId"], &e["version"]))
-        .collect();
+    let history = app
+        .history_with(&app.demo_token(), "topic=demo:docs&after=0")
+        .await;
+    let stored: Vec<(&Value, &Value)> = history.iter().map(|e| (&e["entityId"], &e["version"])).collect();
     assert_eq!(
         stored[..3],
         [
