@@ -27,6 +27,8 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/python-venv.sh
+source "$repo_root/scripts/lib/python-venv.sh"
 bin="${POLLCAST_BIN:-$repo_root/target/release/pollcast}"
 venv="$repo_root/target/pyclients"
 run_dir="$repo_root/target/clients-run"
@@ -50,25 +52,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 # --- the Python clients, on first use ----------------------------------------
 
-stamp="$venv/.requirements"
-if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "${requirements[*]}" ]]; then
-    say "installing ${requirements[*]} into ${venv#"$repo_root"/}"
-    if [[ ! -x "$venv/bin/python" ]]; then
-        mkdir -p "$repo_root/target"
-        # Debian's python3 without python3-venv has no ensurepip: fall back to a
-        # virtualenv without pip and let the outer pip install into it.
-        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-            rm -rf "$venv"
-            python3 -m venv --without-pip "$venv"
-        fi
-    fi
-    if "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
-        "$venv/bin/python" -m pip install -q "${requirements[@]}"
-    else
-        python3 -m pip --python "$venv/bin/python" install -q "${requirements[@]}"
-    fi
-    printf '%s' "${requirements[*]}" >"$stamp"
-fi
+ensure_venv "$venv" "${requirements[@]}"
 
 # --- the server for the Python and nginx clients -----------------------------
 

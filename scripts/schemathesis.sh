@@ -31,6 +31,8 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/python-venv.sh
+source "$repo_root/scripts/lib/python-venv.sh"
 spec="$repo_root/openapi.yaml"
 venv="$repo_root/target/schemathesis"
 run_dir="$repo_root/target/schemathesis-run"
@@ -41,24 +43,7 @@ requirement='schemathesis>=4.32,<4.33'
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
 seed="${SCHEMATHESIS_SEED:-1}"
 
-export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-
-if [[ ! -x "$venv/bin/schemathesis" ]]; then
-    if [[ ! -x "$venv/bin/python" ]]; then
-        mkdir -p "$repo_root/target"
-        # Debian's python3 without python3-venv has no ensurepip: fall back to a
-        # virtualenv without pip and let the outer pip install into it.
-        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-            rm -rf "$venv"
-            python3 -m venv --without-pip "$venv"
-        fi
-    fi
-    if "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
-        "$venv/bin/python" -m pip install -q "$requirement"
-    else
-        python3 -m pip --python "$venv/bin/python" install -q "$requirement"
-    fi
-fi
+ensure_venv "$venv" "$requirement"
 
 (cd "$repo_root" && "${CARGO:-cargo}" build -q --release --bin pollcast)
 
