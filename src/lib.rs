@@ -20,6 +20,14 @@
 //!   machine, and the server with its tower layers and graceful shutdown.
 //! - [`polling`]: the live polling service: commands run in store
 //!   transactions, coalesced results broadcasts, presence, vote rate limits.
+//! - [`rooms`]: every open stream by connection id: joining and leaving
+//!   topics while it stays open, and who is present on a topic.
+//! - [`cluster`]: the bus between nodes (NOTIFY), for room changes and
+//!   presence lists that concern a stream held by another node.
+//! - [`topic_presence`]: `presence:update` events, debounced by the grace
+//!   period.
+//! - [`status`]: `system:status` and `system:alert` on the topic `system`.
+//! - [`limits`]: per-token rate and stream limits held across the cluster.
 //! - [`error`]: the API's error vocabulary (CONTRACT §5).
 //! - [`metrics`]: the Prometheus names and recorder.
 //!
