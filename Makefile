@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients bench cluster
+.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients screenshots bench cluster
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -60,6 +60,10 @@ release:
 ## The web app end to end and EventSource conformance, in headless Chromium.
 browser: postgres browser-tools release
 	cd tests/browser && node --test --test-concurrency=1 app.test.mjs conformance.test.mjs
+
+## The README's screenshots (docs/), from a real session in the browser test.
+screenshots: postgres browser-tools release
+	cd tests/browser && UPDATE_SCREENSHOTS=1 node --test app.test.mjs
 
 ## Independent SSE clients: npm eventsource, Python httpx-sse, curl -N
 ## through nginx with its default (buffering) proxy settings.

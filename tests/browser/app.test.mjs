@@ -7,11 +7,21 @@
 //
 // Needs Postgres (POLLCAST_TEST_PG, default postgres://postgres@127.0.0.1:5432/postgres)
 // and Chromium (CHROMIUM, default /usr/bin/chromium). Writes
-// docs/screenshot-presenter.png and docs/screenshot-participant.png.
+// screenshot-presenter.png and screenshot-participant.png to target/screenshots,
+// or to docs/ with UPDATE_SCREENSHOTS=1 (`make screenshots`).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { Pollcast, repoRoot } from './lib/server.mjs';
+
+// Screenshots of a real session: under target/ on every run, and into
+// docs/ (the README's pictures) with UPDATE_SCREENSHOTS=1, so that a test
+// run leaves the tree as it found it.
+const screenshots = process.env.UPDATE_SCREENSHOTS
+  ? path.join(repoRoot, 'docs')
+  : path.join(repoRoot, 'target', 'screenshots');
+mkdirSync(screenshots, { recursive: true });
 import { launchChromium } from './lib/browser.mjs';
 
 /** How long anything may take to show up on screen (2 slow cores). */
@@ -197,7 +207,7 @@ test('a presenter and four participants run a session with all three poll types'
       ['50%', '25%', '25%'],
     );
     for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
-    await grace.screenshot({ path: path.join(repoRoot, 'docs/screenshot-participant.png') });
+    await grace.screenshot({ path: path.join(screenshots, 'screenshot-participant.png') });
 
     // A second vote by the same participant is refused, and says why.
     await vote(ada, 'Where should the offsite be?', { option: 'Berlin' });
@@ -231,7 +241,7 @@ test('a presenter and four participants run a session with all three poll types'
     }
 
     await presenter.evaluate(() => window.scrollTo(0, 0));
-    await presenter.screenshot({ path: path.join(repoRoot, 'docs/screenshot-presenter.png'), fullPage: true });
+    await presenter.screenshot({ path: path.join(screenshots, 'screenshot-presenter.png'), fullPage: true });
 
     // Ending the session (the button asks for a second click) closes the open poll.
     await presenter.getByTestId('end-session').click();
