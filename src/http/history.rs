@@ -67,7 +67,7 @@ pub async fn handle(state: AppState, ctx: RequestContext) -> Response {
 
 async fn history(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
     let caller = ctx.caller(&state.keys, true)?;
-    let (_, filter) = read_filter(ctx, &caller, state.limits.max_topics)?;
+    let filter = read_filter(ctx, &caller, state.limits.max_topics)?;
     let query = parse_query(ctx)?;
     let bounds = state.store.bounds().await?;
     let after = match query.after {

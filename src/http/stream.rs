@@ -26,7 +26,7 @@ use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::event::{parse_event_id, EventId};
 use crate::domain::polling::events::participant_topic;
-use crate::domain::topic::{is_private, Selector, TopicFilter};
+use crate::domain::topic::{is_private, Selector, Topic, TopicFilter};
 use crate::fanout::frame::{self, Frame, PING};
 use crate::fanout::hub::{Attach, Hub, Subscription};
 use crate::limits::StreamPermit;
@@ -48,13 +48,36 @@ const REPLAY_PAGE_BYTES: usize = 512 * 1024;
 /// burst is queued, without holding frames back when it is not.
 const LIVE_BATCH: usize = 64;
 
-/// The `topic` selectors of a read request, checked against the caller's
-/// `subscribe` claims, as a filter for the hub and the store.
+/// The `topic` selectors of a read request as a filter for the store (the
+/// history endpoint); streams build theirs in their room.
 pub fn read_filter(
     ctx: &RequestContext,
     caller: &Caller,
     max_topics: usize,
-) -> Result<(Vec<Selector>, TopicFilter), ApiError> {
+) -> Result<TopicFilter, ApiError> {
+    let selectors = read_selectors(ctx, caller, max_topics)?;
+    let filter = TopicFilter::new(selectors, Some(caller.subscribe.clone()));
+    Ok(match own_private_topic(caller) {
+        Some(_) => filter,
+        None => filter.without_private(),
+    })
+}
+
+/// The private topic a caller may read: a participant's own.
+fn own_private_topic(caller: &Caller) -> Option<Topic> {
+    match caller.role {
+        Some(Role::Participant { participant, .. }) => Some(participant_topic(participant)),
+        _ => None,
+    }
+}
+
+/// The `topic` selectors of a read request, checked against the caller's
+/// `subscribe` claims and the private topics.
+fn read_selectors(
+    ctx: &RequestContext,
+    caller: &Caller,
+    max_topics: usize,
+) -> Result<Vec<Selector>, ApiError> {
     let selectors: Vec<Selector> = ctx
         .query_all("topic")
         .map(|raw| {
@@ -80,21 +103,14 @@ pub fn read_filter(
     // A participant's own topic carries its identity: only that
     // participant reads it (its token allows nothing else of the kind).
     // Other tokens are refused it by name, and wildcards leave it out.
-    let own_topic = match caller.role {
-        Some(Role::Participant { participant, .. }) => Some(participant_topic(participant)),
-        _ => None,
-    };
+    let own_topic = own_private_topic(caller);
     let owns = |s: &Selector| own_topic.as_ref().is_some_and(|t| s.as_str() == t.as_str());
     if let Some(private) = selectors.iter().find(|s| is_private(s.as_str()) && !owns(s)) {
         return Err(ApiError::forbidden(format!(
             "`{private}` is private to its participant: only that participant's token reads it"
         )));
     }
-    let mut filter = TopicFilter::new(selectors.clone(), Some(caller.subscribe.clone()));
-    if own_topic.is_none() {
-        filter = filter.without_private();
-    }
-    Ok((selectors, filter))
+    Ok(selectors)
 }
 
 /// A token's personal topic `user:<sub>`, which every stream of that token
@@ -161,7 +177,7 @@ pub fn open_topics(
     on_slow: Option<CancellationToken>,
 ) -> Result<EventStream, ApiError> {
     let caller = ctx.caller(&state.keys, true)?;
-    let (mut selectors, _) = read_filter(ctx, &caller, state.limits.max_topics)?;
+    let mut selectors = read_selectors(ctx, &caller, state.limits.max_topics)?;
     let start = start_point(ctx)?;
     let present = match ctx.query_one("presence")? {
         None | Some("false" | "0") => false,
@@ -185,12 +201,7 @@ pub fn open_topics(
         }
         allowed.push(personal);
     }
-    let own_private = match caller.role {
-        Some(Role::Participant { participant, .. }) => {
-            Some(participant_topic(participant).as_str().to_string())
-        }
-        _ => None,
-    };
+    let own_private = own_private_topic(&caller).map(|t| t.as_str().to_string());
     let mut stream = EventStream::new(state, TopicFilter::everything(), start, snapshot_url, on_slow);
     let room = state.rooms.register(
         StreamOwner {
