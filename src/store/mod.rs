@@ -67,6 +67,13 @@ impl CommandOutput {
 #[async_trait]
 pub trait TxCommand: Send + Sync {
     async fn run(self: Box<Self>, tx: &mut dyn polling::PollingTx) -> Result<CommandOutput, StoreError>;
+
+    /// How many events `run` will return, when that is known before it
+    /// runs. A batch of such commands takes its ids in the same round trip
+    /// as the log lock instead of one more after the commands.
+    fn known_event_count(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The simplest command: append these events.
@@ -82,6 +89,10 @@ impl TxCommand for AppendEvents {
             events: self.events,
             respond: self.respond,
         })
+    }
+
+    fn known_event_count(&self) -> Option<usize> {
+        Some(self.events.len())
     }
 }
 

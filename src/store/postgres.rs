@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    ClientWrapper, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::postgres_polling::PgTx;
@@ -253,18 +255,171 @@ fn committed_events(outcome: &AppendOutcome) -> &[StoredEvent] {
     }
 }
 
+/// The writer's statements, prepared once per pooled connection: a plain
+/// string would be parsed and described on every call, one more round trip
+/// each inside the log lock. Holding them also lets a batch send several
+/// at once (pipelined) and know each goes out in the order it was issued.
+struct WriterStatements {
+    begin: Statement,
+    lock: Statement,
+    ids: Statement,
+    remembered: Statement,
+    insert_events: Statement,
+    insert_keys: Statement,
+    commit: Statement,
+}
+
+impl WriterStatements {
+    async fn prepare(client: &ClientWrapper) -> Result<Self, StoreError> {
+        let prepare = |sql: &'static str| async move { client.prepare_cached(sql).await.map_err(classify) };
+        Ok(WriterStatements {
+            begin: prepare("BEGIN").await?,
+            lock: prepare("SELECT pg_advisory_xact_lock($1)").await?,
+            ids: prepare(NEXT_IDS).await?,
+            remembered: prepare(REMEMBERED_KEYS).await?,
+            insert_events: prepare(INSERT_EVENTS).await?,
+            insert_keys: prepare(INSERT_KEYS).await?,
+            commit: prepare("COMMIT").await?,
+        })
+    }
+}
+
 /// One transaction for the whole batch. Returns one outcome per request
 /// and, when it appended anything, the head of the log before the batch
 /// and the highest id it appended.
+///
+/// The transaction is driven by hand (BEGIN and COMMIT are statements like
+/// the others) so that they can share a round trip with their neighbours.
+/// After a failure the connection leaves the pool instead of going back
+/// mid-transaction; closing it makes Postgres roll back.
 async fn commit_batch(
     pool: &Pool,
     requests: Vec<AppendRequest>,
 ) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
-    let mut client = pool.get().await.map_err(classify_pool)?;
-    let tx = client.transaction().await.map_err(classify)?;
-    execute_cached(&tx, "SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK]).await?;
+    let client = pool.get().await.map_err(classify_pool)?;
+    let result = run_batch(&client, requests).await;
+    if result.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
+    result
+}
 
-    let remembered = remembered_keys(&tx, &requests).await?;
+async fn run_batch(
+    client: &ClientWrapper,
+    requests: Vec<AppendRequest>,
+) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
+    let statements = WriterStatements::prepare(client).await?;
+    let opening = open_batch(client, &statements, &requests).await?;
+    let (plans, executed) = plan_appends(&requests, &opening.remembered);
+
+    // Split the requests into those that append and the rest.
+    let mut keys = Vec::with_capacity(plans.len());
+    let mut runnable = Vec::with_capacity(executed);
+    for (request, plan) in requests.into_iter().zip(&plans) {
+        keys.push(request.idempotency.clone());
+        if matches!(plan, Plan::Execute(_)) {
+            runnable.push(request);
+        }
+    }
+
+    // Run each command in order: a later one sees what an earlier one wrote.
+    let mut outputs = Vec::with_capacity(runnable.len());
+    for request in runnable {
+        let mut polling = PgTx::new(client);
+        outputs.push(request.command.run(&mut polling).await?);
+    }
+    let total: usize = outputs.iter().map(|o| o.events.len()).sum();
+    let (before, ids) = match opening.ids {
+        Some(taken) if taken.1.len() == total => taken,
+        _ => next_ids(client, &statements, total).await?,
+    };
+    let mut ids = ids.into_iter();
+    let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let events: Vec<StoredEvent> = output
+            .events
+            .into_iter()
+            .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
+            .collect();
+        let response = (output.respond)(&events);
+        committed.push((events, response));
+    }
+    let head = committed
+        .iter()
+        .filter_map(|(events, _)| events.last())
+        .map(|e| e.id)
+        .max();
+    // The events (with the NOTIFY of the new head), the keys and the
+    // COMMIT go out together. Should a statement fail, the COMMIT of the
+    // aborted transaction rolls back and the error is that statement's.
+    let events = insert_events(
+        client,
+        &statements,
+        committed.iter().flat_map(|(events, _)| events),
+        head,
+    );
+    let keys_stored = insert_keys(client, &statements, &plans, &keys, &committed);
+    let commit = async { client.execute(&statements.commit, &[]).await.map_err(classify) };
+    futures::try_join!(events, keys_stored, commit)?;
+    crate::metrics::events_appended(total);
+
+    let outcomes = resolve_outcomes(plans, &keys, committed);
+    Ok((outcomes, head.map(|head| (before, head))))
+}
+
+/// What the first round trip of a batch learned.
+struct Opening {
+    remembered: HashMap<(String, String), (String, StoredResponse)>,
+    /// The head before the batch and its ids, when the number of events
+    /// was known before running any command.
+    ids: Option<(EventId, Vec<EventId>)>,
+}
+
+/// BEGIN, the log lock, the remembered idempotency keys and, when every
+/// command can tell its event count up front (plain publishes), the ids:
+/// sent together, answered in one round trip. Postgres runs them in
+/// order, and each statement takes its snapshot when it starts, so the
+/// ids query sees every commit made before the lock was granted.
+async fn open_batch(
+    client: &ClientWrapper,
+    statements: &WriterStatements,
+    requests: &[AppendRequest],
+) -> Result<Opening, StoreError> {
+    let known_count = known_event_count(requests);
+    let begin = async { client.execute(&statements.begin, &[]).await.map_err(classify) };
+    let lock = async {
+        client
+            .execute(&statements.lock, &[&LOG_LOCK])
+            .await
+            .map_err(classify)
+    };
+    let remembered = remembered_keys(client, statements, requests);
+    let ids = async {
+        match known_count {
+            Some(count) if count > 0 => next_ids(client, statements, count).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let (_, _, remembered, ids) = futures::try_join!(begin, lock, remembered, ids)?;
+    Ok(Opening { remembered, ids })
+}
+
+/// The batch's event count, when no request carries an idempotency key
+/// (a remembered key skips its command) and every command knows its count.
+fn known_event_count(requests: &[AppendRequest]) -> Option<usize> {
+    requests
+        .iter()
+        .try_fold(0, |sum, request| match request.idempotency {
+            Some(_) => None,
+            None => request.command.known_event_count().map(|n| sum + n),
+        })
+}
+
+/// Decides, for each request, whether it runs or is answered from a key.
+fn plan_appends(
+    requests: &[AppendRequest],
+    remembered: &HashMap<(String, String), (String, StoredResponse)>,
+) -> (Vec<Plan>, usize) {
     let mut plans = Vec::with_capacity(requests.len());
     let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
     let mut executed = 0;
@@ -288,76 +443,17 @@ async fn commit_batch(
             Plan::Execute(executed - 1)
         }));
     }
-    drop(first_with_key);
-
-    // Split the requests into those that append and the rest.
-    let mut keys = Vec::with_capacity(plans.len());
-    let mut runnable = Vec::with_capacity(executed);
-    for (request, plan) in requests.into_iter().zip(&plans) {
-        keys.push(request.idempotency.clone());
-        if matches!(plan, Plan::Execute(_)) {
-            runnable.push(request);
-        }
-    }
-
-    // Run each command in order: a later one sees what an earlier one wrote.
-    let mut outputs = Vec::with_capacity(runnable.len());
-    for request in runnable {
-        let mut polling = PgTx::new(&tx);
-        outputs.push(request.command.run(&mut polling).await?);
-    }
-    let total: usize = outputs.iter().map(|o| o.events.len()).sum();
-    let (before, ids) = next_ids(&tx, total).await?;
-    let mut ids = ids.into_iter();
-    let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(outputs.len());
-    for output in outputs {
-        let events: Vec<StoredEvent> = output
-            .events
-            .into_iter()
-            .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
-            .collect();
-        let response = (output.respond)(&events);
-        committed.push((events, response));
-    }
-    let head = committed
-        .iter()
-        .filter_map(|(events, _)| events.last())
-        .map(|e| e.id)
-        .max();
-    // The events and the NOTIFY of the new head go in one statement.
-    insert_events(&tx, committed.iter().flat_map(|(events, _)| events), head).await?;
-    insert_keys(&tx, &plans, &keys, &committed).await?;
-    tx.commit().await.map_err(classify)?;
-    crate::metrics::events_appended(total);
-
-    let outcomes = resolve_outcomes(plans, &keys, committed);
-    Ok((outcomes, head.map(|head| (before, head))))
+    (plans, executed)
 }
 
-/// Runs a statement prepared once per pooled connection: a plain string
-/// would be parsed and described on every call, one more round trip each
-/// inside the log lock.
-async fn execute_cached(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<u64, StoreError> {
-    let statement = tx.prepare_cached(sql).await.map_err(classify)?;
-    tx.execute(&statement, params).await.map_err(classify)
-}
-
-async fn query_cached(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-    let statement = tx.prepare_cached(sql).await.map_err(classify)?;
-    tx.query(&statement, params).await.map_err(classify)
-}
+const REMEMBERED_KEYS: &str = "SELECT k.scope, k.key, k.fingerprint, k.status, k.body
+       FROM idempotency_keys k
+       JOIN unnest($1::text[], $2::text[]) AS wanted(scope, key) USING (scope, key)";
 
 /// The remembered keys among those this batch carries.
 async fn remembered_keys(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &ClientWrapper,
+    statements: &WriterStatements,
     requests: &[AppendRequest],
 ) -> Result<HashMap<(String, String), (String, StoredResponse)>, StoreError> {
     let (scopes, keys): (Vec<&str>, Vec<&str>) = requests
@@ -368,14 +464,10 @@ async fn remembered_keys(
     if scopes.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = query_cached(
-        tx,
-        "SELECT k.scope, k.key, k.fingerprint, k.status, k.body
-           FROM idempotency_keys k
-           JOIN unnest($1::text[], $2::text[]) AS wanted(scope, key) USING (scope, key)",
-        &[&scopes, &keys],
-    )
-    .await?;
+    let rows = client
+        .query(&statements.remembered, &[&scopes, &keys])
+        .await
+        .map_err(classify)?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -394,35 +486,44 @@ async fn remembered_keys(
         .collect())
 }
 
-/// `count` fresh ids, ascending. Called under the log lock, so no other
-/// writer can take ids in between.
-/// Ids for `count` new events, and the highest id committed before them.
-/// Called under the log lock, so no other writer commits in between: every
-/// committed id is at most that head, every new id above it.
+const NEXT_IDS: &str = "SELECT nextval('events_id_seq'), (SELECT coalesce(max(id), 0) FROM events)
+     FROM generate_series(1, $1::bigint)";
+
+/// Ids for `count` new events, ascending, and the highest id committed
+/// before them. Called under the log lock, so no other writer commits in
+/// between: every committed id is at most that head, every new id above it.
 async fn next_ids(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &ClientWrapper,
+    statements: &WriterStatements,
     count: usize,
 ) -> Result<(EventId, Vec<EventId>), StoreError> {
     if count == 0 {
         return Ok((0, Vec::new()));
     }
-    let rows = query_cached(
-        tx,
-        "SELECT nextval('events_id_seq'), (SELECT coalesce(max(id), 0) FROM events)
-         FROM generate_series(1, $1::bigint)",
-        &[&(count as i64)],
-    )
-    .await?;
+    let rows = client
+        .query(&statements.ids, &[&(count as i64)])
+        .await
+        .map_err(classify)?;
     let before: EventId = rows[0].get(1);
     let mut ids: Vec<EventId> = rows.iter().map(|r| r.get(0)).collect();
     ids.sort_unstable();
     Ok((before, ids))
 }
 
+// A data-modifying WITH runs whether or not the query reads it.
+const INSERT_EVENTS: &str = "WITH inserted AS (
+         INSERT INTO events (id, topic, type, trace_id, payload, created_at, entity_id, version)
+         SELECT i, t, y, r, p::json, c, e, v
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                       $7::text[], $8::bigint[])
+             AS u(i, t, y, r, p, c, e, v))
+     SELECT pg_notify($9, $10)";
+
 /// Inserts the batch's events and, in the same statement, NOTIFYs `head`
 /// (delivered at commit, like a separate NOTIFY, one round trip fewer).
 async fn insert_events<'a>(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &ClientWrapper,
+    statements: &WriterStatements,
     events: impl Iterator<Item = &'a StoredEvent>,
     head: Option<EventId>,
 ) -> Result<(), StoreError> {
@@ -447,35 +548,32 @@ async fn insert_events<'a>(
     let Some(head) = head.filter(|_| !ids.is_empty()) else {
         return Ok(());
     };
-    // A data-modifying WITH runs whether or not the query reads it.
-    query_cached(
-        tx,
-        "WITH inserted AS (
-             INSERT INTO events (id, topic, type, trace_id, payload, created_at, entity_id, version)
-             SELECT i, t, y, r, p::json, c, e, v
-               FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                           $7::text[], $8::bigint[])
-                 AS u(i, t, y, r, p, c, e, v))
-         SELECT pg_notify($9, $10)",
-        &[
-            &ids,
-            &topics,
-            &types,
-            &traces,
-            &payloads,
-            &times,
-            &entities,
-            &versions,
-            &NOTIFY_CHANNEL,
-            &head.to_string(),
-        ],
-    )
-    .await?;
+    let head = head.to_string();
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &ids,
+        &topics,
+        &types,
+        &traces,
+        &payloads,
+        &times,
+        &entities,
+        &versions,
+        &NOTIFY_CHANNEL,
+        &head,
+    ];
+    client
+        .query(&statements.insert_events, &params)
+        .await
+        .map_err(classify)?;
     Ok(())
 }
 
+const INSERT_KEYS: &str = "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[])";
+
 async fn insert_keys(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &ClientWrapper,
+    statements: &WriterStatements,
     plans: &[Plan],
     keys: &[Option<super::IdempotencyKey>],
     committed: &[(Vec<StoredEvent>, StoredResponse)],
@@ -501,13 +599,13 @@ async fn insert_keys(
     if scopes.is_empty() {
         return Ok(());
     }
-    execute_cached(
-        tx,
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[])",
-        &[&scopes, &names, &fingerprints, &statuses, &bodies],
-    )
-    .await?;
+    client
+        .execute(
+            &statements.insert_keys,
+            &[&scopes, &names, &fingerprints, &statuses, &bodies],
+        )
+        .await
+        .map_err(classify)?;
     Ok(())
 }
 
@@ -548,6 +646,21 @@ fn resolve_outcomes(
 }
 
 // ----------------------------------------------------------------- reads --
+
+/// Runs a read-only command in one snapshot, so that every query of the
+/// command agrees with the others and with its lastEventId.
+async fn read_in_snapshot(
+    client: &ClientWrapper,
+    command: Box<dyn TxCommand>,
+) -> Result<StoredResponse, StoreError> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(classify)?;
+    let output = command.run(&mut PgTx::new(client)).await?;
+    client.batch_execute("COMMIT").await.map_err(classify)?;
+    Ok((output.respond)(&[]))
+}
 
 /// The SQL condition and parameters selecting the topics of a filter,
 /// numbered from `$first`.
@@ -635,19 +748,14 @@ impl EventStore for PostgresStore {
     }
 
     async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError> {
-        let mut client = self.client().await?;
-        // One snapshot for every query of the command: a state snapshot and
-        // its lastEventId agree.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(classify)?;
-        let output = command.run(&mut PgTx::new(&tx)).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok((output.respond)(&[]))
+        let client = self.client().await?;
+        let result = read_in_snapshot(&client, command).await;
+        if result.is_err() {
+            // It may still be inside the transaction: close it rather than
+            // hand it to the next caller.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
     }
 
     async fn read_range(

@@ -21,12 +21,14 @@ use crate::domain::polling::model::{
 
 type R<T> = Result<T, StoreError>;
 
-pub struct PgTx<'a, 'b> {
-    tx: &'a deadpool_postgres::Transaction<'b>,
+/// The polling tables as seen from a connection inside a transaction (the
+/// caller began it and ends it).
+pub struct PgTx<'a> {
+    tx: &'a deadpool_postgres::ClientWrapper,
 }
 
-impl<'a, 'b> PgTx<'a, 'b> {
-    pub fn new(tx: &'a deadpool_postgres::Transaction<'b>) -> Self {
+impl<'a> PgTx<'a> {
+    pub fn new(tx: &'a deadpool_postgres::ClientWrapper) -> Self {
         PgTx { tx }
     }
 
@@ -207,7 +209,7 @@ pub(super) fn choice_from_json(value: &Value) -> R<Choice> {
 }
 
 #[async_trait]
-impl PollingTx for PgTx<'_, '_> {
+impl PollingTx for PgTx<'_> {
     async fn head_event_id(&mut self) -> R<EventId> {
         // Never below what retention dropped: a client streaming from this
         // id must not be told it is too old.
