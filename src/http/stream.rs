@@ -33,7 +33,7 @@ use crate::limits::StreamPermit;
 use crate::metrics;
 use crate::polling::presence::PresenceGuard;
 use crate::rooms::{system_topic, Room, StreamOwner};
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreError};
 
 /// Most events read from the store per query while replaying.
 const REPLAY_PAGE: usize = 2000;
@@ -47,6 +47,11 @@ const REPLAY_PAGE_BYTES: usize = 512 * 1024;
 /// Most live frames written in one chunk: batching saves syscalls when a
 /// burst is queued, without holding frames back when it is not.
 const LIVE_BATCH: usize = 64;
+/// Store reads a stream retries in a row before it ends and leaves the
+/// client to resume with Last-Event-ID. A pool briefly exhausted by a burst
+/// of replays, or a failover, should not send every stream's client through
+/// a reconnect at once.
+const STORE_RETRIES: u32 = 5;
 
 /// The `topic` selectors of a read request as a filter for the store (the
 /// history endpoint); streams build theirs in their room.
@@ -297,6 +302,8 @@ pub struct EventStream {
     room: Option<Room>,
     /// One of its token's open-stream permits.
     permit: Option<StreamPermit>,
+    /// Store reads that failed in a row (see [`STORE_RETRIES`]).
+    store_failures: u32,
 }
 
 impl Drop for EventStream {
@@ -334,6 +341,7 @@ impl EventStream {
             _presence: None,
             room: None,
             permit: None,
+            store_failures: 0,
         }
     }
 
@@ -380,19 +388,20 @@ impl EventStream {
             }
             StartPoint::Malformed(raw) => self.reset("malformed", raw),
             StartPoint::After(last) => {
-                // On a store error the stream ends before its first frame;
-                // EventSource then retries with the same Last-Event-ID.
-                let bounds = self.store.bounds().await.ok()?;
+                let retry = Phase::Opening(StartPoint::After(last));
+                let bounds = match self.store.bounds().await {
+                    Ok(bounds) => bounds,
+                    Err(error) => return self.retry_later(retry, error).await,
+                };
                 if last < bounds.pruned_through {
                     self.reset("expired", last.to_string())
                 } else if last > bounds.head.max(self.hub.high()) {
                     self.reset("unknown", last.to_string())
                 } else {
-                    let count = self
-                        .store
-                        .count_range(last, bounds.head, &self.filter)
-                        .await
-                        .ok()?;
+                    let count = match self.store.count_range(last, bounds.head, &self.filter).await {
+                        Ok(count) => count,
+                        Err(error) => return self.retry_later(retry, error).await,
+                    };
                     self.cursor = last;
                     let payload = json!({
                         "connectionId": connection_id,
@@ -404,10 +413,31 @@ impl EventStream {
                 }
             }
         };
+        self.store_failures = 0;
         self.phase = Phase::CatchingUp;
         let mut chunk = BytesMut::from(&frame::retry_line(self.retry.as_millis())[..]);
         chunk.extend_from_slice(&frame::transient(event_type, payload));
         Some(chunk.freeze())
+    }
+
+    /// A store read failed: waits (longer each time in a row) and tries
+    /// `phase` again, or, after [`STORE_RETRIES`], leaves the phase `Done`
+    /// so the stream ends and EventSource retries with its Last-Event-ID.
+    /// Nothing is sent meanwhile: a chunk would not help the client, and
+    /// the wait is shorter than any sensible heartbeat timeout.
+    async fn retry_later(&mut self, phase: Phase, error: StoreError) -> Option<Bytes> {
+        self.store_failures += 1;
+        if self.store_failures > STORE_RETRIES {
+            tracing::warn!(%error, "a stream's store reads keep failing; ending it");
+            return None;
+        }
+        tracing::debug!(%error, attempt = self.store_failures, "a stream's store read failed; retrying");
+        let wait = Duration::from_millis(100 << self.store_failures.min(5));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => self.phase = phase,
+            _ = self.shutdown.cancelled() => {}
+        }
+        None
     }
 
     /// Where "live from now" starts: after everything committed before this
@@ -455,11 +485,15 @@ impl EventStream {
             }
             Attach::Behind { high } => {
                 let limit = self.replay_page;
-                let page = self
+                let page = match self
                     .store
                     .read_range(self.cursor, high, &self.filter, limit)
                     .await
-                    .ok()?;
+                {
+                    Ok(page) => page,
+                    Err(error) => return self.retry_later(Phase::CatchingUp, error).await,
+                };
+                self.store_failures = 0;
                 self.phase = Phase::CatchingUp;
                 ::metrics::counter!(metrics::REPLAYED).increment(page.len() as u64);
                 // The whole page framed into one buffer: one write for

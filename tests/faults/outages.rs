@@ -224,7 +224,13 @@ async fn a_node_killed_during_a_vote_storm_loses_no_acknowledged_vote() {
     .await;
     let is_closed = |seen: &[crate::harness::Seen]| seen.iter().any(|s| s.event == "poll:closed");
     assert!(on_survivor.read_until(Duration::from_secs(20), is_closed).await);
-    assert!(on_doomed.read_until(Duration::from_secs(20), is_closed).await);
+    assert!(
+        on_doomed.read_until(Duration::from_secs(20), is_closed).await,
+        "the doomed node's watcher never saw poll:closed: {} reconnects, last id {:?}, survivor's last id {:?}",
+        on_doomed.reconnects,
+        on_doomed.last_id(),
+        on_survivor.last_id()
+    );
     assert!(on_doomed.reconnects >= 1, "the doomed node's watcher moved");
     assert_eq!(on_doomed.resets, 0, "its Last-Event-ID was honoured, not reset");
     let through = |f: &Follower| {
