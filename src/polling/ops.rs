@@ -20,7 +20,7 @@ use crate::domain::polling::input::PollDraft;
 use crate::domain::polling::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
 use crate::domain::polling::{decide, Command, DomainEvent, RejectReason, Rejection, State};
 use crate::error::ApiError;
-use crate::store::polling::{PollingTx, PresenceConnection};
+use crate::store::polling::{PollingTx, PresenceConnection, Voters};
 use crate::store::{CommandOutput, StoreError, StoredResponse, TxCommand};
 
 /// Open-text answers carried in a results broadcast (GET results has all).
@@ -527,36 +527,16 @@ async fn vote_batch(
     ballots: Vec<Ballot>,
 ) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
     let states = vote_states(ctx, &ballots).await?;
-    let mut ids: Vec<ParticipantId> = ballots.iter().map(|b| b.request.participant_id).collect();
-    ids.sort();
-    ids.dedup();
-    let participants: HashMap<ParticipantId, Participant> = ctx
-        .tx
-        .participants(&ids)
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
-    let mut voted: HashSet<(PollId, ParticipantId)> = HashSet::new();
-    let known_polls: Vec<PollId> = states
+    let mut pairs: Vec<(ParticipantId, PollId)> = ballots
         .iter()
-        .filter(|(_, s)| s.is_some())
-        .map(|(id, _)| *id)
+        .map(|b| (b.request.participant_id, b.request.poll_id))
         .collect();
-    for poll_id in known_polls {
-        let voters: Vec<ParticipantId> = ballots
-            .iter()
-            .filter(|b| b.request.poll_id == poll_id)
-            .map(|b| b.request.participant_id)
-            .collect();
-        voted.extend(
-            ctx.tx
-                .voted_among(poll_id, &voters)
-                .await?
-                .into_iter()
-                .map(|p| (poll_id, p)),
-        );
-    }
+    pairs.sort();
+    pairs.dedup();
+    let Voters {
+        participants,
+        mut voted,
+    } = ctx.tx.voters(&pairs).await?;
     let at = ctx.at;
     let mut verdicts: Vec<Verdict> = ballots
         .iter()
@@ -583,7 +563,7 @@ async fn vote_batch(
                 (results.contains_key(&vote.poll_id), states.get(&vote.poll_id))
             {
                 let poll = &state.polls[0];
-                let (tally, _) = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
+                let tally = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
                 results.insert(poll.id, tally.results_json(poll));
             }
         }
@@ -612,13 +592,27 @@ async fn vote_states(ctx: &mut Ctx<'_>, ballots: &[Ballot]) -> Result<HashMap<Po
         let state = match ctx.tx.poll(poll_id).await? {
             Some(poll) => {
                 let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
-                Some(bare_state_of(ctx, session, vec![poll]).await?)
+                Some(vote_state(session, poll))
             }
             None => None,
         };
         states.insert(poll_id, state);
     }
     Ok(states)
+}
+
+/// The state a vote is decided on: its session and poll. A vote reads
+/// nothing else (not the session's open poll nor its poll count), so a
+/// batch does not spend round trips loading them.
+fn vote_state(session: Session, poll: Poll) -> State {
+    State {
+        poll_count: 0,
+        participant_count: 0,
+        session,
+        polls: vec![poll],
+        participant: None,
+        has_voted: false,
+    }
 }
 
 fn judge(
@@ -728,7 +722,8 @@ fn ballot_outcome(
 
 async fn emit_results(ctx: &mut Ctx<'_>, poll_id: PollId) -> Result<CommandOutput, Stop> {
     let poll = load_poll(ctx, poll_id).await?;
-    let (tally, latest) = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
+    let tally = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
+    let latest = ctx.tx.latest_vote(poll.id).await?;
     let results = tally.results_json(&poll);
     let event = results_broadcast(&poll, &results, latest, &ctx.trace_id);
     Ok(answer_with(vec![event], StatusCode::OK, json!({})))
@@ -795,7 +790,7 @@ async fn snapshot(ctx: &mut Ctx<'_>, key: SessionKey) -> Result<CommandOutput, S
     let polls = ctx.tx.polls_of(session.id).await?;
     let mut poll_views = Vec::with_capacity(polls.len());
     for poll in &polls {
-        let (tally, _) = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
+        let tally = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
         let mut view = poll.to_json();
         view["results"] = tally.results_json(poll);
         poll_views.push(view);
@@ -819,7 +814,7 @@ async fn results(ctx: &mut Ctx<'_>, poll_id: PollId, actor: Actor) -> Result<Com
     if poll.session_id != session {
         return Err(ctx.fail(ApiError::forbidden("this poll belongs to another session")));
     }
-    let (tally, _) = ctx.tx.tally(&poll, ALL_TEXTS).await?;
+    let tally = ctx.tx.tally(&poll, ALL_TEXTS).await?;
     Ok(answer_with(Vec::new(), StatusCode::OK, tally.results_json(&poll)))
 }
 

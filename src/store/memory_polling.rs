@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::polling::{PollingTx, PresenceConnection, VoteRecord};
+use super::polling::{PollingTx, PresenceConnection, VoteRecord, Voters};
 use super::StoreError;
 use crate::domain::event::EventId;
 use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, SessionId};
@@ -178,30 +178,24 @@ impl PollingTx for MemTx<'_> {
         Ok(self.tables.present_counts.get(&session).copied().unwrap_or(0))
     }
 
-    async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
-        Ok(ids
-            .iter()
-            .filter_map(|id| self.tables.participants.get(id).cloned())
-            .collect())
-    }
-
-    async fn voted_among(
-        &mut self,
-        poll: PollId,
-        participants: &[ParticipantId],
-    ) -> R<HashSet<ParticipantId>> {
-        Ok(participants
-            .iter()
-            .filter(|p| self.tables.voted.contains(&(poll, **p)))
-            .copied()
-            .collect())
+    async fn voters(&mut self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
+        let mut voters = Voters::default();
+        for &(participant, poll) in ballots {
+            if let Some(found) = self.tables.participants.get(&participant) {
+                voters.participants.insert(participant, found.clone());
+            }
+            if self.tables.voted.contains(&(poll, participant)) {
+                voters.voted.insert((poll, participant));
+            }
+        }
+        Ok(voters)
     }
 
     async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
         Ok(votes.iter().map(|vote| self.tables.record(vote)).collect())
     }
 
-    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally> {
         let votes = self
             .tables
             .votes
@@ -240,8 +234,17 @@ impl PollingTx for MemTx<'_> {
                     .collect();
             }
         }
-        let latest = votes.last().map(|v| (v.id.to_string(), v.submitted_at));
-        Ok((tally, latest))
+        Ok(tally)
+    }
+
+    async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>> {
+        let votes = self
+            .tables
+            .votes
+            .get(&poll)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(votes.last().map(|v| (v.id.to_string(), v.submitted_at)))
     }
 
     async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>> {

@@ -3,7 +3,7 @@
 //! Postgres implements it on a transaction; the memory store on its maps.
 //! Writes only ever happen inside the writer's batch, under the log lock.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,6 +35,14 @@ pub struct VoteRecord {
 
 type R<T> = Result<T, StoreError>;
 
+/// What a vote batch needs to know about its voters.
+#[derive(Debug, Default)]
+pub struct Voters {
+    pub participants: HashMap<ParticipantId, Participant>,
+    /// The `(poll, participant)` pairs that already have a vote.
+    pub voted: HashSet<(PollId, ParticipantId)>,
+}
+
 #[async_trait]
 pub trait PollingTx: Send {
     /// The highest event id visible to this transaction.
@@ -60,21 +68,19 @@ pub trait PollingTx: Send {
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()>;
     async fn present_count(&mut self, session: SessionId) -> R<i64>;
 
-    /// The participants among `ids` that exist.
-    async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>>;
-    /// Which of `participants` already voted on `poll`.
-    async fn voted_among(
-        &mut self,
-        poll: PollId,
-        participants: &[ParticipantId],
-    ) -> R<HashSet<ParticipantId>>;
+    /// For each `(participant, poll)` of a vote batch: the participant, if
+    /// it exists, and whether it already voted on that poll. One lookup for
+    /// the whole batch.
+    async fn voters(&mut self, ballots: &[(ParticipantId, PollId)]) -> R<Voters>;
     /// Stores the votes and bumps their polls' counters, all at once. For
     /// each vote, `false` when its participant already voted on the poll:
     /// the unique constraint decided.
     async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>>;
-    /// The poll's aggregates, with at most `text_limit` newest text answers,
-    /// and the newest vote's id and time.
-    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)>;
+    /// The poll's aggregates, with at most `text_limit` newest text answers.
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally>;
+    /// The newest vote's id and time (only `poll:results` reports it, so
+    /// a vote batch does not pay for it).
+    async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>>;
     async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>>;
 
     async fn open_connection(&mut self, connection: &PresenceConnection) -> R<()>;

@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::polling::{PollingTx, PresenceConnection, VoteRecord};
+use super::polling::{PollingTx, PresenceConnection, VoteRecord, Voters};
 use super::postgres::classify;
 use super::StoreError;
 use crate::domain::event::EventId;
@@ -106,6 +107,13 @@ impl<'a> PgTx<'a> {
             .await?;
         }
         Ok(())
+    }
+
+    async fn vote_count(&self, poll: PollId) -> R<i64> {
+        let rows = self
+            .query("SELECT vote_count FROM polls WHERE id = $1", &[&poll.0])
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
     async fn polls_where(&self, condition: &str, param: &Uuid) -> R<Vec<Poll>> {
@@ -389,36 +397,34 @@ impl PollingTx for PgTx<'_> {
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
-    async fn participants(&mut self, ids: &[ParticipantId]) -> R<Vec<Participant>> {
-        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+    async fn voters(&mut self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
+        let participants: Vec<Uuid> = ballots.iter().map(|(p, _)| p.0).collect();
+        let polls: Vec<Uuid> = ballots.iter().map(|(_, p)| p.0).collect();
+        // Sent unnamed (parse, bind and execute in one round trip), so it
+        // is planned on every call with the tables as they are. Pooled
+        // statements keep the generic plan made on their first run, and a
+        // connection's first vote batch usually meets an empty votes
+        // table: that plan looked votes up by a hashed scan of the whole
+        // table, which grew with every vote (5 ms per batch at 20,000).
         let rows = self
-            .query(
-                // unnest() joined on the primary key: a generic plan of
-                // `id = ANY($1)` may scan the whole table.
-                "SELECT p.id, p.session_id, p.display_name, p.joined_at, p.present
-                   FROM unnest($1::uuid[]) AS wanted(id) JOIN participants p ON p.id = wanted.id",
-                &[&ids],
+            .tx
+            .query_typed(
+                "SELECT p.id, p.session_id, p.display_name, p.joined_at, p.present, w.poll_id,
+                        EXISTS (SELECT 1 FROM votes v WHERE v.poll_id = w.poll_id AND v.participant_id = w.id)
+                   FROM unnest($1::uuid[], $2::uuid[]) AS w(id, poll_id) JOIN participants p ON p.id = w.id",
+                &[(&participants, Type::UUID_ARRAY), (&polls, Type::UUID_ARRAY)],
             )
-            .await?;
-        Ok(rows.iter().map(participant_from_row).collect())
-    }
-
-    async fn voted_among(
-        &mut self,
-        poll: PollId,
-        participants: &[ParticipantId],
-    ) -> R<HashSet<ParticipantId>> {
-        let ids: Vec<Uuid> = participants.iter().map(|i| i.0).collect();
-        let rows = self
-            .query(
-                // A join on the unique index, row by row: with `= ANY($2)` the
-                // generic plan scanned the poll's votes, which grew with the poll.
-                "SELECT v.participant_id FROM unnest($2::uuid[]) AS wanted(id)
-                   JOIN votes v ON v.poll_id = $1 AND v.participant_id = wanted.id",
-                &[&poll.0, &ids],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| ParticipantId(r.get(0))).collect())
+            .await
+            .map_err(classify)?;
+        let mut voters = Voters::default();
+        for row in &rows {
+            let participant = participant_from_row(row);
+            if row.get::<_, bool>(6) {
+                voters.voted.insert((PollId(row.get(5)), participant.id));
+            }
+            voters.participants.insert(participant.id, participant);
+        }
+        Ok(voters)
     }
 
     async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
@@ -449,26 +455,27 @@ impl PollingTx for PgTx<'_> {
         Ok(votes.iter().map(|v| inserted.contains(&v.id.0)).collect())
     }
 
-    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<(Tally, Option<(String, DateTime<Utc>)>)> {
-        let count_rows = self
-            .query("SELECT vote_count FROM polls WHERE id = $1", &[&poll.id.0])
-            .await?;
-        let mut tally = Tally {
-            vote_count: count_rows.first().map_or(0, |r| r.get(0)),
-            ..Tally::default()
-        };
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally> {
         match &poll.kind {
             PollKind::MultipleChoice { .. } => {
+                // The poll's count with its options' in one statement: this
+                // runs in every vote batch, where each round trip counts.
                 let rows = self
                     .query(
-                        "SELECT id, vote_count FROM poll_options WHERE poll_id = $1 ORDER BY sequence_order",
+                        "SELECT p.vote_count, o.id, o.vote_count FROM polls p
+                           JOIN poll_options o ON o.poll_id = p.id
+                          WHERE p.id = $1 ORDER BY o.sequence_order",
                         &[&poll.id.0],
                     )
                     .await?;
-                tally.option_counts = rows.iter().map(|r| (OptionId(r.get(0)), r.get(1))).collect();
+                Ok(Tally {
+                    vote_count: rows.first().map_or(0, |r| r.get(0)),
+                    option_counts: rows.iter().map(|r| (OptionId(r.get(1)), r.get(2))).collect(),
+                    ..Tally::default()
+                })
             }
             PollKind::RatingScale { min, max } => {
-                tally.rating_counts = (*min..=*max).map(|v| (v, 0)).collect();
+                let mut rating_counts: BTreeMap<i32, i64> = (*min..=*max).map(|v| (v, 0)).collect();
                 let rows = self
                     .query(
                         "SELECT rating, vote_count FROM poll_rating_counts WHERE poll_id = $1",
@@ -476,8 +483,13 @@ impl PollingTx for PgTx<'_> {
                     )
                     .await?;
                 for row in rows {
-                    tally.rating_counts.insert(row.get(0), row.get(1));
+                    rating_counts.insert(row.get(0), row.get(1));
                 }
+                Ok(Tally {
+                    vote_count: self.vote_count(poll.id).await?,
+                    rating_counts,
+                    ..Tally::default()
+                })
             }
             PollKind::OpenText => {
                 let rows = self
@@ -487,18 +499,23 @@ impl PollingTx for PgTx<'_> {
                         &[&poll.id.0, &(text_limit as i64)],
                     )
                     .await?;
-                tally.texts = rows.iter().rev().filter_map(|r| r.get(0)).collect();
+                Ok(Tally {
+                    vote_count: self.vote_count(poll.id).await?,
+                    texts: rows.iter().rev().filter_map(|r| r.get(0)).collect(),
+                    ..Tally::default()
+                })
             }
         }
-        let latest = self
+    }
+
+    async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>> {
+        let rows = self
             .query(
                 "SELECT id, submitted_at FROM votes WHERE poll_id = $1 ORDER BY submitted_at DESC, id DESC LIMIT 1",
-                &[&poll.id.0],
+                &[&poll.0],
             )
-            .await?
-            .first()
-            .map(|r| (VoteId(r.get(0)).to_string(), r.get(1)));
-        Ok((tally, latest))
+            .await?;
+        Ok(rows.first().map(|r| (VoteId(r.get(0)).to_string(), r.get(1))))
     }
 
     async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>> {
