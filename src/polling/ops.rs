@@ -20,7 +20,7 @@ use crate::domain::polling::input::PollDraft;
 use crate::domain::polling::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
 use crate::domain::polling::{decide, Command, DomainEvent, RejectReason, Rejection, State};
 use crate::error::ApiError;
-use crate::store::polling::{PollingTx, PresenceConnection, Voters};
+use crate::store::polling::{BallotReads, PollingTx, PresenceConnection, Voters};
 use crate::store::{CommandOutput, StoreError, StoredResponse, TxCommand};
 
 /// Open-text answers carried in a results broadcast (GET results has all).
@@ -242,6 +242,16 @@ impl TxCommand for Traced {
         match result {
             Ok(output) | Err(Stop::Answer(output)) => Ok(output),
             Err(Stop::Store(error)) => Err(error),
+        }
+    }
+
+    /// A vote's outcome, accepted or not, is one event on its voter's
+    /// topic, so a batch of votes takes its ids with the log lock.
+    fn known_event_count(&self) -> Option<usize> {
+        match &self.op {
+            Op::Vote(_) => Some(1),
+            Op::VoteBatch { ballots, .. } => Some(ballots.len()),
+            _ => None,
         }
     }
 }
@@ -518,25 +528,38 @@ async fn vote_batch_op(
 }
 
 /// Decides and records many votes with a handful of statements, whatever
-/// their number: the polls, participants and earlier votes they need are
-/// loaded once, the accepted votes are inserted by one statement (whose
-/// unique constraint has the last word on duplicates), and each poll's
-/// results are read once. Events and answers come out in ballot order.
+/// their number: the polls, sessions, participants and earlier votes they
+/// need are read at once, the accepted votes are inserted by one statement
+/// (whose unique constraint has the last word on duplicates), and each
+/// poll's results are read with it. Events and answers come out in ballot
+/// order.
 async fn vote_batch(
     ctx: &mut Ctx<'_>,
     ballots: Vec<Ballot>,
 ) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
-    let states = vote_states(ctx, &ballots).await?;
+    let mut poll_ids: Vec<PollId> = ballots.iter().map(|b| b.request.poll_id).collect();
+    poll_ids.sort();
+    poll_ids.dedup();
     let mut pairs: Vec<(ParticipantId, PollId)> = ballots
         .iter()
         .map(|b| (b.request.participant_id, b.request.poll_id))
         .collect();
     pairs.sort();
     pairs.dedup();
+    let BallotReads { mut polls, voters } = ctx.tx.ballot_reads(&poll_ids, &pairs).await?;
+    let states: HashMap<PollId, Option<State>> = poll_ids
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                polls.remove(id).map(|(session, poll)| vote_state(session, poll)),
+            )
+        })
+        .collect();
     let Voters {
         participants,
         mut voted,
-    } = ctx.tx.voters(&pairs).await?;
+    } = voters;
     let at = ctx.at;
     let mut verdicts: Vec<Verdict> = ballots
         .iter()
@@ -550,24 +573,31 @@ async fn vote_batch(
             _ => None,
         })
         .collect();
-    let mut recorded = ctx.tx.record_votes(&accepted).await?.into_iter();
+    let voted_polls: Vec<&Poll> = poll_ids
+        .iter()
+        .filter(|id| accepted.iter().any(|vote| vote.poll_id == **id))
+        .filter_map(|id| {
+            states
+                .get(id)
+                .and_then(Option::as_ref)
+                .map(|state| &state.polls[0])
+        })
+        .collect();
+    let (recorded, tallies) = ctx
+        .tx
+        .record_votes_and_tally(&accepted, &voted_polls, BROADCAST_TEXTS)
+        .await?;
+    let mut recorded = recorded.into_iter();
     for verdict in verdicts.iter_mut() {
         if matches!(verdict, Verdict::Accept(_)) && recorded.next() == Some(false) {
             *verdict = Verdict::Refuse(RejectReason::DuplicateVote, DUPLICATE.into());
         }
     }
-    let mut results: HashMap<PollId, Value> = HashMap::new();
-    for verdict in &verdicts {
-        if let Verdict::Accept(vote) = verdict {
-            if let (false, Some(Some(state))) =
-                (results.contains_key(&vote.poll_id), states.get(&vote.poll_id))
-            {
-                let poll = &state.polls[0];
-                let tally = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
-                results.insert(poll.id, tally.results_json(poll));
-            }
-        }
-    }
+    let results: HashMap<PollId, Value> = voted_polls
+        .iter()
+        .zip(&tallies)
+        .map(|(poll, tally)| (poll.id, tally.results_json(poll)))
+        .collect();
     let mut events = Vec::with_capacity(ballots.len());
     let mut answers = Vec::with_capacity(ballots.len());
     for (ballot, verdict) in ballots.iter().zip(verdicts) {
@@ -579,27 +609,6 @@ async fn vote_batch(
 }
 
 const DUPLICATE: &str = "participant already voted on this poll";
-
-/// The state `decide` needs for each poll the ballots name (`None`: no
-/// such poll).
-async fn vote_states(ctx: &mut Ctx<'_>, ballots: &[Ballot]) -> Result<HashMap<PollId, Option<State>>, Stop> {
-    let mut states = HashMap::new();
-    for ballot in ballots {
-        let poll_id = ballot.request.poll_id;
-        if states.contains_key(&poll_id) {
-            continue;
-        }
-        let state = match ctx.tx.poll(poll_id).await? {
-            Some(poll) => {
-                let session = load_session(ctx, &SessionKey::Id(poll.session_id)).await?;
-                Some(vote_state(session, poll))
-            }
-            None => None,
-        };
-        states.insert(poll_id, state);
-    }
-    Ok(states)
-}
 
 /// The state a vote is decided on: its session and poll. A vote reads
 /// nothing else (not the session's open poll nor its poll count), so a

@@ -12,6 +12,7 @@ mod migrations;
 pub mod polling;
 pub mod postgres;
 mod postgres_polling;
+mod postgres_votes;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -43,6 +43,14 @@ pub struct Voters {
     pub voted: HashSet<(PollId, ParticipantId)>,
 }
 
+/// What deciding a batch of votes reads.
+#[derive(Debug, Default)]
+pub struct BallotReads {
+    /// Each poll the ballots name that exists, with its session.
+    pub polls: HashMap<PollId, (Session, Poll)>,
+    pub voters: Voters,
+}
+
 #[async_trait]
 pub trait PollingTx: Send {
     /// The highest event id visible to this transaction.
@@ -78,6 +86,44 @@ pub trait PollingTx: Send {
     async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>>;
     /// The poll's aggregates, with at most `text_limit` newest text answers.
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally>;
+
+    /// Everything a vote batch is decided on: the named polls with their
+    /// sessions, and the voters (see [`PollingTx::voters`]). A store may
+    /// answer all of it at once; this default reads one thing at a time.
+    async fn ballot_reads(
+        &mut self,
+        polls: &[PollId],
+        ballots: &[(ParticipantId, PollId)],
+    ) -> R<BallotReads> {
+        let mut found = HashMap::new();
+        for &id in polls {
+            let Some(poll) = self.poll(id).await? else {
+                continue;
+            };
+            if let Some(session) = self.session(poll.session_id).await? {
+                found.insert(id, (session, poll));
+            }
+        }
+        let voters = self.voters(ballots).await?;
+        Ok(BallotReads { polls: found, voters })
+    }
+
+    /// [`PollingTx::record_votes`], then the tallies of `polls` as they
+    /// stand after it, in order. A store may send it all at once; this
+    /// default runs one statement at a time.
+    async fn record_votes_and_tally(
+        &mut self,
+        votes: &[Vote],
+        polls: &[&Poll],
+        text_limit: usize,
+    ) -> R<(Vec<bool>, Vec<Tally>)> {
+        let recorded = self.record_votes(votes).await?;
+        let mut tallies = Vec::with_capacity(polls.len());
+        for poll in polls {
+            tallies.push(self.tally(poll, text_limit).await?);
+        }
+        Ok((recorded, tallies))
+    }
     /// The newest vote's id and time (only `poll:results` reports it, so
     /// a vote batch does not pay for it).
     async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>>;

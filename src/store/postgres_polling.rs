@@ -1,17 +1,16 @@
 //! [`PollingTx`] on a Postgres transaction: the live polling tables of
-//! `sql/0002_polling.sql`. A vote and its counters are one statement, so
-//! the writer's batch pays one round trip per vote.
+//! `sql/0002_polling.sql`. The vote path's statements, sent pipelined,
+//! live in `postgres_votes`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::polling::{PollingTx, PresenceConnection, VoteRecord, Voters};
+use super::polling::{BallotReads, PollingTx, PresenceConnection, VoteRecord, Voters};
 use super::postgres::classify;
 use super::StoreError;
 use crate::domain::event::EventId;
@@ -25,7 +24,7 @@ type R<T> = Result<T, StoreError>;
 /// The polling tables as seen from a connection inside a transaction (the
 /// caller began it and ends it).
 pub struct PgTx<'a> {
-    tx: &'a deadpool_postgres::ClientWrapper,
+    pub(super) tx: &'a deadpool_postgres::ClientWrapper,
 }
 
 impl<'a> PgTx<'a> {
@@ -33,7 +32,11 @@ impl<'a> PgTx<'a> {
         PgTx { tx }
     }
 
-    async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> R<Vec<Row>> {
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> R<Vec<Row>> {
         let statement = self.tx.prepare_cached(sql).await.map_err(classify)?;
         self.tx.query(&statement, params).await.map_err(classify)
     }
@@ -44,76 +47,7 @@ impl<'a> PgTx<'a> {
     }
 
     async fn options_of(&self, polls: &[Uuid]) -> R<BTreeMap<Uuid, Vec<PollOption>>> {
-        let rows = self
-            .query(
-                "SELECT poll_id, id, option_text, sequence_order FROM poll_options
-                  WHERE poll_id = ANY($1) ORDER BY poll_id, sequence_order",
-                &[&polls],
-            )
-            .await?;
-        let mut by_poll: BTreeMap<Uuid, Vec<PollOption>> = BTreeMap::new();
-        for row in rows {
-            by_poll.entry(row.get(0)).or_default().push(PollOption {
-                id: OptionId(row.get(1)),
-                text: row.get(2),
-                sequence_order: row.get(3),
-            });
-        }
-        Ok(by_poll)
-    }
-
-    /// Adds recorded votes to their polls' counters: one statement per
-    /// kind of counter, whatever the number of votes.
-    async fn bump_counters(&self, votes: &[&Vote]) -> R<()> {
-        let mut per_poll: BTreeMap<Uuid, i64> = BTreeMap::new();
-        let mut per_option: BTreeMap<Uuid, i64> = BTreeMap::new();
-        let mut per_rating: BTreeMap<(Uuid, i32), i64> = BTreeMap::new();
-        for vote in votes {
-            *per_poll.entry(vote.poll_id.0).or_default() += 1;
-            match &vote.choice {
-                Choice::Options(ids) => ids.iter().for_each(|o| *per_option.entry(o.0).or_default() += 1),
-                Choice::Rating(value) => *per_rating.entry((vote.poll_id.0, *value)).or_default() += 1,
-                Choice::Text(_) => {}
-            }
-        }
-        if !per_poll.is_empty() {
-            let (ids, counts): (Vec<Uuid>, Vec<i64>) = per_poll.into_iter().unzip();
-            self.execute(
-                "UPDATE polls SET vote_count = vote_count + u.n FROM unnest($1::uuid[], $2::bigint[]) AS u(id, n)
-                  WHERE polls.id = u.id",
-                &[&ids, &counts],
-            )
-            .await?;
-        }
-        if !per_option.is_empty() {
-            let (ids, counts): (Vec<Uuid>, Vec<i64>) = per_option.into_iter().unzip();
-            self.execute(
-                "UPDATE poll_options SET vote_count = vote_count + u.n
-                   FROM unnest($1::uuid[], $2::bigint[]) AS u(id, n) WHERE poll_options.id = u.id",
-                &[&ids, &counts],
-            )
-            .await?;
-        }
-        if !per_rating.is_empty() {
-            let polls: Vec<Uuid> = per_rating.keys().map(|(p, _)| *p).collect();
-            let ratings: Vec<i32> = per_rating.keys().map(|(_, r)| *r).collect();
-            let counts: Vec<i64> = per_rating.values().copied().collect();
-            self.execute(
-                "INSERT INTO poll_rating_counts (poll_id, rating, vote_count)
-                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[])
-                 ON CONFLICT (poll_id, rating) DO UPDATE SET vote_count = poll_rating_counts.vote_count + EXCLUDED.vote_count",
-                &[&polls, &ratings, &counts],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn vote_count(&self, poll: PollId) -> R<i64> {
-        let rows = self
-            .query("SELECT vote_count FROM polls WHERE id = $1", &[&poll.0])
-            .await?;
-        Ok(rows.first().map_or(0, |r| r.get(0)))
+        Ok(options_by_poll(self.query(OPTIONS_OF, &[&polls]).await?))
     }
 
     async fn polls_where(&self, condition: &str, param: &Uuid) -> R<Vec<Poll>> {
@@ -131,15 +65,33 @@ impl<'a> PgTx<'a> {
     }
 }
 
-const SESSION_COLUMNS: &str = "id, slug, title, presenter_id, status, created_at, started_at, ended_at";
-const POLL_COLUMNS: &str = "id, session_id, question, is_anonymous, poll_type, allow_multiple, min_rating, \
+pub(super) const SESSION_COLUMNS: &str =
+    "id, slug, title, presenter_id, status, created_at, started_at, ended_at";
+pub(super) const POLL_COLUMNS: &str =
+    "id, session_id, question, is_anonymous, poll_type, allow_multiple, min_rating, \
      max_rating, sequence_order, status, created_at, activated_at, closed_at, vote_count";
+
+pub(super) const OPTIONS_OF: &str = "SELECT poll_id, id, option_text, sequence_order FROM poll_options
+      WHERE poll_id = ANY($1) ORDER BY poll_id, sequence_order";
+
+/// Rows of [`OPTIONS_OF`], grouped by poll.
+pub(super) fn options_by_poll(rows: Vec<Row>) -> BTreeMap<Uuid, Vec<PollOption>> {
+    let mut by_poll: BTreeMap<Uuid, Vec<PollOption>> = BTreeMap::new();
+    for row in rows {
+        by_poll.entry(row.get(0)).or_default().push(PollOption {
+            id: OptionId(row.get(1)),
+            text: row.get(2),
+            sequence_order: row.get(3),
+        });
+    }
+    by_poll
+}
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("unexpected {what} in the database"))
 }
 
-fn session_from_row(row: &Row) -> R<Session> {
+pub(super) fn session_from_row(row: &Row) -> R<Session> {
     Ok(Session {
         id: SessionId(row.get(0)),
         slug: row.get(1),
@@ -152,7 +104,7 @@ fn session_from_row(row: &Row) -> R<Session> {
     })
 }
 
-fn poll_from_row(row: &Row, options: Vec<PollOption>) -> R<Poll> {
+pub(super) fn poll_from_row(row: &Row, options: Vec<PollOption>) -> R<Poll> {
     let kind = match row.get::<_, &str>(4) {
         "multiple_choice" => PollKind::MultipleChoice {
             options,
@@ -184,7 +136,7 @@ fn poll_from_row(row: &Row, options: Vec<PollOption>) -> R<Poll> {
     })
 }
 
-fn participant_from_row(row: &Row) -> Participant {
+pub(super) fn participant_from_row(row: &Row) -> Participant {
     Participant {
         id: ParticipantId(row.get(0)),
         session_id: SessionId(row.get(1)),
@@ -398,114 +350,32 @@ impl PollingTx for PgTx<'_> {
     }
 
     async fn voters(&mut self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
-        let participants: Vec<Uuid> = ballots.iter().map(|(p, _)| p.0).collect();
-        let polls: Vec<Uuid> = ballots.iter().map(|(_, p)| p.0).collect();
-        // Sent unnamed (parse, bind and execute in one round trip), so it
-        // is planned on every call with the tables as they are. Pooled
-        // statements keep the generic plan made on their first run, and a
-        // connection's first vote batch usually meets an empty votes
-        // table: that plan looked votes up by a hashed scan of the whole
-        // table, which grew with every vote (5 ms per batch at 20,000).
-        let rows = self
-            .tx
-            .query_typed(
-                "SELECT p.id, p.session_id, p.display_name, p.joined_at, p.present, w.poll_id,
-                        EXISTS (SELECT 1 FROM votes v WHERE v.poll_id = w.poll_id AND v.participant_id = w.id)
-                   FROM unnest($1::uuid[], $2::uuid[]) AS w(id, poll_id) JOIN participants p ON p.id = w.id",
-                &[(&participants, Type::UUID_ARRAY), (&polls, Type::UUID_ARRAY)],
-            )
-            .await
-            .map_err(classify)?;
-        let mut voters = Voters::default();
-        for row in &rows {
-            let participant = participant_from_row(row);
-            if row.get::<_, bool>(6) {
-                voters.voted.insert((PollId(row.get(5)), participant.id));
-            }
-            voters.participants.insert(participant.id, participant);
-        }
-        Ok(voters)
+        self.read_voters(ballots).await
     }
 
     async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
-        if votes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<Uuid> = votes.iter().map(|v| v.id.0).collect();
-        let polls: Vec<Uuid> = votes.iter().map(|v| v.poll_id.0).collect();
-        let participants: Vec<Uuid> = votes.iter().map(|v| v.participant_id.0).collect();
-        let choices: Vec<Value> = votes.iter().map(|v| v.choice.to_json()).collect();
-        let times: Vec<DateTime<Utc>> = votes.iter().map(|v| v.submitted_at).collect();
-        let client_times: Vec<Option<DateTime<Utc>>> = votes.iter().map(|v| v.client_submitted_at).collect();
-        // One insert decides every vote: the unique constraint, through
-        // ON CONFLICT, refuses a participant's second vote on a poll.
-        let rows = self
-            .query(
-                "INSERT INTO votes (id, poll_id, participant_id, choice, submitted_at, client_submitted_at)
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::timestamptz[],
-                                      $6::timestamptz[])
-                 ON CONFLICT ON CONSTRAINT votes_one_per_participant DO NOTHING
-                 RETURNING id",
-                &[&ids, &polls, &participants, &choices, &times, &client_times],
-            )
-            .await?;
-        let inserted: HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-        let recorded: Vec<&Vote> = votes.iter().filter(|v| inserted.contains(&v.id.0)).collect();
-        self.bump_counters(&recorded).await?;
-        Ok(votes.iter().map(|v| inserted.contains(&v.id.0)).collect())
+        self.insert_votes(votes).await
     }
 
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally> {
-        match &poll.kind {
-            PollKind::MultipleChoice { .. } => {
-                // The poll's count with its options' in one statement: this
-                // runs in every vote batch, where each round trip counts.
-                let rows = self
-                    .query(
-                        "SELECT p.vote_count, o.id, o.vote_count FROM polls p
-                           JOIN poll_options o ON o.poll_id = p.id
-                          WHERE p.id = $1 ORDER BY o.sequence_order",
-                        &[&poll.id.0],
-                    )
-                    .await?;
-                Ok(Tally {
-                    vote_count: rows.first().map_or(0, |r| r.get(0)),
-                    option_counts: rows.iter().map(|r| (OptionId(r.get(1)), r.get(2))).collect(),
-                    ..Tally::default()
-                })
-            }
-            PollKind::RatingScale { min, max } => {
-                let mut rating_counts: BTreeMap<i32, i64> = (*min..=*max).map(|v| (v, 0)).collect();
-                let rows = self
-                    .query(
-                        "SELECT rating, vote_count FROM poll_rating_counts WHERE poll_id = $1",
-                        &[&poll.id.0],
-                    )
-                    .await?;
-                for row in rows {
-                    rating_counts.insert(row.get(0), row.get(1));
-                }
-                Ok(Tally {
-                    vote_count: self.vote_count(poll.id).await?,
-                    rating_counts,
-                    ..Tally::default()
-                })
-            }
-            PollKind::OpenText => {
-                let rows = self
-                    .query(
-                        "SELECT choice->>'textResponse' FROM votes WHERE poll_id = $1
-                          ORDER BY submitted_at DESC, id DESC LIMIT $2",
-                        &[&poll.id.0, &(text_limit as i64)],
-                    )
-                    .await?;
-                Ok(Tally {
-                    vote_count: self.vote_count(poll.id).await?,
-                    texts: rows.iter().rev().filter_map(|r| r.get(0)).collect(),
-                    ..Tally::default()
-                })
-            }
-        }
+        self.read_tally(poll, text_limit).await
+    }
+
+    async fn ballot_reads(
+        &mut self,
+        polls: &[PollId],
+        ballots: &[(ParticipantId, PollId)],
+    ) -> R<BallotReads> {
+        self.read_ballot_inputs(polls, ballots).await
+    }
+
+    async fn record_votes_and_tally(
+        &mut self,
+        votes: &[Vote],
+        polls: &[&Poll],
+        text_limit: usize,
+    ) -> R<(Vec<bool>, Vec<Tally>)> {
+        self.insert_votes_and_tally(votes, polls, text_limit).await
     }
 
     async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>> {

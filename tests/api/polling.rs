@@ -644,6 +644,50 @@ on_both_stores!(
     every_vote_rejection_reason_is_answered_and_told_to_the_voter
 );
 
+/// Each confirmation carries the tally as it stands after that vote: the
+/// rating distribution and its average (two decimals), the newest text answers oldest
+/// first. On Postgres the tallies are read in the same round trip as the
+/// vote's write, so this would catch a tally read before the write.
+async fn each_confirmation_carries_the_tally_after_its_vote(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let session = create_session(&app, "Tallies").await;
+    let rating = session
+        .create_poll(
+            &app,
+            json!({"question": "Rate", "pollType": "rating_scale", "minRating": 1, "maxRating": 3}),
+        )
+        .await;
+    let text = session
+        .create_poll(&app, json!({"question": "Say", "pollType": "open_text"}))
+        .await;
+    session.start(&app).await;
+    let mut voters = Vec::new();
+    for _ in 0..3 {
+        voters.push(session.join(&app, None).await);
+    }
+    session.activate(&app, &rating).await;
+    let expected = [
+        (json!({"1": 0, "2": 0, "3": 1}), 3.0),
+        (json!({"1": 1, "2": 0, "3": 1}), 2.0),
+        (json!({"1": 1, "2": 0, "3": 2}), 2.33),
+    ];
+    for ((voter, value), (distribution, average)) in voters.iter().zip([3, 1, 3]).zip(expected) {
+        let (status, body) = vote(&app, voter, &rating, json!({"ratingValue": value})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["ratingDistribution"], distribution);
+        assert_eq!(body["averageRating"], average, "{body}");
+    }
+    session.activate(&app, &text).await;
+    for (n, (voter, answer)) in voters.iter().zip(["first", "second", "third"]).enumerate() {
+        let (status, body) = vote(&app, voter, &text, json!({"textResponse": answer})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["currentVoteCount"], n + 1);
+        let said: Vec<&str> = ["first", "second", "third"][..=n].to_vec();
+        assert_eq!(body["textResponses"], json!(said));
+    }
+}
+on_both_stores!(tallies, each_confirmation_carries_the_tally_after_its_vote);
+
 #[tokio::test]
 async fn poll_definitions_outside_the_rules_are_422_naming_the_field_and_create_nothing() {
     let app = TestApp::spawn(Backend::Postgres).await;
