@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::postgres_polling::PgTx;
 use super::{
-    is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore,
-    LogBounds, StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG,
+    is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, CommandOutput,
+    CommittedBatch, EventStore, LogBounds, StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG,
 };
 use crate::domain::event::{EntityVersion, EventId, EventType, StoredEvent, TraceId};
 use crate::domain::topic::{Selector, Topic, TopicFilter};
@@ -309,25 +309,39 @@ async fn run_batch(
     requests: Vec<AppendRequest>,
 ) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
     let statements = WriterStatements::prepare(client).await?;
-    let opening = open_batch(client, &statements, &requests).await?;
-    let (plans, executed) = plan_appends(&requests, &opening.remembered);
-
-    // Split the requests into those that append and the rest.
-    let mut keys = Vec::with_capacity(plans.len());
-    let mut runnable = Vec::with_capacity(executed);
-    for (request, plan) in requests.into_iter().zip(&plans) {
-        keys.push(request.idempotency.clone());
-        if matches!(plan, Plan::Execute(_)) {
-            runnable.push(request);
+    let known_count = known_event_count(&requests);
+    let (opening, plans, keys, outputs) = if requests.iter().all(|r| r.idempotency.is_none()) {
+        // Without idempotency keys every command runs, so the commands do
+        // not wait for the opening: polled after it, their first statements
+        // go out in its round trip, behind BEGIN and the lock.
+        let (plans, _) = plan_appends(&requests, &HashMap::new());
+        let keys = vec![None; requests.len()];
+        let commands = requests.into_iter().map(|r| r.command);
+        let (opening, outputs) = futures::try_join!(
+            open_batch(client, &statements, known_count, &[]),
+            run_commands(client, commands)
+        )?;
+        (opening, plans, keys, outputs)
+    } else {
+        let wanted: Vec<(String, String)> = requests
+            .iter()
+            .filter_map(|r| r.idempotency.as_ref())
+            .map(|k| (k.scope.clone(), k.key.clone()))
+            .collect();
+        let opening = open_batch(client, &statements, known_count, &wanted).await?;
+        let (plans, _) = plan_appends(&requests, &opening.remembered);
+        // Split the requests into those that append and the rest.
+        let mut keys = Vec::with_capacity(plans.len());
+        let mut runnable = Vec::with_capacity(plans.len());
+        for (request, plan) in requests.into_iter().zip(&plans) {
+            keys.push(request.idempotency.clone());
+            if matches!(plan, Plan::Execute(_)) {
+                runnable.push(request.command);
+            }
         }
-    }
-
-    // Run each command in order: a later one sees what an earlier one wrote.
-    let mut outputs = Vec::with_capacity(runnable.len());
-    for request in runnable {
-        let mut polling = PgTx::new(client);
-        outputs.push(request.command.run(&mut polling).await?);
-    }
+        let outputs = run_commands(client, runnable).await?;
+        (opening, plans, keys, outputs)
+    };
     let total: usize = outputs.iter().map(|o| o.events.len()).sum();
     let (before, ids) = match opening.ids {
         Some(taken) if taken.1.len() == total => taken,
@@ -375,17 +389,30 @@ struct Opening {
     ids: Option<(EventId, Vec<EventId>)>,
 }
 
-/// BEGIN, the log lock, the remembered idempotency keys and, when every
-/// command can tell its event count up front (plain publishes), the ids:
-/// sent together, answered in one round trip. Postgres runs them in
-/// order, and each statement takes its snapshot when it starts, so the
-/// ids query sees every commit made before the lock was granted.
+/// Runs each command in order: a later one sees what an earlier one wrote.
+async fn run_commands(
+    client: &ClientWrapper,
+    commands: impl IntoIterator<Item = Box<dyn TxCommand>>,
+) -> Result<Vec<CommandOutput>, StoreError> {
+    let mut outputs = Vec::new();
+    for command in commands {
+        let mut polling = PgTx::new(client);
+        outputs.push(command.run(&mut polling).await?);
+    }
+    Ok(outputs)
+}
+
+/// BEGIN, the log lock, the remembered idempotency keys among `wanted`
+/// and, when the batch's event count is known up front, the ids: sent
+/// together, answered in one round trip. Postgres runs them in order, and
+/// each statement takes its snapshot when it starts, so the ids query sees
+/// every commit made before the lock was granted.
 async fn open_batch(
     client: &ClientWrapper,
     statements: &WriterStatements,
-    requests: &[AppendRequest],
+    known_count: Option<usize>,
+    wanted: &[(String, String)],
 ) -> Result<Opening, StoreError> {
-    let known_count = known_event_count(requests);
     let begin = async { client.execute(&statements.begin, &[]).await.map_err(classify) };
     let lock = async {
         client
@@ -393,7 +420,7 @@ async fn open_batch(
             .await
             .map_err(classify)
     };
-    let remembered = remembered_keys(client, statements, requests);
+    let remembered = remembered_keys(client, statements, wanted);
     let ids = async {
         match known_count {
             Some(count) if count > 0 => next_ids(client, statements, count).await.map(Some),
@@ -450,20 +477,16 @@ const REMEMBERED_KEYS: &str = "SELECT k.scope, k.key, k.fingerprint, k.status, k
        FROM idempotency_keys k
        JOIN unnest($1::text[], $2::text[]) AS wanted(scope, key) USING (scope, key)";
 
-/// The remembered keys among those this batch carries.
+/// The remembered keys among `wanted`.
 async fn remembered_keys(
     client: &ClientWrapper,
     statements: &WriterStatements,
-    requests: &[AppendRequest],
+    wanted: &[(String, String)],
 ) -> Result<HashMap<(String, String), (String, StoredResponse)>, StoreError> {
-    let (scopes, keys): (Vec<&str>, Vec<&str>) = requests
-        .iter()
-        .filter_map(|r| r.idempotency.as_ref())
-        .map(|k| (k.scope.as_str(), k.key.as_str()))
-        .unzip();
-    if scopes.is_empty() {
+    if wanted.is_empty() {
         return Ok(HashMap::new());
     }
+    let (scopes, keys): (Vec<&str>, Vec<&str>) = wanted.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
     let rows = client
         .query(&statements.remembered, &[&scopes, &keys])
         .await
