@@ -14,6 +14,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_entity_versions",
         include_str!("../../sql/0004_entity_versions.sql"),
     ),
+    (
+        "0005_votes_without_foreign_keys",
+        include_str!("../../sql/0005_votes_without_foreign_keys.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).
