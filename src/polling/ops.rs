@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::TokenKeys;
 use crate::domain::event::{format_timestamp, NewEvent, TraceId};
-use crate::domain::polling::events::{error_general, results_broadcast, vote_confirmation, vote_rejected};
+use crate::domain::polling::events::{error_general, results_broadcast, vote_rejected};
 use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use crate::domain::polling::input::PollDraft;
 use crate::domain::polling::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
@@ -682,11 +682,14 @@ fn ballot_outcome(
                 vote: vote.clone(),
                 session_id: request.session_id,
             };
-            let body = vote_confirmation(&vote, request.session_id, results);
-            (
-                accepted.to_new_event(trace_id, results),
-                json_response(StatusCode::CREATED, body),
-            )
+            // The voter's answer is the event's payload: built and
+            // serialized once, on the writer's path.
+            let event = accepted.to_new_event(trace_id, results);
+            let answer = StoredResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: event.payload.get().to_owned(),
+            };
+            (event, answer)
         }
         Verdict::Refuse(reason, message) => {
             let session_id = match states.get(&request.poll_id) {
