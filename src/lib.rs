@@ -63,7 +63,7 @@ use auth::TokenKeys;
 use cluster::Cluster;
 use config::ServeConfig;
 use fanout::hub::{Hub, HubConfig};
-use http::{AppState, StreamSettings};
+use http::{AppShared, AppState, StreamSettings};
 use limits::{ClusterRateLimit, Limits, StreamQuota};
 use polling::{Polling, PollingSettings};
 use rooms::Rooms;
@@ -139,7 +139,7 @@ impl Server {
             max_topics: config.max_topics as usize,
             max_body: config.max_body as usize,
         });
-        let state = AppState {
+        let state = AppState::new(AppShared {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
             polling,
@@ -152,7 +152,7 @@ impl Server {
                 retry: config.retry,
             },
             shutdown: shutdown.clone(),
-        };
+        });
         metrics::handle();
 
         let addr = listener
