@@ -558,15 +558,7 @@ async fn every_vote_rejection_reason_is_answered_and_told_to_the_voter(backend: 
     let session = create_session(&app, "Reasons").await;
     let choice = session.choice_poll(&app, true).await;
     let other = session.choice_poll(&app, true).await;
-    let rating = session
-        .create_poll(
-            &app,
-            json!({"question": "Rate", "pollType": "rating_scale", "minRating": 1, "maxRating": 3}),
-        )
-        .await;
-    let text = session
-        .create_poll(&app, json!({"question": "Say", "pollType": "open_text"}))
-        .await;
+    let (rating, text) = session.rating_and_text_polls(&app).await;
     session.start(&app).await;
     let eve = session.join(&app, None).await;
     let mut own = session.watch(&app, Some(&eve.token), None).await;
@@ -651,15 +643,7 @@ on_both_stores!(
 async fn each_confirmation_carries_the_tally_after_its_vote(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let session = create_session(&app, "Tallies").await;
-    let rating = session
-        .create_poll(
-            &app,
-            json!({"question": "Rate", "pollType": "rating_scale", "minRating": 1, "maxRating": 3}),
-        )
-        .await;
-    let text = session
-        .create_poll(&app, json!({"question": "Say", "pollType": "open_text"}))
-        .await;
+    let (rating, text) = session.rating_and_text_polls(&app).await;
     session.start(&app).await;
     let mut voters = Vec::new();
     for _ in 0..3 {

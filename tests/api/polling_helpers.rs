@@ -72,6 +72,20 @@ impl Session {
         body
     }
 
+    /// A rating poll from 1 to 3 and an open-text poll.
+    pub async fn rating_and_text_polls(&self, app: &TestApp) -> (Value, Value) {
+        let rating = self
+            .create_poll(
+                app,
+                json!({"question": "Rate", "pollType": "rating_scale", "minRating": 1, "maxRating": 3}),
+            )
+            .await;
+        let text = self
+            .create_poll(app, json!({"question": "Say", "pollType": "open_text"}))
+            .await;
+        (rating, text)
+    }
+
     pub async fn create_poll(&self, app: &TestApp, definition: Value) -> Value {
         let (status, body) = post(
             app,
