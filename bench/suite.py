@@ -282,7 +282,23 @@ def idle(server, subscribers):
 def ingest(server, participants):
     r = bench(["ingest", "--url", server.base, "--participants", str(participants), "--concurrency", "64"])
     return {"votes_per_second": r["votes"]["votes_per_second"], "accepted": r["votes"]["accepted_201"],
-            "statuses": r["votes"]["statuses"], "p50_ms": r["latency"]["p50_ms"], "p99_ms": r["latency"]["p99_ms"]}
+            "statuses": r["votes"]["statuses"], "p50_ms": r["latency"]["p50_ms"], "p99_ms": r["latency"]["p99_ms"],
+            "machine_cpu": r.get("machine_cpu")}
+
+
+def machine_cpu():
+    """(busy, idle, cores) of the whole machine from /proc/stat, in ticks."""
+    with open("/proc/stat") as f:
+        lines = f.read().splitlines()
+    v = [int(x) for x in lines[0].split()[1:]]
+    cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], v[3] + v[4], max(cores, 1)
+
+
+def busy_core_seconds(before, after, seconds):
+    busy, idle = after[0] - before[0], after[1] - before[1]
+    share = busy / (busy + idle) if busy + idle else 0.0
+    return share * after[2] * seconds, share
 
 
 def pgbench_inserts(seconds):
@@ -292,10 +308,13 @@ def pgbench_inserts(seconds):
     cmd = ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-c", "16", "-j", "2", "-T", str(seconds),
            "-f", str(script), db]
     COMMANDS.append(shlex.join(cmd))
+    before, started = machine_cpu(), time.monotonic()
     out = sh(cmd, capture=True)
+    core_seconds, share = busy_core_seconds(before, machine_cpu(), time.monotonic() - started)
     tps = next(float(line.split("=")[1].split()[0]) for line in out.splitlines() if line.startswith("tps ="))
+    done = next(int(line.split(":")[1].split("/")[0]) for line in out.splitlines() if "transactions actually processed" in line)
     psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    return {"tps": tps}
+    return {"tps": tps, "machine_cpu": {"busy_share": share, "us_per_tx": core_seconds * 1e6 / max(done, 1)}}
 
 
 def events_like_table(db):
@@ -468,7 +487,15 @@ def write_report(results, quick):
                   "| measure | value |", "|---|---|",
                   f"| pollcast votes/s (64 clients, one open poll, {ing['participants']:,} participants, HTTP → commit → 201) | "
                   f"{ing['pollcast']['votes_per_second']:,.0f} (p50 {ing['pollcast']['p50_ms']:.1f} ms, p99 {ing['pollcast']['p99_ms']:.1f} ms; statuses {ing['pollcast']['statuses']}) |",
-                  f"| pgbench single-row INSERT transactions/s into a table like `events` (16 clients) | {ing['pgbench']['tps']:,.0f} |", ""]
+                  f"| pgbench single-row INSERT transactions/s into a table like `events` (16 clients) | {ing['pgbench']['tps']:,.0f} |"]
+        vote_cpu, tx_cpu = ing["pollcast"].get("machine_cpu"), ing["pgbench"].get("machine_cpu")
+        if vote_cpu and tx_cpu:
+            # Every process on the machine counts: the server, Postgres, the
+            # client (pollcast-bench or pgbench) and the kernel share 2 cores.
+            lines.append(f"| the machine's CPU per vote / per pgbench transaction (all processes, `/proc/stat`) | "
+                         f"{vote_cpu['us_per_vote']:.0f} µs ({vote_cpu['busy_share'] * 100:.0f} % busy) / "
+                         f"{tx_cpu['us_per_tx']:.0f} µs ({tx_cpu['busy_share'] * 100:.0f} % busy) |")
+        lines.append("")
         targets.append(f"| vote ingest ÷ pgbench single-insert tx/s | "
                        f"{ratio(ing['pollcast']['votes_per_second'], ing['pgbench']['tps'])} | ≥ 2× |")
     rep = r.get("replay")

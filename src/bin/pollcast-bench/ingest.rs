@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use hyper::header::HeaderValue;
 
 use crate::client::{expect_json, json_str, Client};
-use crate::util::{latency_json, latency_text, new_histogram, secs, Target};
+use crate::util::{latency_json, latency_text, new_histogram, secs, MachineCpu, Target};
 use crate::{IngestArgs, Report};
 
 /// What one voting client saw.
@@ -113,6 +113,7 @@ pub async fn run(args: IngestArgs) -> Result<Option<Report>, String> {
     );
     let next = Arc::new(AtomicUsize::new(0));
     eprintln!("ingest: voting with {} clients", args.concurrency);
+    let cpu_before = MachineCpu::now();
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
     let workers: Vec<_> = (0..args.concurrency.max(1))
@@ -166,6 +167,7 @@ pub async fn run(args: IngestArgs) -> Result<Option<Report>, String> {
         }
     }
     let took = started.elapsed();
+    let cpu_after = MachineCpu::now();
     let accepted = statuses.get(&201).copied().unwrap_or(0);
     let attempted = statuses.values().sum::<u64>() + errors.values().sum::<u64>();
 
@@ -232,6 +234,24 @@ pub async fn run(args: IngestArgs) -> Result<Option<Report>, String> {
         text.push_str(&format!("; errors {errors:?}"));
     }
     report.line("votes", text);
+    // Everything the machine ran while voting (server, its database, this
+    // tool, the kernel) per accepted vote: on a machine shared by all of
+    // them this, not idle time, is what caps votes/s.
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let (core_seconds, share) = after.busy_since(&before, took);
+        let per_vote_us = core_seconds * 1e6 / accepted.max(1) as f64;
+        report.set(
+            "machine_cpu",
+            serde_json::json!({ "busy_share": share, "core_seconds": core_seconds, "us_per_vote": per_vote_us }),
+        );
+        report.line(
+            "machine CPU",
+            format!(
+                "{:.0} % busy, {per_vote_us:.0} µs per vote (all processes)",
+                share * 100.0
+            ),
+        );
+    }
     report.line(
         "server vote count",
         server_count.map_or("unknown".to_string(), |n| n.to_string()),

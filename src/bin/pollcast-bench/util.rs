@@ -266,6 +266,53 @@ fn vm_rss(path: &str) -> Option<u64> {
         .ok()
 }
 
+// ------------------------------------------------------- machine CPU --
+
+/// The whole machine's CPU counters (every process, the kernel included),
+/// from the first line of `/proc/stat`, in clock ticks summed over cores.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    busy: u64,
+    idle: u64,
+    cores: u64,
+}
+
+impl MachineCpu {
+    /// None where `/proc/stat` cannot be read (not Linux).
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut lines = stat.lines();
+        let fields: Vec<u64> = lines
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+        let cores = lines.filter(|l| l.starts_with("cpu")).count() as u64;
+        Some(MachineCpu {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7),
+            idle: at(3) + at(4),
+            cores: cores.max(1),
+        })
+    }
+
+    /// Busy CPU time since `earlier`, in core-seconds over `wall`, and the
+    /// busy share of the machine. The share of ticks times cores times the
+    /// wall time needs no clock-tick constant.
+    pub fn busy_since(&self, earlier: &MachineCpu, wall: Duration) -> (f64, f64) {
+        let busy = self.busy.saturating_sub(earlier.busy) as f64;
+        let idle = self.idle.saturating_sub(earlier.idle) as f64;
+        let share = if busy + idle > 0.0 {
+            busy / (busy + idle)
+        } else {
+            0.0
+        };
+        (share * self.cores as f64 * wall.as_secs_f64(), share)
+    }
+}
+
 // ---------------------------------------------------------- rlimit --
 
 /// Raises the open-files soft limit to at least `want` if the hard limit
