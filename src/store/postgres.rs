@@ -309,38 +309,15 @@ async fn run_batch(
     requests: Vec<AppendRequest>,
 ) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
     let statements = WriterStatements::prepare(client).await?;
-    let known_count = known_event_count(&requests);
-    let (opening, plans, keys, outputs) = if requests.iter().all(|r| r.idempotency.is_none()) {
-        // Without idempotency keys every command runs, so the commands do
-        // not wait for the opening: polled after it, their first statements
-        // go out in its round trip, behind BEGIN and the lock.
-        let (plans, _) = plan_appends(&requests, &HashMap::new());
-        let keys = vec![None; requests.len()];
-        let commands = requests.into_iter().map(|r| r.command);
-        let (opening, outputs) = futures::try_join!(
-            open_batch(client, &statements, known_count, &[]),
-            run_commands(client, commands)
-        )?;
-        (opening, plans, keys, outputs)
+    let Started {
+        opening,
+        plans,
+        keys,
+        outputs,
+    } = if requests.iter().all(|r| r.idempotency.is_none()) {
+        start_keyless(client, &statements, requests).await?
     } else {
-        let wanted: Vec<(String, String)> = requests
-            .iter()
-            .filter_map(|r| r.idempotency.as_ref())
-            .map(|k| (k.scope.clone(), k.key.clone()))
-            .collect();
-        let opening = open_batch(client, &statements, known_count, &wanted).await?;
-        let (plans, _) = plan_appends(&requests, &opening.remembered);
-        // Split the requests into those that append and the rest.
-        let mut keys = Vec::with_capacity(plans.len());
-        let mut runnable = Vec::with_capacity(plans.len());
-        for (request, plan) in requests.into_iter().zip(&plans) {
-            keys.push(request.idempotency.clone());
-            if matches!(plan, Plan::Execute(_)) {
-                runnable.push(request.command);
-            }
-        }
-        let outputs = run_commands(client, runnable).await?;
-        (opening, plans, keys, outputs)
+        start_keyed(client, &statements, requests).await?
     };
     let total: usize = outputs.iter().map(|o| o.events.len()).sum();
     let (before, ids) = match opening.ids {
@@ -379,6 +356,69 @@ async fn run_batch(
 
     let outcomes = resolve_outcomes(plans, &keys, committed);
     Ok((outcomes, head.map(|head| (before, head))))
+}
+
+/// A batch with its transaction open and its commands run.
+struct Started {
+    opening: Opening,
+    plans: Vec<Plan>,
+    keys: Vec<Option<super::IdempotencyKey>>,
+    outputs: Vec<CommandOutput>,
+}
+
+/// Without idempotency keys every command runs, so the commands do not
+/// wait for the opening: polled after it, their first statements go out in
+/// its round trip, behind BEGIN and the lock.
+async fn start_keyless(
+    client: &ClientWrapper,
+    statements: &WriterStatements,
+    requests: Vec<AppendRequest>,
+) -> Result<Started, StoreError> {
+    let known_count = known_event_count(&requests);
+    let (plans, _) = plan_appends(&requests, &HashMap::new());
+    let keys = vec![None; requests.len()];
+    let commands = requests.into_iter().map(|r| r.command);
+    let (opening, outputs) = futures::try_join!(
+        open_batch(client, statements, known_count, &[]),
+        run_commands(client, commands)
+    )?;
+    Ok(Started {
+        opening,
+        plans,
+        keys,
+        outputs,
+    })
+}
+
+/// With keys, the remembered ones decide which commands run, so the
+/// commands wait for the opening, and the event count is not known ahead.
+async fn start_keyed(
+    client: &ClientWrapper,
+    statements: &WriterStatements,
+    requests: Vec<AppendRequest>,
+) -> Result<Started, StoreError> {
+    let wanted: Vec<(String, String)> = requests
+        .iter()
+        .filter_map(|r| r.idempotency.as_ref())
+        .map(|k| (k.scope.clone(), k.key.clone()))
+        .collect();
+    let opening = open_batch(client, statements, None, &wanted).await?;
+    let (plans, _) = plan_appends(&requests, &opening.remembered);
+    let mut keys = Vec::with_capacity(plans.len());
+    let mut runnable = Vec::with_capacity(plans.len());
+    for (request, plan) in requests.into_iter().zip(&plans) {
+        keys.push(request.idempotency.clone());
+        if matches!(plan, Plan::Execute(_)) {
+            runnable.push(request.command);
+        }
+    }
+    let outputs = run_commands(client, runnable).await?;
+    Ok(Started {
+        opening,
+        plans,
+        keys,
+        outputs,
+    })
 }
 
 /// What the first round trip of a batch learned.
@@ -431,15 +471,11 @@ async fn open_batch(
     Ok(Opening { remembered, ids })
 }
 
-/// The batch's event count, when no request carries an idempotency key
-/// (a remembered key skips its command) and every command knows its count.
+/// The event count of a keyless batch, when every command knows its own.
 fn known_event_count(requests: &[AppendRequest]) -> Option<usize> {
-    requests
-        .iter()
-        .try_fold(0, |sum, request| match request.idempotency {
-            Some(_) => None,
-            None => request.command.known_event_count().map(|n| sum + n),
-        })
+    requests.iter().try_fold(0, |sum, request| {
+        request.command.known_event_count().map(|n| sum + n)
+    })
 }
 
 /// Decides, for each request, whether it runs or is answered from a key.

@@ -10,6 +10,7 @@
 //! counts the batch's votes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
@@ -68,6 +69,13 @@ const VOTERS: &str = "SELECT p.id, p.session_id, p.display_name, p.joined_at, p.
             EXISTS (SELECT 1 FROM votes v WHERE v.poll_id = w.poll_id AND v.participant_id = w.id)
        FROM unnest($1::uuid[], $2::uuid[]) AS w(id, poll_id) JOIN participants p ON p.id = w.id";
 
+/// The polls named, and their sessions: built once, not per batch.
+static POLLS_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {POLL_COLUMNS} FROM polls WHERE id = ANY($1)"));
+static SESSIONS_OF_POLLS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id IN (SELECT session_id FROM polls WHERE id = ANY($1))")
+});
+
 /// A multiple-choice poll's count with its options' counts.
 const CHOICE_TALLY: &str = "SELECT p.vote_count, o.id, o.vote_count FROM polls p
        JOIN poll_options o ON o.poll_id = p.id
@@ -107,17 +115,14 @@ impl PgTx<'_> {
         polls: &[PollId],
         ballots: &[(ParticipantId, PollId)],
     ) -> R<BallotReads> {
-        let polls_sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE id = ANY($1)");
-        let sessions_sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id IN (SELECT session_id FROM polls WHERE id = ANY($1))"
-        );
-        self.prepare_all(&[&polls_sql, OPTIONS_OF, &sessions_sql]).await?;
+        self.prepare_all(&[&POLLS_BY_ID, OPTIONS_OF, &SESSIONS_OF_POLLS])
+            .await?;
         let ids: Vec<Uuid> = polls.iter().map(|p| p.0).collect();
         let by_ids: [&(dyn ToSql + Sync); 1] = [&ids];
         let (poll_rows, option_rows, session_rows, voters) = futures::try_join!(
-            self.query(&polls_sql, &by_ids),
+            self.query(&POLLS_BY_ID, &by_ids),
             self.query(OPTIONS_OF, &by_ids),
-            self.query(&sessions_sql, &by_ids),
+            self.query(&SESSIONS_OF_POLLS, &by_ids),
             self.read_voters(ballots),
         )?;
         let mut options = options_by_poll(option_rows);
