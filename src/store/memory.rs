@@ -84,8 +84,9 @@ impl MemoryStore {
 
 #[async_trait]
 impl EventStore for MemoryStore {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, mut request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let mut log = self.lock().await;
+        request.command.start();
         if let Some(key) = &request.idempotency {
             if let Some(seen) = log.keys.get(&(key.scope.clone(), key.key.clone())) {
                 return Ok(replay_or_conflict(key, &seen.fingerprint, &seen.response));

@@ -69,6 +69,13 @@ impl CommandOutput {
 pub trait TxCommand: Send + Sync {
     async fn run(self: Box<Self>, tx: &mut dyn polling::PollingTx) -> Result<CommandOutput, StoreError>;
 
+    /// Called when the store takes the command for a transaction, before
+    /// anything of that transaction runs. A command that gathers its work
+    /// late (the ballot box's batch of votes) takes it here, so that its
+    /// `known_event_count` counts it and everything that came while the
+    /// store was busy rides along.
+    fn start(&mut self) {}
+
     /// How many events `run` will return, when that is known before it
     /// runs. A batch of such commands takes its ids in the same round trip
     /// as the log lock instead of one more after the commands.

@@ -198,7 +198,10 @@ async fn run_writer(
     // `recv_many` waits for the first job and then takes whatever else is
     // queued: a lone command waits for nothing, a burst shares one commit.
     while queue.recv_many(&mut batch, MAX_BATCH_APPENDS).await > 0 {
-        let jobs = std::mem::take(&mut batch);
+        let mut jobs = std::mem::take(&mut batch);
+        for job in &mut jobs {
+            job.request.command.start();
+        }
         metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(jobs.len() as f64);
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         match commit_batch(&pool, requests).await {
