@@ -127,10 +127,20 @@ impl PostgresStore {
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
         let stop = CancellationToken::new();
         let (batches, _) = broadcast::channel(COMMITTED_BATCH_BACKLOG);
-        tokio::spawn(run_writer(pool.clone(), queue, hints.clone(), batches.clone()));
+        // Names this node's commits in their NOTIFYs, so that its listener
+        // can leave them to the writer (see `Heard::origin`).
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        tokio::spawn(run_writer(
+            pool.clone(),
+            queue,
+            hints.clone(),
+            batches.clone(),
+            origin.clone(),
+        ));
         let (bus, _) = broadcast::channel(BUS_BACKLOG);
         let (listening, listening_now) = watch::channel(false);
         let heard = Heard {
+            origin,
             hints: hints.clone(),
             bus: bus.clone(),
             listening,
@@ -193,6 +203,7 @@ async fn run_writer(
     mut queue: mpsc::Receiver<Job>,
     hints: watch::Sender<EventId>,
     batches: broadcast::Sender<CommittedBatch>,
+    origin: String,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH_APPENDS);
     // `recv_many` waits for the first job and then takes whatever else is
@@ -204,7 +215,7 @@ async fn run_writer(
         }
         metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(jobs.len() as f64);
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-        match commit_batch(&pool, requests).await {
+        match commit_batch(&pool, requests, &origin).await {
             Ok((outcomes, head)) => {
                 if let Some((after, head)) = head {
                     // The batch first: the tail takes it as it is instead
@@ -298,9 +309,10 @@ impl WriterStatements {
 async fn commit_batch(
     pool: &Pool,
     requests: Vec<AppendRequest>,
+    origin: &str,
 ) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
     let client = pool.get().await.map_err(classify_pool)?;
-    let result = run_batch(&client, requests).await;
+    let result = run_batch(&client, requests, origin).await;
     if result.is_err() {
         drop(deadpool_postgres::Object::take(client));
     }
@@ -310,6 +322,7 @@ async fn commit_batch(
 async fn run_batch(
     client: &ClientWrapper,
     requests: Vec<AppendRequest>,
+    origin: &str,
 ) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
     let statements = WriterStatements::prepare(client).await?;
     let Started {
@@ -350,7 +363,7 @@ async fn run_batch(
         client,
         &statements,
         committed.iter().flat_map(|(events, _)| events),
-        head,
+        head.map(|head| format!("{head} {origin}")),
     );
     let keys_stored = insert_keys(client, &statements, &plans, &keys, &committed);
     let commit = async { client.execute(&statements.commit, &[]).await.map_err(classify) };
@@ -581,13 +594,14 @@ const INSERT_EVENTS: &str = "WITH inserted AS (
              AS u(i, t, y, r, p, c, e, v))
      SELECT pg_notify($9, $10)";
 
-/// Inserts the batch's events and, in the same statement, NOTIFYs `head`
-/// (delivered at commit, like a separate NOTIFY, one round trip fewer).
+/// Inserts the batch's events and, in the same statement, NOTIFYs
+/// `notice`, the new head and this node's origin (delivered at commit, like
+/// a separate NOTIFY, one round trip fewer).
 async fn insert_events<'a>(
     client: &ClientWrapper,
     statements: &WriterStatements,
     events: impl Iterator<Item = &'a StoredEvent>,
-    head: Option<EventId>,
+    notice: Option<String>,
 ) -> Result<(), StoreError> {
     let mut ids = Vec::new();
     let mut topics = Vec::new();
@@ -607,10 +621,9 @@ async fn insert_events<'a>(
         payloads.push(e.payload.get());
         times.push(e.timestamp);
     }
-    let Some(head) = head.filter(|_| !ids.is_empty()) else {
+    let Some(notice) = notice.filter(|_| !ids.is_empty()) else {
         return Ok(());
     };
-    let head = head.to_string();
     let params: [&(dyn ToSql + Sync); 10] = [
         &ids,
         &topics,
@@ -621,7 +634,7 @@ async fn insert_events<'a>(
         &entities,
         &versions,
         &NOTIFY_CHANNEL,
-        &head,
+        &notice,
     ];
     client
         .query(&statements.insert_events, &params)
@@ -934,6 +947,12 @@ impl EventStore for PostgresStore {
 
 /// Where the LISTEN connection hands what it hears.
 struct Heard {
+    /// This node's commits, named in their NOTIFYs. The listener ignores
+    /// them: the writer hands each batch to the tail as it commits, and a
+    /// NOTIFY heard first would send the tail to read the batch back from
+    /// the table. Should the writer lose a batch's reply after its COMMIT,
+    /// the tail's periodic read finds the events.
+    origin: String,
     /// Commit hints from `pollcast_events`.
     hints: watch::Sender<EventId>,
     /// Cluster bus messages from `pollcast_bus`.
@@ -999,7 +1018,7 @@ async fn listen_once(
                     let _ = heard.bus.send(message);
                 }
                 Some((false, payload)) => {
-                    if let Ok(id) = payload.parse::<EventId>() {
+                    if let Some(id) = other_nodes_head(&payload, &heard.origin) {
                         hints.send_if_modified(|known| raise(known, id));
                     }
                 }
@@ -1012,5 +1031,29 @@ async fn listen_once(
     match driver.await {
         Ok(result) => result,
         Err(_) => Ok(()),
+    }
+}
+
+/// The head a commit NOTIFY announces ("<head> <origin>"), unless this
+/// node (`origin`) sent it.
+fn other_nodes_head(payload: &str, origin: &str) -> Option<EventId> {
+    let (head, from) = payload.split_once(' ').unwrap_or((payload, ""));
+    if from == origin {
+        return None;
+    }
+    head.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::other_nodes_head;
+
+    #[test]
+    fn a_commit_notice_counts_only_when_another_node_sent_it() {
+        assert_eq!(other_nodes_head("42 abc", "def"), Some(42));
+        assert_eq!(other_nodes_head("42 abc", "abc"), None);
+        // A node that names no origin (an older version) still wakes us.
+        assert_eq!(other_nodes_head("42", "abc"), Some(42));
+        assert_eq!(other_nodes_head("junk def", "abc"), None);
     }
 }
