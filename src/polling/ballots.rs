@@ -37,6 +37,10 @@ pub struct BallotBox {
 
 struct Shared {
     store: Arc<dyn EventStore>,
+    /// The server's runtime. A batch command can queue the next one from
+    /// inside the store's writer, which may run on a runtime of its own;
+    /// the submitting task belongs with the handlers.
+    runtime: tokio::runtime::Handle,
     waiting: Mutex<Waiting>,
     room: Semaphore,
 }
@@ -55,6 +59,7 @@ impl BallotBox {
         BallotBox {
             shared: Arc::new(Shared {
                 store,
+                runtime: tokio::runtime::Handle::current(),
                 waiting: Mutex::default(),
                 room: Semaphore::new(MAX_WAITING),
             }),
@@ -76,7 +81,7 @@ impl BallotBox {
             !std::mem::replace(&mut waiting.batch_queued, true)
         };
         if queue_batch {
-            tokio::spawn(submit(Arc::clone(&self.shared)));
+            self.shared.runtime.spawn(submit(Arc::clone(&self.shared)));
         }
         answer.await.map_err(|_| stopped())?
     }
@@ -100,7 +105,7 @@ impl Shared {
             (taken, waiting.batch_queued)
         };
         if queue_another {
-            tokio::spawn(submit(Arc::clone(self)));
+            self.runtime.spawn(submit(Arc::clone(self)));
         }
         taken
     }

@@ -1,7 +1,8 @@
 //! The durable store on Postgres.
 //!
-//! Writes: one writer task per node drains queued appends into one
-//! transaction per batch (our group commit: one fsync for many commands).
+//! Writes: one writer per node, on a thread of its own with its own
+//! connection, drains queued appends into one transaction per batch (our
+//! group commit: one fsync for many commands).
 //! It takes a fixed advisory lock first, so ids are assigned and committed
 //! in order across every node, and ends each batch with a NOTIFY carrying
 //! the highest id. Nothing else assigns ids.
@@ -101,26 +102,7 @@ impl PostgresStore {
         let mut pooled = config.clone();
         let options = pooled.get_options().map(str::to_string).unwrap_or_default();
         pooled.options(format!("{options} -c plan_cache_mode=force_generic_plan").trim());
-        let manager = Manager::from_config(
-            pooled,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        // Short timeouts: during an outage a request should get its 503
-        // quickly rather than hang.
-        let timeouts = Timeouts {
-            wait: Some(Duration::from_secs(3)),
-            create: Some(Duration::from_secs(3)),
-            recycle: Some(Duration::from_secs(3)),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(16)
-            .runtime(Runtime::Tokio1)
-            .timeouts(timeouts)
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let pool = build_pool(pooled.clone(), 16)?;
 
         let head = read_head(&pool).await?;
         let (hints, _) = watch::channel(head);
@@ -130,13 +112,14 @@ impl PostgresStore {
         // Names this node's commits in their NOTIFYs, so that its listener
         // can leave them to the writer (see `Heard::origin`).
         let origin = uuid::Uuid::new_v4().simple().to_string();
-        tokio::spawn(run_writer(
-            pool.clone(),
+        let writer_pool = build_pool(pooled, 1)?;
+        spawn_writer_thread(run_writer(
+            writer_pool,
             queue,
             hints.clone(),
             batches.clone(),
             origin.clone(),
-        ));
+        ))?;
         let (bus, _) = broadcast::channel(BUS_BACKLOG);
         let (listening, listening_now) = watch::channel(false);
         let heard = Heard {
@@ -164,6 +147,53 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(classify_pool)
     }
+}
+
+/// A connection pool on `config`, at most `size` connections.
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    // Short timeouts: during an outage a request should get its 503
+    // quickly rather than hang.
+    let timeouts = Timeouts {
+        wait: Some(Duration::from_secs(3)),
+        create: Some(Duration::from_secs(3)),
+        recycle: Some(Duration::from_secs(3)),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(timeouts)
+        .build()
+        .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Runs the writer on a thread of its own, with its own connection (whose
+/// driver task the writer's pool spawns on that thread's runtime).
+///
+/// Why: every commit waits on the writer's turns between round trips, and
+/// on the shared runtime each wake-up queued behind whatever HTTP and
+/// stream tasks were runnable: under load the writer spent more time
+/// waiting for a worker than Postgres spent on its statements. The kernel
+/// schedules a thread that mostly sleeps promptly when its socket wakes it.
+/// The thread ends when the store is dropped (its queue closes).
+fn spawn_writer_thread(
+    writer: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StoreError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Internal(format!("writer runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name("pollcast-writer".into())
+        .spawn(move || runtime.block_on(writer))
+        .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
+    Ok(())
 }
 
 async fn read_head(pool: &Pool) -> Result<EventId, StoreError> {
