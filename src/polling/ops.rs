@@ -547,7 +547,7 @@ async fn vote_batch(
     pairs.sort();
     pairs.dedup();
     let BallotReads { mut polls, voters } = ctx.tx.ballot_reads(&poll_ids, &pairs).await?;
-    let states: HashMap<PollId, Option<State>> = poll_ids
+    let mut states: HashMap<PollId, Option<State>> = poll_ids
         .iter()
         .map(|id| {
             (
@@ -563,7 +563,7 @@ async fn vote_batch(
     let at = ctx.at;
     let mut verdicts: Vec<Verdict> = ballots
         .iter()
-        .map(|b| judge(&b.request, at, &states, &participants, &mut voted))
+        .map(|b| judge(&b.request, at, &mut states, &participants, &mut voted))
         .collect();
 
     let accepted: Vec<Vote> = verdicts
@@ -627,11 +627,11 @@ fn vote_state(session: Session, poll: Poll) -> State {
 fn judge(
     request: &VoteRequest,
     at: DateTime<Utc>,
-    states: &HashMap<PollId, Option<State>>,
+    states: &mut HashMap<PollId, Option<State>>,
     participants: &HashMap<ParticipantId, Participant>,
     voted: &mut HashSet<(PollId, ParticipantId)>,
 ) -> Verdict {
-    let Some(Some(state)) = states.get(&request.poll_id) else {
+    let Some(Some(state)) = states.get_mut(&request.poll_id) else {
         return Verdict::Fail(ApiError::not_found("no such poll"));
     };
     if state.session.id != request.session_id {
@@ -641,7 +641,8 @@ fn judge(
         return Verdict::Fail(ApiError::forbidden("unknown participant"));
     };
     let key = (request.poll_id, request.participant_id);
-    let mut state = state.clone();
+    // The poll's state is shared by the batch's ballots; only the voter's
+    // part changes from one ballot to the next (no copy of the poll each).
     state.participant = Some(participant.clone());
     state.has_voted = voted.contains(&key);
     let command = Command::SubmitVote {
@@ -652,7 +653,7 @@ fn judge(
         at,
         client_submitted_at: request.client_submitted_at,
     };
-    match decide(&state, command) {
+    match decide(state, command) {
         Ok(events) => match events.into_iter().next() {
             Some(DomainEvent::VoteAccepted { vote, .. }) => {
                 voted.insert(key);
