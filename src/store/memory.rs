@@ -122,20 +122,15 @@ impl EventStore for MemoryStore {
         let head = log.next_id - 1;
         if !committed.is_empty() {
             // Sent under the log's lock, so batches go out in id order.
+            crate::metrics::events_appended(committed.len());
             let _ = self.batches.send(CommittedBatch {
                 after: before,
-                events: committed.clone().into(),
+                events: committed.into(),
             });
-        }
-        drop(log);
-        if !committed.is_empty() {
-            crate::metrics::events_appended(committed.len());
+            drop(log);
             self.hints.send_replace(head);
         }
-        Ok(AppendOutcome::Committed {
-            events: committed,
-            response,
-        })
+        Ok(AppendOutcome::Committed { response })
     }
 
     async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError> {

@@ -122,11 +122,9 @@ impl AppendRequest {
 /// What became of an [`AppendRequest`].
 #[derive(Debug)]
 pub enum AppendOutcome {
-    /// The events were committed with these ids.
-    Committed {
-        events: Vec<StoredEvent>,
-        response: StoredResponse,
-    },
+    /// The command's events were committed (the tail gets them from the
+    /// store's committed batches); here is its response.
+    Committed { response: StoredResponse },
     /// The key was seen before with the same request: nothing appended,
     /// here is the first response.
     Replayed(StoredResponse),

@@ -246,16 +246,12 @@ async fn run_writer(
         metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(jobs.len() as f64);
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         match commit_batch(&pool, requests, &origin).await {
-            Ok((outcomes, head)) => {
-                if let Some((after, head)) = head {
+            Ok((outcomes, appended)) => {
+                if let Some(batch) = appended {
                     // The batch first: the tail takes it as it is instead
                     // of reading it back because of the hint.
-                    let events: Vec<StoredEvent> =
-                        outcomes.iter().flat_map(committed_events).cloned().collect();
-                    let _ = batches.send(CommittedBatch {
-                        after,
-                        events: events.into(),
-                    });
+                    let head = batch.events.last().map_or(batch.after, |e| e.id);
+                    let _ = batches.send(batch);
                     hints.send_if_modified(|known| raise(known, head));
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -291,14 +287,6 @@ enum Plan {
     Follow(usize),
 }
 
-/// The events an append committed (none for a replayed or refused key).
-fn committed_events(outcome: &AppendOutcome) -> &[StoredEvent] {
-    match outcome {
-        AppendOutcome::Committed { events, .. } => events,
-        _ => &[],
-    }
-}
-
 /// The writer's statements, prepared once per pooled connection: a plain
 /// string would be parsed and described on every call, one more round trip
 /// each inside the log lock. Holding them also lets a batch send several
@@ -329,8 +317,8 @@ impl WriterStatements {
 }
 
 /// One transaction for the whole batch. Returns one outcome per request
-/// and, when it appended anything, the head of the log before the batch
-/// and the highest id it appended.
+/// and, when it appended anything, the batch for the tail (its events and
+/// the head of the log before them).
 ///
 /// The transaction is driven by hand (BEGIN and COMMIT are statements like
 /// the others) so that they can share a round trip with their neighbours.
@@ -340,7 +328,7 @@ async fn commit_batch(
     pool: &Pool,
     requests: Vec<AppendRequest>,
     origin: &str,
-) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
+) -> Result<(Vec<AppendOutcome>, Option<CommittedBatch>), StoreError> {
     let client = pool.get().await.map_err(classify_pool)?;
     let result = run_batch(&client, requests, origin).await;
     if result.is_err() {
@@ -353,7 +341,7 @@ async fn run_batch(
     client: &ClientWrapper,
     requests: Vec<AppendRequest>,
     origin: &str,
-) -> Result<(Vec<AppendOutcome>, Option<(EventId, EventId)>), StoreError> {
+) -> Result<(Vec<AppendOutcome>, Option<CommittedBatch>), StoreError> {
     let statements = WriterStatements::prepare(client).await?;
     let Started {
         opening,
@@ -400,8 +388,21 @@ async fn run_batch(
     futures::try_join!(events, keys_stored, commit)?;
     crate::metrics::events_appended(total);
 
-    let outcomes = resolve_outcomes(plans, &keys, committed);
-    Ok((outcomes, head.map(|head| (before, head))))
+    // The events move to the tail's batch; the callers need the answers.
+    let mut appended = Vec::with_capacity(total);
+    let responses: Vec<StoredResponse> = committed
+        .into_iter()
+        .map(|(events, response)| {
+            appended.extend(events);
+            response
+        })
+        .collect();
+    let outcomes = resolve_outcomes(plans, &keys, responses);
+    let batch = head.map(|_| CommittedBatch {
+        after: before,
+        events: appended.into(),
+    });
+    Ok((outcomes, batch))
 }
 
 /// A batch with its transaction open and its commands run.
@@ -717,13 +718,8 @@ async fn insert_keys(
 fn resolve_outcomes(
     plans: Vec<Plan>,
     keys: &[Option<super::IdempotencyKey>],
-    committed: Vec<(Vec<StoredEvent>, StoredResponse)>,
+    responses: Vec<StoredResponse>,
 ) -> Vec<AppendOutcome> {
-    // Followers need the leader's response, so answer from a copy of the
-    // responses before the committed events move into the outcomes.
-    let responses: Vec<StoredResponse> = committed.iter().map(|(_, r)| r.clone()).collect();
-    let mut committed: Vec<Option<(Vec<StoredEvent>, StoredResponse)>> =
-        committed.into_iter().map(Some).collect();
     let leader_of: Vec<Option<usize>> = plans
         .iter()
         .map(|p| match p {
@@ -731,22 +727,39 @@ fn resolve_outcomes(
             _ => None,
         })
         .collect();
-    plans
-        .into_iter()
+    // Followers first: they answer from their leader's response, which
+    // the leader's own outcome then takes without a copy.
+    let mut outcomes: Vec<Option<AppendOutcome>> = plans
+        .iter()
         .enumerate()
         .map(|(index, plan)| match plan {
-            Plan::Execute(i) => {
-                let (events, response) = committed[i].take().expect("each append answered once");
-                AppendOutcome::Committed { events, response }
-            }
-            Plan::Decided(outcome) => outcome,
             Plan::Follow(leader) => {
-                let executed = leader_of[leader].expect("a leader always executes");
-                let leader_key = keys[leader].as_ref().expect("a leader has a key");
+                let executed = leader_of[*leader].expect("a leader always executes");
+                let leader_key = keys[*leader].as_ref().expect("a leader has a key");
                 let key = keys[index].as_ref().expect("a follower has a key");
-                replay_or_conflict(key, &leader_key.fingerprint, &responses[executed])
+                Some(replay_or_conflict(
+                    key,
+                    &leader_key.fingerprint,
+                    &responses[executed],
+                ))
             }
+            _ => None,
         })
+        .collect();
+    let mut responses: Vec<Option<StoredResponse>> = responses.into_iter().map(Some).collect();
+    for (outcome, plan) in outcomes.iter_mut().zip(plans) {
+        match plan {
+            Plan::Execute(i) => {
+                let response = responses[i].take().expect("each append answered once");
+                *outcome = Some(AppendOutcome::Committed { response });
+            }
+            Plan::Decided(decided) => *outcome = Some(decided),
+            Plan::Follow(_) => {}
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every append has an outcome"))
         .collect()
 }
 
