@@ -109,6 +109,13 @@ impl Shared {
         }
         taken
     }
+
+    /// Every waiting vote, for a batch that could not be queued.
+    fn take_all_for_failure(&self) -> Vec<Reply> {
+        let mut waiting = self.lock();
+        waiting.batch_queued = false;
+        waiting.ballots.drain(..).map(|(_, reply)| reply).collect()
+    }
 }
 
 /// What a batch command shares with the task that submitted it: the
@@ -206,15 +213,6 @@ async fn submit(shared: Arc<Shared>) {
         }
         (Ok(_), None) => fail(replies, ApiError::internal()),
         (Err(error), _) => fail(replies, error.into()),
-    }
-}
-
-impl Shared {
-    /// Every waiting vote, for a batch that could not be queued.
-    fn take_all_for_failure(&self) -> Vec<Reply> {
-        let mut waiting = self.lock();
-        waiting.batch_queued = false;
-        waiting.ballots.drain(..).map(|(_, reply)| reply).collect()
     }
 }
 
