@@ -112,14 +112,24 @@ async fn wait_for_events(
                 backlog,
                 mut subscription,
             } => {
-                if backlog.is_empty() {
+                if !backlog.is_empty() {
+                    return Ok(state.store.read_range(after, EventId::MAX, filter, limit).await?);
+                }
+                // A frame is only a reason to look: it may be an event the
+                // client already has (committed before its request, but
+                // reaching the hub after it attached). Keep waiting until
+                // the store has something after `after`.
+                loop {
                     tokio::select! {
-                        _ = subscription.frames.recv() => {}
+                        frame = subscription.frames.recv() => if frame.is_none() { break },
                         _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                         _ = state.shutdown.cancelled() => return Ok(Vec::new()),
                     }
+                    let events = state.store.read_range(after, EventId::MAX, filter, limit).await?;
+                    if !events.is_empty() {
+                        return Ok(events);
+                    }
                 }
-                return Ok(state.store.read_range(after, EventId::MAX, filter, limit).await?);
             }
             // The cursor is older than the hub's ring: check the store up to
             // where the hub is, then attach from there.
