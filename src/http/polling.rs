@@ -2,6 +2,8 @@
 //! authorizes the request, then hands one command or query to the polling
 //! service, whose answer it returns as is.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
@@ -20,7 +22,9 @@ use crate::domain::polling::events::{participant_topic, session_topic};
 use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use crate::domain::polling::input::{display_name, required_text, PollDraft, PollInput, MAX_TITLE};
 use crate::domain::topic::{Selector, TopicFilter};
-use crate::polling::ops::{new_session, Actor, Op, PollCommand, SessionCommand, SessionKey, VoteRequest};
+use crate::polling::ops::{
+    new_session, Actor, Joiner, Op, PollCommand, SessionCommand, SessionKey, VoteRequest,
+};
 
 /// What each POST route does, once its path is matched.
 #[derive(Debug, Clone, Copy)]
@@ -175,15 +179,14 @@ pub async fn session_action(
             let display_name = display_name(input.display_name.as_deref())
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
             let idempotency = idempotency_key(&ctx, "anonymous", &route, &body)?;
-            let op = Op::Join {
+            let joiner = Joiner {
                 key,
                 participant_id: ParticipantId::new(),
                 display_name,
-                keys: state.polling.keys().clone(),
+                keys: Arc::clone(state.polling.keys()),
+                trace_id: ctx.trace_id.clone(),
             };
-            return Ok(stored(
-                state.polling.execute(op, &ctx.trace_id, idempotency).await?,
-            ));
+            return Ok(stored(state.polling.join(joiner, idempotency).await?));
         }
         let caller = ctx.caller(&state.keys, false)?;
         let session_id = parse_session_id(&raw_key)?;

@@ -3,7 +3,7 @@
 //! around them: coalesced results broadcasts (`results`), presence
 //! (`presence`) and the per-participant vote rate limit.
 
-pub mod ballots;
+pub mod batches;
 pub mod ops;
 pub mod presence;
 pub mod results;
@@ -21,8 +21,8 @@ use crate::domain::polling::ids::{ParticipantId, PollId};
 use crate::error::ApiError;
 use crate::limits::ClusterRateLimit;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, IdempotencyKey, StoredResponse};
-use ballots::BallotBox;
-use ops::{Op, Traced, VoteRequest};
+use batches::{BallotBox, JoinBox};
+use ops::{Ballot, Joiner, Op, Traced, VoteRequest};
 use presence::Presence;
 use results::ResultsCoalescer;
 
@@ -53,6 +53,7 @@ struct Inner {
     results: ResultsCoalescer,
     presence: Presence,
     ballots: BallotBox,
+    joins: JoinBox,
     vote_limit: ClusterRateLimit<ParticipantId>,
     live_nodes: tokio::sync::watch::Receiver<usize>,
 }
@@ -76,6 +77,7 @@ impl Polling {
         );
         let vote_limit = ClusterRateLimit::new(settings.vote_rate, live_nodes_seen.clone());
         let ballots = BallotBox::start(Arc::clone(&store));
+        let joins = JoinBox::start(Arc::clone(&store));
         Polling {
             inner: Arc::new(Inner {
                 store,
@@ -84,6 +86,7 @@ impl Polling {
                 results,
                 presence,
                 ballots,
+                joins,
                 vote_limit,
                 live_nodes: live_nodes_seen,
             }),
@@ -154,7 +157,31 @@ impl Polling {
     ) -> Result<StoredResponse, ApiError> {
         match idempotency {
             Some(key) => self.execute(Op::Vote(request), trace_id, Some(key)).await,
-            None => self.inner.ballots.cast(request, trace_id).await,
+            None => {
+                let ballot = Ballot {
+                    request,
+                    trace_id: trace_id.clone(),
+                };
+                self.inner.ballots.submit(ballot).await
+            }
+        }
+    }
+
+    /// Joins a participant to a session. Without an Idempotency-Key it
+    /// rides the join box's next batch (a room of people scanning the join
+    /// code at once); with one it runs on its own, so its key is recorded
+    /// with it in the same transaction.
+    pub async fn join(
+        &self,
+        joiner: Joiner,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<StoredResponse, ApiError> {
+        match idempotency {
+            Some(key) => {
+                let trace_id = joiner.trace_id.clone();
+                self.execute(Op::Join(joiner), &trace_id, Some(key)).await
+            }
+            None => self.inner.joins.submit(joiner).await,
         }
     }
 

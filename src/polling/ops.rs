@@ -3,6 +3,7 @@
 //! and return the events with the HTTP answer. Because they run in the
 //! writer's batch under the log lock, no two commands ever interleave.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ pub const BROADCAST_TEXTS: usize = 50;
 const ALL_TEXTS: usize = 100_000;
 
 /// How a client names a session: by id or by its join code.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SessionKey {
     Id(SessionId),
     Slug(String),
@@ -65,17 +66,17 @@ pub enum Op {
         presenter: PresenterId,
         command: PollCommand,
     },
-    Join {
-        key: SessionKey,
-        participant_id: ParticipantId,
-        display_name: Option<String>,
-        keys: Arc<TokenKeys>,
+    Join(Joiner),
+    /// Many joins decided and recorded together (see `join_batch`).
+    JoinBatch {
+        joiners: Vec<Joiner>,
+        answers: BatchAnswers,
     },
     Vote(VoteRequest),
     /// Many votes decided and recorded together (see `vote_batch`).
     VoteBatch {
         ballots: Vec<Ballot>,
-        answers: BallotAnswers,
+        answers: BatchAnswers,
     },
     EmitResults {
         poll_id: PollId,
@@ -216,12 +217,8 @@ impl TxCommand for Traced {
                 presenter,
                 command,
             } => poll_command(&mut ctx, poll_id, presenter, command).await,
-            Op::Join {
-                key,
-                participant_id,
-                display_name,
-                keys,
-            } => join(&mut ctx, key, participant_id, display_name, &keys).await,
+            Op::Join(joiner) => join(&mut ctx, joiner).await,
+            Op::JoinBatch { joiners, answers } => join_batch_op(&mut ctx, joiners, answers).await,
             Op::Vote(request) => vote(&mut ctx, request).await,
             Op::VoteBatch { ballots, answers } => vote_batch_op(&mut ctx, ballots, answers).await,
             Op::EmitResults { poll_id } => emit_results(&mut ctx, poll_id).await,
@@ -456,39 +453,137 @@ async fn poll_command(
     Ok(answer_with(ctx.events(&events), StatusCode::OK, poll.to_json()))
 }
 
-async fn join(
+async fn join(ctx: &mut Ctx<'_>, joiner: Joiner) -> Result<CommandOutput, Stop> {
+    let (events, mut answers) = join_batch(ctx, vec![joiner]).await?;
+    let answer = answers.pop().expect("one answer per joiner");
+    Ok(CommandOutput {
+        events,
+        respond: Box::new(move |_| answer),
+    })
+}
+
+async fn join_batch_op(
     ctx: &mut Ctx<'_>,
-    key: SessionKey,
-    participant_id: ParticipantId,
-    display_name: Option<String>,
-    keys: &TokenKeys,
+    joiners: Vec<Joiner>,
+    slot: BatchAnswers,
 ) -> Result<CommandOutput, Stop> {
-    let session = load_session(ctx, &key).await?;
-    let session_id = session.id;
-    let state = state_of(ctx, session, Vec::new()).await?;
+    let (events, answers) = join_batch(ctx, joiners).await?;
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers);
+    Ok(answer_with(events, StatusCode::OK, json!({})))
+}
+
+/// One participant joining: the session it names, its new id, the keys
+/// its token is signed with (the token names the session, which a join
+/// code only reveals inside the transaction) and its request's trace id.
+pub struct Joiner {
+    pub key: SessionKey,
+    pub participant_id: ParticipantId,
+    pub display_name: Option<String>,
+    pub keys: Arc<TokenKeys>,
+    pub trace_id: TraceId,
+}
+
+/// Decides and records many joins with a few statements, whatever their
+/// number: each session named is read once with its present count, the
+/// joins are decided in order on that state (so each answer and event
+/// carries the count after its own join), and the new participants are
+/// inserted by one statement. Answers come out in joiner order; a join
+/// refused (no such session, or it ended) has no event.
+async fn join_batch(
+    ctx: &mut Ctx<'_>,
+    joiners: Vec<Joiner>,
+) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
+    let mut sessions: HashMap<SessionKey, Option<SessionId>> = HashMap::new();
+    let mut states: HashMap<SessionId, State> = HashMap::new();
+    for joiner in &joiners {
+        if sessions.contains_key(&joiner.key) {
+            continue;
+        }
+        let session = match &joiner.key {
+            SessionKey::Id(id) => ctx.tx.session(*id).await?,
+            SessionKey::Slug(slug) => ctx.tx.session_by_slug(slug).await?,
+        };
+        sessions.insert(joiner.key.clone(), session.as_ref().map(|s| s.id));
+        if let Some(session) = session {
+            if let Entry::Vacant(slot) = states.entry(session.id) {
+                let present = ctx.tx.present_count(session.id).await?;
+                slot.insert(join_state(session, present));
+            }
+        }
+    }
+    let mut joined = Vec::with_capacity(joiners.len());
+    let mut events = Vec::with_capacity(joiners.len());
+    let mut answers = Vec::with_capacity(joiners.len());
+    for joiner in &joiners {
+        let state = sessions
+            .get(&joiner.key)
+            .copied()
+            .flatten()
+            .and_then(|id| states.get_mut(&id));
+        match admit(joiner, ctx.at, state) {
+            Ok((event, participant, answer)) => {
+                events.push(event);
+                joined.push(participant);
+                answers.push(answer);
+            }
+            Err(error) => answers.push(error.to_stored(&joiner.trace_id)),
+        }
+    }
+    ctx.tx.insert_participants(&joined).await?;
+    Ok((events, answers))
+}
+
+/// The state a join is decided on: its session and how many are present.
+fn join_state(session: Session, participant_count: i64) -> State {
+    State {
+        poll_count: 0,
+        participant_count,
+        session,
+        polls: Vec::new(),
+        participant: None,
+        has_voted: false,
+    }
+}
+
+/// One join decided on its session's state, which then counts it: the
+/// `participant:joined` event, the participant to insert and the answer.
+fn admit(
+    joiner: &Joiner,
+    at: DateTime<Utc>,
+    state: Option<&mut State>,
+) -> Result<(NewEvent, Participant, StoredResponse), ApiError> {
+    let state = state.ok_or_else(|| ApiError::not_found("no such session"))?;
     let command = Command::Join {
-        participant_id,
-        display_name,
-        at: ctx.at,
+        participant_id: joiner.participant_id,
+        display_name: joiner.display_name.clone(),
+        at,
     };
-    let events = decide(&state, command).map_err(|r| ctx.fail(conflict_of(r)))?;
-    apply(ctx, &state, &events).await?;
-    let mut body = match events.first() {
-        Some(DomainEvent::ParticipantJoined {
+    let events = decide(state, command).map_err(conflict_of)?;
+    let Some(
+        joined @ DomainEvent::ParticipantJoined {
             participant,
             participant_count,
             ..
-        }) => json!({
-            "participantId": participant.id.to_string(),
-            "sessionId": session_id.to_string(),
-            "displayName": participant.display_name,
-            "joinedAt": format_timestamp(&participant.joined_at),
-            "participantCount": participant_count,
-        }),
-        _ => json!({}),
+        },
+    ) = events.first()
+    else {
+        return Err(ApiError::internal());
     };
-    body["participantToken"] = json!(keys.participant_token(session_id, participant_id));
-    Ok(answer_with(ctx.events(&events), StatusCode::CREATED, body))
+    state.participant_count = *participant_count;
+    let body = json!({
+        "participantId": participant.id.to_string(),
+        "sessionId": state.session.id.to_string(),
+        "displayName": participant.display_name,
+        "joinedAt": format_timestamp(&participant.joined_at),
+        "participantCount": participant_count,
+        "participantToken": joiner.keys.participant_token(state.session.id, participant.id),
+    });
+    let answer = json_response(StatusCode::CREATED, body);
+    Ok((
+        joined.to_new_event(&joiner.trace_id, None),
+        participant.clone(),
+        answer,
+    ))
 }
 
 /// One vote in a batch, with the trace id of its request.
@@ -497,9 +592,9 @@ pub struct Ballot {
     pub trace_id: TraceId,
 }
 
-/// The answers of a batch of votes, filled in by the command and read by
-/// whoever submitted it once the batch has committed.
-pub type BallotAnswers = Arc<std::sync::Mutex<Option<Vec<StoredResponse>>>>;
+/// The answers of a batch (one per request, in order), filled in by the
+/// command and read by whoever submitted it once the batch has committed.
+pub type BatchAnswers = Arc<std::sync::Mutex<Option<Vec<StoredResponse>>>>;
 
 enum Verdict {
     Accept(Vote),
@@ -520,7 +615,7 @@ async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, 
 async fn vote_batch_op(
     ctx: &mut Ctx<'_>,
     ballots: Vec<Ballot>,
-    slot: BallotAnswers,
+    slot: BatchAnswers,
 ) -> Result<CommandOutput, Stop> {
     let (events, answers) = vote_batch(ctx, ballots).await?;
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers);

@@ -71,7 +71,7 @@ pub trait TxCommand: Send + Sync {
 
     /// Called when the store takes the command for a transaction, before
     /// anything of that transaction runs. A command that gathers its work
-    /// late (the ballot box's batch of votes) takes it here, so that its
+    /// late (a batch box's waiting votes or joins) takes it here, so that its
     /// `known_event_count` counts it and everything that came while the
     /// store was busy rides along.
     fn start(&mut self) {}

@@ -73,6 +73,15 @@ pub trait PollingTx: Send {
 
     async fn participant(&mut self, id: ParticipantId) -> R<Option<Participant>>;
     async fn insert_participant(&mut self, participant: &Participant) -> R<()>;
+    /// Stores new participants and counts the present ones in their
+    /// sessions, all at once (a batch of joins). A store may do it in one
+    /// statement; this default inserts one at a time.
+    async fn insert_participants(&mut self, participants: &[Participant]) -> R<()> {
+        for participant in participants {
+            self.insert_participant(participant).await?;
+        }
+        Ok(())
+    }
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()>;
     async fn present_count(&mut self, session: SessionId) -> R<i64>;
 

@@ -328,6 +328,30 @@ impl PollingTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn insert_participants(&mut self, participants: &[Participant]) -> R<()> {
+        if participants.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = participants.iter().map(|p| p.id.0).collect();
+        let sessions: Vec<Uuid> = participants.iter().map(|p| p.session_id.0).collect();
+        let names: Vec<Option<&str>> = participants.iter().map(|p| p.display_name.as_deref()).collect();
+        let joined_at: Vec<DateTime<Utc>> = participants.iter().map(|p| p.joined_at).collect();
+        let present: Vec<bool> = participants.iter().map(|p| p.present).collect();
+        self.execute(
+            "WITH inserted AS (
+                 INSERT INTO participants (id, session_id, display_name, joined_at, present)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bool[])
+                 RETURNING session_id, present
+             )
+             UPDATE sessions SET present_count = present_count + c.n
+               FROM (SELECT session_id, count(*) AS n FROM inserted WHERE present GROUP BY session_id) AS c
+              WHERE sessions.id = c.session_id",
+            &[&ids, &sessions, &names, &joined_at, &present],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()> {
         // Only a real change moves the session's count.
         self.execute(

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{data, Backend, SseClient, TestApp};
 use crate::on_both_stores;
-use crate::polling_helpers::{create_session, get, option_id, post, vote};
+use crate::polling_helpers::{create_session, get, option_id, post, vote, Participant};
 
 /// The next stored events, checked against the expected types in order.
 async fn expect(client: &mut SseClient, types: &[&str]) -> Vec<Value> {
@@ -484,6 +484,127 @@ async fn concurrent_votes_end_with_exact_counts_and_one_vote_each() {
         .sum();
     assert_eq!(total, 300);
 }
+
+/// A room joins at once, by id and by join code, mixed with joins to an
+/// ended session and to one that does not exist: every join to the live
+/// session is answered 201 with its own id, working token and the count
+/// after it (1 to N, each once); the others get their own 409 or 404
+/// without disturbing anyone; the room sees one `participant:joined` per
+/// participant and the session counts exactly N.
+async fn a_room_joining_at_once_is_counted_exactly(backend: Backend) {
+    const ROOM: usize = 150;
+    let app = TestApp::spawn(backend).await;
+    let session = create_session(&app, "Keynote").await;
+    let poll = session.choice_poll(&app, true).await;
+    session.start(&app).await;
+    session.activate(&app, &poll).await;
+    let over = create_session(&app, "Yesterday").await;
+    over.start(&app).await;
+    over.end(&app).await;
+    let mut room = session.watch(&app, None, None).await;
+    room.next().await;
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let mut paths: Vec<(&str, String)> = (0..ROOM)
+        .map(|n| {
+            let key = if n % 2 == 0 {
+                session.id.clone()
+            } else {
+                session.slug.to_uppercase()
+            };
+            ("live", key)
+        })
+        .collect();
+    paths.extend((0..10).map(|_| ("ended", over.slug.clone())));
+    paths.extend((0..10).map(|_| ("unknown", unknown.clone())));
+    let joins: Vec<_> = paths
+        .into_iter()
+        .enumerate()
+        .map(|(n, (kind, key))| {
+            let http = app.http.clone();
+            let url = app.url(&format!("/v1/sessions/{key}/participants"));
+            tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .json(&json!({ "displayName": format!("guest {n}") }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (kind, status, response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+
+    let mut joined = Vec::new();
+    for join in joins {
+        let (kind, status, body) = join.await.unwrap();
+        match kind {
+            "live" => {
+                assert_eq!(status, 201, "{body}");
+                assert_eq!(body["sessionId"], session.id.as_str());
+                joined.push(body);
+            }
+            "ended" => assert_eq!(
+                (status, &body["error"]["code"]),
+                (409, &json!("conflict")),
+                "{body}"
+            ),
+            _ => assert_eq!(
+                (status, &body["error"]["code"]),
+                (404, &json!("not_found")),
+                "{body}"
+            ),
+        }
+    }
+    let ids: HashSet<&str> = joined
+        .iter()
+        .map(|b| b["participantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), ROOM, "each participant has its own id");
+    let mut counts: Vec<i64> = joined
+        .iter()
+        .map(|b| b["participantCount"].as_i64().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        (1..=ROOM as i64).collect::<Vec<_>>(),
+        "each join counted once, in order"
+    );
+    assert_eq!(session.snapshot(&app).await["participantCount"], ROOM);
+
+    let announced = expect(&mut room, &["participant:joined"; ROOM]).await;
+    let announced_ids: HashSet<&str> = announced
+        .iter()
+        .map(|e| e["participantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(announced_ids, ids);
+    let last = announced.last().unwrap();
+    assert_eq!(
+        last["participantCount"], ROOM,
+        "the room's last count is the total: {last}"
+    );
+
+    // The tokens are the participants': they vote as themselves.
+    let option = option_id(&poll, 0);
+    for body in joined.iter().take(3) {
+        let participant = Participant {
+            id: body["participantId"].as_str().unwrap().into(),
+            token: body["participantToken"].as_str().unwrap().into(),
+        };
+        let (status, vote) = vote(
+            &app,
+            &participant,
+            &poll,
+            json!({"selectedOptionIds": [option.clone()]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{vote}");
+        assert_eq!(vote["participantId"], participant.id.as_str());
+    }
+}
+on_both_stores!(join_storm, a_room_joining_at_once_is_counted_exactly);
 
 async fn the_state_machine_refuses_what_it_does_not_allow(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -1,193 +1,233 @@
-//! The ballot box: votes without an Idempotency-Key wait here for the
-//! writer and go to the store as one command per batch, so a burst of votes
-//! costs a handful of statements instead of a dozen per vote. A lone vote
-//! waits for nothing; each voter is answered after its batch commits.
+//! Batch boxes: votes and joins without an Idempotency-Key wait here for
+//! the writer and go to the store as one command per batch, so a burst costs
+//! a handful of statements instead of several round trips and a commit per
+//! request. A lone request waits for nothing; each is answered after its
+//! batch commits.
 //!
 //! The batch is formed late: the command queued in the writer takes the
-//! waiting votes only when the writer starts it. While one batch commits,
-//! the next command already waits in the writer's queue and the votes
-//! arriving meanwhile gather behind it, so the writer goes from one batch
-//! straight to the next, and each batch holds everything that came while
-//! the one before it ran.
+//! waiting requests only when the writer starts it. While one batch
+//! commits, the next command already waits in the writer's queue and the
+//! requests arriving meanwhile gather behind it, so the writer goes from
+//! one batch straight to the next, and each batch holds everything that
+//! came while the one before it ran.
+//!
+//! What a batch is made of and which command decides it is a [`BatchKind`]:
+//! [`Votes`] (the ballot box) and [`Joins`].
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::{oneshot, Semaphore};
 
-use super::ops::{Ballot, BallotAnswers, Op, Traced, VoteRequest};
+use super::ops::{Ballot, BatchAnswers, Joiner, Op, Traced};
 use crate::domain::event::{now_millis, TraceId};
 use crate::error::ApiError;
 use crate::store::polling::PollingTx;
 use crate::store::{AppendRequest, CommandOutput, EventStore, StoreError, StoredResponse, TxCommand};
 
-/// Most votes decided in one command.
+/// Most requests decided in one command.
 const MAX_BATCH: usize = 512;
 
-/// Most votes waiting at once; more wait for room (backpressure on the
+/// Most requests waiting at once; more wait for room (backpressure on the
 /// handlers instead of an unbounded queue).
 const MAX_WAITING: usize = 16 * MAX_BATCH;
 
-type Reply = oneshot::Sender<Result<StoredResponse, ApiError>>;
-
-#[derive(Clone)]
-pub struct BallotBox {
-    shared: Arc<Shared>,
+/// What one kind of batch holds and the command that decides it.
+pub trait BatchKind: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    /// The histogram of batch sizes.
+    const SIZE_METRIC: &'static str;
+    /// The command deciding `items` together. Running it leaves one answer
+    /// per item, in order, in `answers`.
+    fn op(items: Vec<Self::Item>, answers: BatchAnswers) -> Op;
 }
 
-struct Shared {
+/// Votes: the ballot box.
+pub struct Votes;
+
+impl BatchKind for Votes {
+    type Item = Ballot;
+    const SIZE_METRIC: &'static str = "pollcast_vote_batch_size";
+
+    fn op(ballots: Vec<Ballot>, answers: BatchAnswers) -> Op {
+        Op::VoteBatch { ballots, answers }
+    }
+}
+
+/// Participants joining sessions.
+pub struct Joins;
+
+impl BatchKind for Joins {
+    type Item = Joiner;
+    const SIZE_METRIC: &'static str = "pollcast_join_batch_size";
+
+    fn op(joiners: Vec<Joiner>, answers: BatchAnswers) -> Op {
+        Op::JoinBatch { joiners, answers }
+    }
+}
+
+pub type BallotBox = BatchBox<Votes>;
+pub type JoinBox = BatchBox<Joins>;
+
+type Reply = oneshot::Sender<Result<StoredResponse, ApiError>>;
+
+pub struct BatchBox<K: BatchKind> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K: BatchKind> Clone for BatchBox<K> {
+    fn clone(&self) -> Self {
+        BatchBox {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+struct Shared<K: BatchKind> {
     store: Arc<dyn EventStore>,
     /// The server's runtime. A batch command can queue the next one from
     /// inside the store's writer, which may run on a runtime of its own;
     /// the submitting task belongs with the handlers.
     runtime: tokio::runtime::Handle,
-    waiting: Mutex<Waiting>,
+    waiting: Mutex<Waiting<K::Item>>,
     room: Semaphore,
 }
 
-/// The votes no batch has taken yet.
-#[derive(Default)]
-struct Waiting {
-    ballots: Vec<(Ballot, Reply)>,
+/// The requests no batch has taken yet.
+struct Waiting<T> {
+    items: Vec<(T, Reply)>,
     /// A batch command is in the writer's queue and has not started: it
     /// will take these, so no other is needed.
     batch_queued: bool,
 }
 
-impl BallotBox {
+impl<K: BatchKind> BatchBox<K> {
     pub fn start(store: Arc<dyn EventStore>) -> Self {
-        BallotBox {
+        BatchBox {
             shared: Arc::new(Shared {
                 store,
                 runtime: tokio::runtime::Handle::current(),
-                waiting: Mutex::default(),
+                waiting: Mutex::new(Waiting {
+                    items: Vec::new(),
+                    batch_queued: false,
+                }),
                 room: Semaphore::new(MAX_WAITING),
             }),
         }
     }
 
-    /// Casts one vote and waits for its answer (after commit).
-    pub async fn cast(&self, request: VoteRequest, trace_id: &TraceId) -> Result<StoredResponse, ApiError> {
+    /// Adds one request to the next batch and waits for its answer (after
+    /// commit).
+    pub async fn submit(&self, item: K::Item) -> Result<StoredResponse, ApiError> {
         let stopped = || ApiError::unavailable("the server is shutting down");
         let _room = self.shared.room.acquire().await.map_err(|_| stopped())?;
         let (reply, answer) = oneshot::channel();
-        let ballot = Ballot {
-            request,
-            trace_id: trace_id.clone(),
-        };
         let queue_batch = {
             let mut waiting = self.shared.lock();
-            waiting.ballots.push((ballot, reply));
+            waiting.items.push((item, reply));
             !std::mem::replace(&mut waiting.batch_queued, true)
         };
         if queue_batch {
-            self.shared.runtime.spawn(submit(Arc::clone(&self.shared)));
+            self.shared.runtime.spawn(run_batch(Arc::clone(&self.shared)));
         }
         answer.await.map_err(|_| stopped())?
     }
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+impl<K: BatchKind> Shared<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<K::Item>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes up to a batch of waiting votes. The queued command is now
-    /// started, so votes that come next need a new one; if some are left
-    /// over (more than a batch was waiting), it is queued right away.
-    fn take_batch(self: &Arc<Self>) -> Vec<(Ballot, Reply)> {
+    /// Takes up to a batch of waiting requests. The queued command is now
+    /// started, so requests that come next need a new one; if some are
+    /// left over (more than a batch was waiting), it is queued right away.
+    fn take_batch(self: &Arc<Self>) -> Vec<(K::Item, Reply)> {
         let (taken, queue_another) = {
             let mut waiting = self.lock();
-            let size = waiting.ballots.len().min(MAX_BATCH);
-            let rest = waiting.ballots.split_off(size);
-            let taken = std::mem::replace(&mut waiting.ballots, rest);
-            waiting.batch_queued = !waiting.ballots.is_empty();
+            let size = waiting.items.len().min(MAX_BATCH);
+            let rest = waiting.items.split_off(size);
+            let taken = std::mem::replace(&mut waiting.items, rest);
+            waiting.batch_queued = !waiting.items.is_empty();
             (taken, waiting.batch_queued)
         };
         if queue_another {
-            self.runtime.spawn(submit(Arc::clone(self)));
+            self.runtime.spawn(run_batch(Arc::clone(self)));
         }
         taken
     }
 
-    /// Every waiting vote, for a batch that could not be queued.
+    /// Every waiting request, for a batch that could not be queued.
     fn take_all_for_failure(&self) -> Vec<Reply> {
         let mut waiting = self.lock();
         waiting.batch_queued = false;
-        waiting.ballots.drain(..).map(|(_, reply)| reply).collect()
+        waiting.items.drain(..).map(|(_, reply)| reply).collect()
     }
 }
 
 /// What a batch command shares with the task that submitted it: the
-/// replies of the votes it took and, once it ran, their answers.
+/// replies of the requests it took.
 #[derive(Default)]
 struct Taken {
     taken: bool,
     replies: Vec<Reply>,
 }
 
-/// The command queued in the writer for the waiting votes.
-struct BatchCommand {
-    shared: Arc<Shared>,
+/// The command queued in the writer for the waiting requests. It becomes
+/// the kind's command when the writer starts it.
+struct BatchCommand<K: BatchKind> {
+    shared: Arc<Shared<K>>,
     taken: Arc<Mutex<Taken>>,
-    ballots: Vec<Ballot>,
-    answers: BallotAnswers,
+    answers: BatchAnswers,
+    command: Option<Traced>,
 }
 
-impl BatchCommand {
+impl<K: BatchKind> BatchCommand<K> {
     fn take_waiting(&mut self) {
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         if taken.taken {
             return;
         }
         taken.taken = true;
-        for (ballot, reply) in self.shared.take_batch() {
-            self.ballots.push(ballot);
-            taken.replies.push(reply);
-        }
+        let (items, replies): (Vec<_>, Vec<_>) = self.shared.take_batch().into_iter().unzip();
+        taken.replies = replies;
+        metrics::histogram!(K::SIZE_METRIC).record(items.len() as f64);
+        self.command = Some(Traced {
+            op: K::op(items, Arc::clone(&self.answers)),
+            trace_id: TraceId::generate(),
+            at: now_millis(),
+        });
     }
 }
 
 #[async_trait]
-impl TxCommand for BatchCommand {
+impl<K: BatchKind> TxCommand for BatchCommand<K> {
     fn start(&mut self) {
         self.take_waiting();
     }
 
     fn known_event_count(&self) -> Option<usize> {
-        Some(self.ballots.len())
+        self.command.as_ref().and_then(TxCommand::known_event_count)
     }
 
     async fn run(mut self: Box<Self>, tx: &mut dyn PollingTx) -> Result<CommandOutput, StoreError> {
-        // A store that did not call `start` still gets the votes.
+        // A store that did not call `start` still gets the requests.
         self.take_waiting();
-        count_batch(self.ballots.len());
-        let command = Traced {
-            op: Op::VoteBatch {
-                ballots: std::mem::take(&mut self.ballots),
-                answers: Arc::clone(&self.answers),
-            },
-            trace_id: TraceId::generate(),
-            at: now_millis(),
-        };
+        let command = self.command.take().expect("taken above");
         Box::new(command).run(tx).await
     }
 }
 
-fn count_batch(size: usize) {
-    metrics::histogram!("pollcast_vote_batch_size").record(size as f64);
-}
-
 /// Queues a batch command in the writer and, once its transaction is over,
-/// answers the votes it took.
-async fn submit(shared: Arc<Shared>) {
+/// answers the requests it took.
+async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
     let taken: Arc<Mutex<Taken>> = Arc::default();
-    let answers: BallotAnswers = Arc::default();
+    let answers: BatchAnswers = Arc::default();
     let command = BatchCommand {
         shared: Arc::clone(&shared),
         taken: Arc::clone(&taken),
-        ballots: Vec::new(),
         answers: Arc::clone(&answers),
+        command: None,
     };
     let request = AppendRequest {
         command: Box::new(command),
@@ -198,7 +238,7 @@ async fn submit(shared: Arc<Shared>) {
         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
         if !taken.taken {
             // The command never started (the store refused it outright):
-            // the votes it would have taken get this answer instead.
+            // the requests it would have taken get this answer instead.
             taken.taken = true;
             taken.replies = shared.take_all_for_failure();
         }
@@ -226,6 +266,7 @@ fn fail(replies: Vec<Reply>, error: ApiError) {
 mod tests {
     use super::*;
     use crate::domain::polling::ids::{ParticipantId, PollId, SessionId, VoteId};
+    use crate::polling::ops::VoteRequest;
     use crate::store::memory::MemoryStore;
 
     fn ballot_for_unknown_poll() -> VoteRequest {
@@ -251,9 +292,11 @@ mod tests {
             .map(|_| {
                 let ballots = ballots.clone();
                 tokio::spawn(async move {
-                    ballots
-                        .cast(ballot_for_unknown_poll(), &TraceId::generate())
-                        .await
+                    let ballot = Ballot {
+                        request: ballot_for_unknown_poll(),
+                        trace_id: TraceId::generate(),
+                    };
+                    ballots.submit(ballot).await
                 })
             })
             .collect();
@@ -265,7 +308,7 @@ mod tests {
                 .expect("an answer from the store");
             assert_eq!(answer.status, 404, "{}", answer.body);
         }
-        assert!(ballots.shared.lock().ballots.is_empty());
+        assert!(ballots.shared.lock().items.is_empty());
         assert!(!ballots.shared.lock().batch_queued);
     }
 }
