@@ -493,24 +493,7 @@ async fn join_batch(
     ctx: &mut Ctx<'_>,
     joiners: Vec<Joiner>,
 ) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
-    let mut sessions: HashMap<SessionKey, Option<SessionId>> = HashMap::new();
-    let mut states: HashMap<SessionId, State> = HashMap::new();
-    for joiner in &joiners {
-        if sessions.contains_key(&joiner.key) {
-            continue;
-        }
-        let session = match &joiner.key {
-            SessionKey::Id(id) => ctx.tx.session(*id).await?,
-            SessionKey::Slug(slug) => ctx.tx.session_by_slug(slug).await?,
-        };
-        sessions.insert(joiner.key.clone(), session.as_ref().map(|s| s.id));
-        if let Some(session) = session {
-            if let Entry::Vacant(slot) = states.entry(session.id) {
-                let present = ctx.tx.present_count(session.id).await?;
-                slot.insert(join_state(session, present));
-            }
-        }
-    }
+    let JoinStates { sessions, mut states } = read_join_states(ctx, &joiners).await?;
     let mut joined = Vec::with_capacity(joiners.len());
     let mut events = Vec::with_capacity(joiners.len());
     let mut answers = Vec::with_capacity(joiners.len());
@@ -531,6 +514,37 @@ async fn join_batch(
     }
     ctx.tx.insert_participants(&joined).await?;
     Ok((events, answers))
+}
+
+/// The sessions a join batch names, each read once.
+struct JoinStates {
+    /// What each key (an id, or a join code) names, if anything.
+    sessions: HashMap<SessionKey, Option<SessionId>>,
+    /// Each named session's state, shared by the joins that name it by
+    /// id or by code.
+    states: HashMap<SessionId, State>,
+}
+
+async fn read_join_states(ctx: &mut Ctx<'_>, joiners: &[Joiner]) -> R<JoinStates> {
+    let mut sessions = HashMap::new();
+    let mut states = HashMap::new();
+    for joiner in joiners {
+        if sessions.contains_key(&joiner.key) {
+            continue;
+        }
+        let session = match &joiner.key {
+            SessionKey::Id(id) => ctx.tx.session(*id).await?,
+            SessionKey::Slug(slug) => ctx.tx.session_by_slug(slug).await?,
+        };
+        sessions.insert(joiner.key.clone(), session.as_ref().map(|s| s.id));
+        if let Some(session) = session {
+            if let Entry::Vacant(slot) = states.entry(session.id) {
+                let present = ctx.tx.present_count(session.id).await?;
+                slot.insert(join_state(session, present));
+            }
+        }
+    }
+    Ok(JoinStates { sessions, states })
 }
 
 /// The state a join is decided on: its session and how many are present.
