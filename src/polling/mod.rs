@@ -1,7 +1,9 @@
 //! The live polling service: turns authorized requests into commands run
 //! in the store's transactions (`ops`), and keeps the per-node machinery
-//! around them: coalesced results broadcasts (`results`), presence
-//! (`presence`) and the per-participant vote rate limit.
+//! around them: the batch boxes that turn bursts of votes and joins into
+//! one command per batch (`batches`), coalesced results broadcasts
+//! (`results`), presence (`presence`) and the per-participant vote rate
+//! limit.
 
 pub mod batches;
 pub mod ops;
