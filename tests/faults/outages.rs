@@ -1,7 +1,8 @@
 //! Outages: a node killed with `kill -9` in the middle of a vote storm, and
-//! Postgres crashing and coming back while streams are open and writes
-//! arrive. What was acknowledged must survive, exactly once, and readers
-//! must end up with every event without a gap.
+//! Postgres crashing and coming back while streams are open and writes (or
+//! batches of joins) arrive. What was acknowledged must survive, exactly
+//! once, what was written must be whole, and readers must end up with every
+//! event without a gap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -403,5 +404,139 @@ async fn postgres_crashing_and_returning_loses_nothing_acknowledged() {
     assert!(
         matches!((lost, regained), (Some(l), Some(r)) if l < r),
         "system:alert frames seen: {reasons:?}"
+    );
+}
+
+/// What the joining clients were told while Postgres went away and came
+/// back.
+#[derive(Default)]
+struct JoinAnswers {
+    /// The participant ids of the joins answered 201.
+    joined: Vec<String>,
+    /// How many joins were answered 503.
+    unavailable: usize,
+}
+
+/// A room keeps joining (in batches: no Idempotency-Key) while Postgres
+/// crashes and returns. Every join answered 201 is stored; every stored
+/// participant has its `participant:joined` event and is counted in the
+/// session's present count: a batch is written whole or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_during_a_postgres_crash_are_written_whole_or_not_at_all() {
+    let pg = PrivatePostgres::start();
+    crate::harness::psql(&pg.url("postgres"), "CREATE DATABASE pollcast");
+    let db_url = pg.url("pollcast");
+    let node = Node::start(&db_url, &["--tail-poll", "200ms"]).await;
+    let base = node.url("");
+    let http = http();
+    let session = ok(
+        &http,
+        format!("{base}/v1/sessions"),
+        None,
+        json!({ "title": "Door" }),
+    )
+    .await;
+    let (id, slug) = (
+        session["sessionId"].as_str().unwrap().to_owned(),
+        session["slug"].as_str().unwrap().to_owned(),
+    );
+    let presenter = session["presenterToken"].as_str().unwrap();
+    ok(
+        &http,
+        format!("{base}/v1/sessions/{id}/start"),
+        Some(presenter),
+        json!({}),
+    )
+    .await;
+
+    let answers = Arc::new(Mutex::new(JoinAnswers::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let doors: Vec<_> = (0..16)
+        .map(|_| {
+            let (answers, stop, http) = (Arc::clone(&answers), Arc::clone(&stop), http.clone());
+            let url = format!("{base}/v1/sessions/{slug}/participants");
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let (status, body) = post(&http, url.clone(), None, json!({}))
+                        .await
+                        .expect("the node stays up");
+                    match status {
+                        201 => answers
+                            .lock()
+                            .await
+                            .joined
+                            .push(body["participantId"].as_str().unwrap().to_owned()),
+                        503 => {
+                            assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                            answers.lock().await.unavailable += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => panic!("unexpected {other}: {body}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = answers.lock().await.joined.len();
+    pg.crash();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.up();
+    let back = Instant::now();
+    while answers.lock().await.joined.len() < before + 200 && back.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for door in doors {
+        door.await.unwrap();
+    }
+    let answers = answers.lock().await;
+    assert!(before > 0, "joins went through before the crash");
+    assert!(answers.unavailable > 0, "joins during the outage were refused");
+    assert!(
+        answers.joined.len() >= before + 200,
+        "joins resumed after the outage"
+    );
+
+    let stored: HashSet<String> = crate::harness::psql(
+        &db_url,
+        &format!("SELECT id FROM participants WHERE session_id = '{id}'"),
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    for participant in &answers.joined {
+        assert!(
+            stored.contains(participant),
+            "acknowledged join {participant} is gone"
+        );
+    }
+    let announced: HashSet<String> = crate::harness::psql(
+        &db_url,
+        &format!(
+            "SELECT payload->>'participantId' FROM events \
+              WHERE topic = 'session:{id}' AND type = 'participant:joined'"
+        ),
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(
+        announced, stored,
+        "each stored participant has its event, and only they"
+    );
+    let counted: usize = crate::harness::psql(
+        &db_url,
+        &format!("SELECT present_count FROM sessions WHERE id = '{id}'"),
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!(counted, stored.len(), "the present count matches the rows");
+    eprintln!(
+        "{} joins acknowledged, {} refused with 503, {} stored",
+        answers.joined.len(),
+        answers.unavailable,
+        stored.len()
     );
 }
