@@ -217,10 +217,19 @@ impl TxCommand for Traced {
                 presenter,
                 command,
             } => poll_command(&mut ctx, poll_id, presenter, command).await,
-            Op::Join(joiner) => join(&mut ctx, joiner).await,
-            Op::JoinBatch { joiners, answers } => join_batch_op(&mut ctx, joiners, answers).await,
-            Op::Vote(request) => vote(&mut ctx, request).await,
-            Op::VoteBatch { ballots, answers } => vote_batch_op(&mut ctx, ballots, answers).await,
+            Op::Join(joiner) => join_batch(&mut ctx, vec![joiner]).await.map(lone_output),
+            Op::JoinBatch { joiners, answers } => join_batch(&mut ctx, joiners)
+                .await
+                .map(|decided| batch_output(decided, &answers)),
+            Op::Vote(request) => {
+                let trace_id = ctx.trace_id.clone();
+                vote_batch(&mut ctx, vec![Ballot { request, trace_id }])
+                    .await
+                    .map(lone_output)
+            }
+            Op::VoteBatch { ballots, answers } => vote_batch(&mut ctx, ballots)
+                .await
+                .map(|decided| batch_output(decided, &answers)),
             Op::EmitResults { poll_id } => emit_results(&mut ctx, poll_id).await,
             Op::StreamOpened(connection) => stream_opened(&mut ctx, connection).await,
             Op::StreamClosed { connection_id } => {
@@ -453,23 +462,25 @@ async fn poll_command(
     Ok(answer_with(ctx.events(&events), StatusCode::OK, poll.to_json()))
 }
 
-async fn join(ctx: &mut Ctx<'_>, joiner: Joiner) -> Result<CommandOutput, Stop> {
-    let (events, mut answers) = join_batch(ctx, vec![joiner]).await?;
-    let answer = answers.pop().expect("one answer per joiner");
-    Ok(CommandOutput {
+/// What a batch of votes or joins came to: its events, and one answer per
+/// request in order.
+type Decided = (Vec<NewEvent>, Vec<StoredResponse>);
+
+/// A batch of one run on its own (it has an Idempotency-Key): its one
+/// answer is the command's, recorded with the key.
+fn lone_output((events, mut answers): Decided) -> CommandOutput {
+    let answer = answers.pop().expect("one answer per request");
+    CommandOutput {
         events,
         respond: Box::new(move |_| answer),
-    })
+    }
 }
 
-async fn join_batch_op(
-    ctx: &mut Ctx<'_>,
-    joiners: Vec<Joiner>,
-    slot: BatchAnswers,
-) -> Result<CommandOutput, Stop> {
-    let (events, answers) = join_batch(ctx, joiners).await?;
+/// A batch box's batch: the answers go to `slot` for the task that
+/// submitted it, which hands each to its request once the batch commits.
+fn batch_output((events, answers): Decided, slot: &BatchAnswers) -> CommandOutput {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers);
-    Ok(answer_with(events, StatusCode::OK, json!({})))
+    answer_with(events, StatusCode::OK, json!({}))
 }
 
 /// One participant joining: the session it names, its new id, the keys
@@ -489,10 +500,7 @@ pub struct Joiner {
 /// carries the count after its own join), and the new participants are
 /// inserted by one statement. Answers come out in joiner order; a join
 /// refused (no such session, or it ended) has no event.
-async fn join_batch(
-    ctx: &mut Ctx<'_>,
-    joiners: Vec<Joiner>,
-) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
+async fn join_batch(ctx: &mut Ctx<'_>, joiners: Vec<Joiner>) -> Result<Decided, Stop> {
     let JoinStates { sessions, mut states } = read_join_states(ctx, &joiners).await?;
     let mut joined = Vec::with_capacity(joiners.len());
     let mut events = Vec::with_capacity(joiners.len());
@@ -616,36 +624,13 @@ enum Verdict {
     Fail(ApiError),
 }
 
-async fn vote(ctx: &mut Ctx<'_>, request: VoteRequest) -> Result<CommandOutput, Stop> {
-    let trace_id = ctx.trace_id.clone();
-    let (events, mut answers) = vote_batch(ctx, vec![Ballot { request, trace_id }]).await?;
-    let answer = answers.pop().expect("one answer per ballot");
-    Ok(CommandOutput {
-        events,
-        respond: Box::new(move |_| answer),
-    })
-}
-
-async fn vote_batch_op(
-    ctx: &mut Ctx<'_>,
-    ballots: Vec<Ballot>,
-    slot: BatchAnswers,
-) -> Result<CommandOutput, Stop> {
-    let (events, answers) = vote_batch(ctx, ballots).await?;
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers);
-    Ok(answer_with(events, StatusCode::OK, json!({})))
-}
-
 /// Decides and records many votes with a handful of statements, whatever
 /// their number: the polls, sessions, participants and earlier votes they
 /// need are read at once, the accepted votes are inserted by one statement
 /// (whose unique constraint has the last word on duplicates), and each
 /// poll's results are read with it. Events and answers come out in ballot
 /// order.
-async fn vote_batch(
-    ctx: &mut Ctx<'_>,
-    ballots: Vec<Ballot>,
-) -> Result<(Vec<NewEvent>, Vec<StoredResponse>), Stop> {
+async fn vote_batch(ctx: &mut Ctx<'_>, ballots: Vec<Ballot>) -> Result<Decided, Stop> {
     let mut poll_ids: Vec<PollId> = ballots.iter().map(|b| b.request.poll_id).collect();
     poll_ids.sort();
     poll_ids.dedup();
