@@ -102,6 +102,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%detail, "store unavailable");
                 ApiError::unavailable("the event store is unavailable; retry shortly")
             }
+            StoreError::Rejected(detail) => {
+                tracing::warn!(%detail, "the database refused a value the edge let through");
+                ApiError::unprocessable(format!("the database refused a value of this request: {detail}"))
+            }
             StoreError::Internal(detail) => {
                 tracing::error!(%detail, "store failure");
                 ApiError::internal()

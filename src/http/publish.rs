@@ -124,10 +124,11 @@ async fn publish(
     let body = body?;
     let input: PublishIn = ctx.json(&body)?;
     let event_type = EventType::parse(&input.event_type).map_err(ApiError::unprocessable)?;
-    if event_type.as_str().starts_with("connection:") {
-        return Err(ApiError::unprocessable(
-            "`connection:*` types are the server's own stream frames",
-        ));
+    if event_type.is_server_only() {
+        let domain = event_type.as_str().split(':').next().unwrap_or_default();
+        return Err(ApiError::unprocessable(format!(
+            "`{domain}:*` event types are sent only by the server"
+        )));
     }
     let version_check = input.version_check()?;
     let payload = input.payload;

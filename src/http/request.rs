@@ -135,15 +135,57 @@ impl RequestContext {
 
     /// Decodes a JSON object body: malformed JSON is a 400, JSON of the
     /// wrong shape a 422. Anything but an object is the wrong shape, even
-    /// an array that serde would read field by field into a struct.
+    /// an array that serde would read field by field into a struct. So is
+    /// a NUL character (`\u0000`) in any string or key: Postgres cannot
+    /// store it in text or `jsonb`, so it is refused here, on every store
+    /// alike, before it can reach a write batch.
     pub fn json<T: DeserializeOwned>(&self, body: &Bytes) -> Result<T, ApiError> {
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
         if !value.is_object() {
             return Err(ApiError::unprocessable("the body must be a JSON object"));
         }
+        if let Some(path) = nul_at(&value) {
+            return Err(ApiError::unprocessable(format!(
+                "{path}: text must not contain the NUL character (U+0000)"
+            )));
+        }
         serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
     }
+}
+
+/// Where the first NUL character is in a JSON value, as a path like
+/// `options[2].label` (`body` for the value itself); `None` when there is none.
+pub fn nul_at(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &mut String) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let before = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(before);
+                }
+                found
+            }),
+            serde_json::Value::Object(fields) => fields.iter().any(|(key, item)| {
+                let before = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key.replace('\0', "\\u0000"));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(before);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(value, &mut path).then(|| if path.is_empty() { "body".into() } else { path })
 }
 
 /// The request body, collected up to `max` bytes (`--max-body`, default
@@ -202,4 +244,25 @@ pub fn stored(stored: crate::store::StoredResponse) -> warp::reply::Response {
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nul_at;
+    use serde_json::json;
+
+    #[test]
+    fn a_nul_is_found_wherever_it_hides() {
+        assert_eq!(
+            nul_at(&json!({"title": "fine", "n": 1, "list": ["a", "b"]})),
+            None
+        );
+        assert_eq!(nul_at(&json!({"title": "a\u{0}b"})).as_deref(), Some("title"));
+        assert_eq!(
+            nul_at(&json!({"options": [{"label": "x"}, {"label": "\u{0}"}]})).as_deref(),
+            Some("options[1].label")
+        );
+        assert_eq!(nul_at(&json!({"a\u{0}": 1})).as_deref(), Some("a\\u0000"));
+        assert_eq!(nul_at(&json!("\u{0}")).as_deref(), Some("body"));
+    }
 }

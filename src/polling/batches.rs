@@ -34,7 +34,9 @@ const MAX_WAITING: usize = 16 * MAX_BATCH;
 
 /// What one kind of batch holds and the command that decides it.
 pub trait BatchKind: Send + Sync + 'static {
-    type Item: Send + Sync + 'static;
+    /// Cloned once per batch: should the database refuse the batch, each
+    /// request is tried again alone, so that one bad request fails alone.
+    type Item: Clone + Send + Sync + 'static;
     /// The histogram of batch sizes.
     const SIZE_METRIC: &'static str;
     /// The command deciding `items` together. Running it leaves one answer
@@ -166,18 +168,29 @@ impl<K: BatchKind> Shared<K> {
 }
 
 /// What a batch command shares with the task that submitted it: the
-/// replies of the requests it took.
-#[derive(Default)]
-struct Taken {
+/// replies of the requests it took, and a copy of the requests in case the
+/// batch as a whole is refused.
+struct Taken<T> {
     taken: bool,
     replies: Vec<Reply>,
+    items: Vec<T>,
+}
+
+impl<T> Default for Taken<T> {
+    fn default() -> Self {
+        Taken {
+            taken: false,
+            replies: Vec::new(),
+            items: Vec::new(),
+        }
+    }
 }
 
 /// The command queued in the writer for the waiting requests. It becomes
 /// the kind's command when the writer starts it.
 struct BatchCommand<K: BatchKind> {
     shared: Arc<Shared<K>>,
-    taken: Arc<Mutex<Taken>>,
+    taken: Arc<Mutex<Taken<K::Item>>>,
     answers: BatchAnswers,
     command: Option<Traced>,
 }
@@ -191,6 +204,7 @@ impl<K: BatchKind> BatchCommand<K> {
         taken.taken = true;
         let (items, replies): (Vec<_>, Vec<_>) = self.shared.take_batch().into_iter().unzip();
         taken.replies = replies;
+        taken.items = items.clone();
         metrics::histogram!(K::SIZE_METRIC).record(items.len() as f64);
         self.command = Some(Traced {
             op: K::op(items, Arc::clone(&self.answers)),
@@ -221,7 +235,7 @@ impl<K: BatchKind> TxCommand for BatchCommand<K> {
 /// Queues a batch command in the writer and, once its transaction is over,
 /// answers the requests it took.
 async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
-    let taken: Arc<Mutex<Taken>> = Arc::default();
+    let taken: Arc<Mutex<Taken<K::Item>>> = Arc::default();
     let answers: BatchAnswers = Arc::default();
     let command = BatchCommand {
         shared: Arc::clone(&shared),
@@ -234,7 +248,7 @@ async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
         idempotency: None,
     };
     let outcome = shared.store.append(request).await;
-    let replies = {
+    let (replies, items) = {
         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
         if !taken.taken {
             // The command never started (the store refused it outright):
@@ -242,7 +256,10 @@ async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
             taken.taken = true;
             taken.replies = shared.take_all_for_failure();
         }
-        std::mem::take(&mut taken.replies)
+        (
+            std::mem::take(&mut taken.replies),
+            std::mem::take(&mut taken.items),
+        )
     };
     let answers = answers.lock().unwrap_or_else(|p| p.into_inner()).take();
     match (outcome, answers) {
@@ -252,8 +269,46 @@ async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
             }
         }
         (Ok(_), None) => fail(replies, ApiError::internal()),
+        // The database refused something in the batch: each request is
+        // decided again on its own, so only the one at fault fails.
+        (Err(StoreError::Rejected(_) | StoreError::Internal(_)), _) if items.len() > 1 => {
+            tracing::warn!(
+                requests = items.len(),
+                "a batch was refused; deciding its requests one by one"
+            );
+            for (item, reply) in items.into_iter().zip(replies) {
+                shared.runtime.spawn(run_alone(Arc::clone(&shared), item, reply));
+            }
+        }
         (Err(error), _) => fail(replies, error.into()),
     }
+}
+
+/// One request of a refused batch, as a batch of its own.
+async fn run_alone<K: BatchKind>(shared: Arc<Shared<K>>, item: K::Item, reply: Reply) {
+    let answers: BatchAnswers = Arc::default();
+    let command = Traced {
+        op: K::op(vec![item], Arc::clone(&answers)),
+        trace_id: TraceId::generate(),
+        at: now_millis(),
+    };
+    let outcome = shared
+        .store
+        .append(AppendRequest {
+            command: Box::new(command),
+            idempotency: None,
+        })
+        .await;
+    let answer = answers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .and_then(|answers| answers.into_iter().next());
+    let _ = reply.send(match (outcome, answer) {
+        (Ok(_), Some(answer)) => Ok(answer),
+        (Ok(_), None) => Err(ApiError::internal()),
+        (Err(error), _) => Err(error.into()),
+    });
 }
 
 fn fail(replies: Vec<Reply>, error: ApiError) {

@@ -121,6 +121,7 @@ pub enum PollCommand {
     Close,
 }
 
+#[derive(Clone)]
 pub struct VoteRequest {
     pub vote_id: VoteId,
     pub session_id: SessionId,
@@ -486,6 +487,7 @@ fn batch_output((events, answers): Decided, slot: &BatchAnswers) -> CommandOutpu
 /// One participant joining: the session it names, its new id, the keys
 /// its token is signed with (the token names the session, which a join
 /// code only reveals inside the transaction) and its request's trace id.
+#[derive(Clone)]
 pub struct Joiner {
     pub key: SessionKey,
     pub participant_id: ParticipantId,
@@ -609,6 +611,7 @@ fn admit(
 }
 
 /// One vote in a batch, with the trace id of its request.
+#[derive(Clone)]
 pub struct Ballot {
     pub request: VoteRequest,
     pub trace_id: TraceId,
@@ -734,6 +737,12 @@ fn judge(
     let Some(participant) = participants.get(&request.participant_id) else {
         return Verdict::Fail(ApiError::forbidden("unknown participant"));
     };
+    // The token names both; only a participant of the poll's session votes.
+    if participant.session_id != request.session_id {
+        return Verdict::Fail(ApiError::forbidden(
+            "this participant is not in the poll's session",
+        ));
+    }
     let key = (request.poll_id, request.participant_id);
     // The poll's state is shared by the batch's ballots; only the voter's
     // part changes from one ballot to the next (no copy of the poll each).

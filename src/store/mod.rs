@@ -76,6 +76,14 @@ pub trait TxCommand: Send + Sync {
     /// store was busy rides along.
     fn start(&mut self) {}
 
+    /// Whether `run` reads or writes tables. Such a command runs behind a
+    /// savepoint in the writer's batch, so that if the database refuses
+    /// what it writes, only it fails and the rest of the batch commits.
+    /// A command that only returns events (a plain publish) needs none.
+    fn touches_tables(&self) -> bool {
+        true
+    }
+
     /// How many events `run` will return, when that is known before it
     /// runs. A batch of such commands takes its ids in the same round trip
     /// as the log lock instead of one more after the commands.
@@ -97,6 +105,10 @@ impl TxCommand for AppendEvents {
             events: self.events,
             respond: self.respond,
         })
+    }
+
+    fn touches_tables(&self) -> bool {
+        false
     }
 
     fn known_event_count(&self) -> Option<usize> {
@@ -146,6 +158,11 @@ pub enum StoreError {
     /// The database cannot be reached now; the client should retry.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
+    /// The database refused a value of this one command (a data
+    /// exception: SQLSTATE class 22). Only that command fails; the client
+    /// sent something the edge's validation should have caught.
+    #[error("the event store refused a value: {0}")]
+    Rejected(String),
     /// Anything else: a bug or a broken schema. Logged, never shown in detail.
     #[error("event store failure: {0}")]
     Internal(String),

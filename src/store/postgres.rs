@@ -206,7 +206,8 @@ async fn read_head(pool: &Pool) -> Result<EventId, StoreError> {
 }
 
 /// Maps a database error to "retry later" (connection trouble, shutdown,
-/// overload) or "internal" (everything else).
+/// overload), "this value was refused" (a data exception, SQLSTATE class
+/// 22, such as a NUL in text) or "internal" (everything else).
 pub(super) fn classify(error: tokio_postgres::Error) -> StoreError {
     let transient = error.is_closed()
         || error.code().is_none_or(|code| {
@@ -214,9 +215,11 @@ pub(super) fn classify(error: tokio_postgres::Error) -> StoreError {
             c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
         });
     if transient {
-        StoreError::Unavailable(error.to_string())
-    } else {
-        StoreError::Internal(error.to_string())
+        return StoreError::Unavailable(error.to_string());
+    }
+    match error.as_db_error() {
+        Some(db) if db.code().code().starts_with("22") => StoreError::Rejected(db.message().to_string()),
+        _ => StoreError::Internal(error.to_string()),
     }
 }
 
@@ -255,7 +258,7 @@ async fn run_writer(
                     hints.send_if_modified(|known| raise(known, head));
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                    let _ = reply.send(outcome);
                 }
             }
             Err(error) => {
@@ -298,6 +301,8 @@ struct WriterStatements {
     remembered: Statement,
     insert_events: Statement,
     insert_keys: Statement,
+    savepoint: Statement,
+    rollback_to_savepoint: Statement,
     commit: Statement,
 }
 
@@ -311,6 +316,8 @@ impl WriterStatements {
             remembered: prepare(REMEMBERED_KEYS).await?,
             insert_events: prepare(INSERT_EVENTS).await?,
             insert_keys: prepare(INSERT_KEYS).await?,
+            savepoint: prepare("SAVEPOINT command").await?,
+            rollback_to_savepoint: prepare("ROLLBACK TO SAVEPOINT command").await?,
             commit: prepare("COMMIT").await?,
         })
     }
@@ -328,7 +335,7 @@ async fn commit_batch(
     pool: &Pool,
     requests: Vec<AppendRequest>,
     origin: &str,
-) -> Result<(Vec<AppendOutcome>, Option<CommittedBatch>), StoreError> {
+) -> Result<(Vec<Outcome>, Option<CommittedBatch>), StoreError> {
     let client = pool.get().await.map_err(classify_pool)?;
     let result = run_batch(&client, requests, origin).await;
     if result.is_err() {
@@ -337,11 +344,15 @@ async fn commit_batch(
     result
 }
 
+/// One request's answer from a batch: a command the database refused
+/// fails alone, and the rest of its batch commits.
+type Outcome = Result<AppendOutcome, StoreError>;
+
 async fn run_batch(
     client: &ClientWrapper,
     requests: Vec<AppendRequest>,
     origin: &str,
-) -> Result<(Vec<AppendOutcome>, Option<CommittedBatch>), StoreError> {
+) -> Result<(Vec<Outcome>, Option<CommittedBatch>), StoreError> {
     let statements = WriterStatements::prepare(client).await?;
     let Started {
         opening,
@@ -353,24 +364,28 @@ async fn run_batch(
     } else {
         start_keyed(client, &statements, requests).await?
     };
-    let total: usize = outputs.iter().map(|o| o.events.len()).sum();
+    let total: usize = outputs.iter().flatten().map(|o| o.events.len()).sum();
     let (before, ids) = match opening.ids {
         Some(taken) if taken.1.len() == total => taken,
         _ => next_ids(client, &statements, total).await?,
     };
     let mut ids = ids.into_iter();
-    let mut committed: Vec<(Vec<StoredEvent>, StoredResponse)> = Vec::with_capacity(outputs.len());
+    let mut committed: Vec<Result<(Vec<StoredEvent>, StoredResponse), StoreError>> =
+        Vec::with_capacity(outputs.len());
     for output in outputs {
-        let events: Vec<StoredEvent> = output
-            .events
-            .into_iter()
-            .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
-            .collect();
-        let response = (output.respond)(&events);
-        committed.push((events, response));
+        committed.push(output.map(|output| {
+            let events: Vec<StoredEvent> = output
+                .events
+                .into_iter()
+                .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
+                .collect();
+            let response = (output.respond)(&events);
+            (events, response)
+        }));
     }
     let head = committed
         .iter()
+        .flatten()
         .filter_map(|(events, _)| events.last())
         .map(|e| e.id)
         .max();
@@ -380,7 +395,7 @@ async fn run_batch(
     let events = insert_events(
         client,
         &statements,
-        committed.iter().flat_map(|(events, _)| events),
+        committed.iter().flatten().flat_map(|(events, _)| events),
         head.map(|head| format!("{head} {origin}")),
     );
     let keys_stored = insert_keys(client, &statements, &plans, &keys, &committed);
@@ -390,11 +405,13 @@ async fn run_batch(
 
     // The events move to the tail's batch; the callers need the answers.
     let mut appended = Vec::with_capacity(total);
-    let responses: Vec<StoredResponse> = committed
+    let responses: Vec<Result<StoredResponse, StoreError>> = committed
         .into_iter()
-        .map(|(events, response)| {
-            appended.extend(events);
-            response
+        .map(|done| {
+            done.map(|(events, response)| {
+                appended.extend(events);
+                response
+            })
         })
         .collect();
     let outcomes = resolve_outcomes(plans, &keys, responses);
@@ -410,7 +427,8 @@ struct Started {
     opening: Opening,
     plans: Vec<Plan>,
     keys: Vec<Option<super::IdempotencyKey>>,
-    outputs: Vec<CommandOutput>,
+    /// One per executed command: its output, or why the database refused it.
+    outputs: Vec<Result<CommandOutput, StoreError>>,
 }
 
 /// Without idempotency keys every command runs, so the commands do not
@@ -427,7 +445,7 @@ async fn start_keyless(
     let commands = requests.into_iter().map(|r| r.command);
     let (opening, outputs) = futures::try_join!(
         open_batch(client, statements, known_count, &[]),
-        run_commands(client, commands)
+        run_commands(client, statements, commands)
     )?;
     Ok(Started {
         opening,
@@ -459,7 +477,7 @@ async fn start_keyed(
             runnable.push(request.command);
         }
     }
-    let outputs = run_commands(client, runnable).await?;
+    let outputs = run_commands(client, statements, runnable).await?;
     Ok(Started {
         opening,
         plans,
@@ -477,14 +495,42 @@ struct Opening {
 }
 
 /// Runs each command in order: a later one sees what an earlier one wrote.
+///
+/// A command that touches tables runs behind a savepoint, sent in the same
+/// flight as its first statement (so it costs no round trip). Should the
+/// database refuse something it writes, the batch rolls back to that
+/// savepoint and goes on: the command fails alone, with its error, and
+/// every other command of the batch still commits. Before this, one
+/// request carrying a NUL in a title failed every request that shared its
+/// batch. Connection trouble still fails the whole batch: nothing of it can
+/// commit then.
 async fn run_commands(
     client: &ClientWrapper,
+    statements: &WriterStatements,
     commands: impl IntoIterator<Item = Box<dyn TxCommand>>,
-) -> Result<Vec<CommandOutput>, StoreError> {
+) -> Result<Vec<Result<CommandOutput, StoreError>>, StoreError> {
     let mut outputs = Vec::new();
     for command in commands {
-        let mut polling = PgTx::new(client);
-        outputs.push(command.run(&mut polling).await?);
+        if !command.touches_tables() {
+            outputs.push(command.run(&mut PgTx::new(client)).await);
+            continue;
+        }
+        let savepoint = async { client.execute(&statements.savepoint, &[]).await.map_err(classify) };
+        let run = async { command.run(&mut PgTx::new(client)).await };
+        let (saved, output) = futures::join!(savepoint, run);
+        saved?;
+        match output {
+            Err(StoreError::Unavailable(detail)) => return Err(StoreError::Unavailable(detail)),
+            Err(refused) => {
+                tracing::warn!(error = %refused, "a command failed; rolled back alone");
+                client
+                    .execute(&statements.rollback_to_savepoint, &[])
+                    .await
+                    .map_err(classify)?;
+                outputs.push(Err(refused));
+            }
+            Ok(output) => outputs.push(Ok(output)),
+        }
     }
     Ok(outputs)
 }
@@ -682,7 +728,7 @@ async fn insert_keys(
     statements: &WriterStatements,
     plans: &[Plan],
     keys: &[Option<super::IdempotencyKey>],
-    committed: &[(Vec<StoredEvent>, StoredResponse)],
+    committed: &[Result<(Vec<StoredEvent>, StoredResponse), StoreError>],
 ) -> Result<(), StoreError> {
     let mut scopes = Vec::new();
     let mut names = Vec::new();
@@ -691,7 +737,9 @@ async fn insert_keys(
     let mut bodies = Vec::new();
     for (plan, key) in plans.iter().zip(keys) {
         if let (Plan::Execute(i), Some(key)) = (plan, key) {
-            let response = &committed[*i].1;
+            let Ok((_, response)) = &committed[*i] else {
+                continue;
+            };
             if !is_remembered(response) {
                 continue;
             }
@@ -718,8 +766,8 @@ async fn insert_keys(
 fn resolve_outcomes(
     plans: Vec<Plan>,
     keys: &[Option<super::IdempotencyKey>],
-    responses: Vec<StoredResponse>,
-) -> Vec<AppendOutcome> {
+    responses: Vec<Result<StoredResponse, StoreError>>,
+) -> Vec<Outcome> {
     let leader_of: Vec<Option<usize>> = plans
         .iter()
         .map(|p| match p {
@@ -729,7 +777,7 @@ fn resolve_outcomes(
         .collect();
     // Followers first: they answer from their leader's response, which
     // the leader's own outcome then takes without a copy.
-    let mut outcomes: Vec<Option<AppendOutcome>> = plans
+    let mut outcomes: Vec<Option<Outcome>> = plans
         .iter()
         .enumerate()
         .map(|(index, plan)| match plan {
@@ -737,23 +785,23 @@ fn resolve_outcomes(
                 let executed = leader_of[*leader].expect("a leader always executes");
                 let leader_key = keys[*leader].as_ref().expect("a leader has a key");
                 let key = keys[index].as_ref().expect("a follower has a key");
-                Some(replay_or_conflict(
-                    key,
-                    &leader_key.fingerprint,
-                    &responses[executed],
-                ))
+                Some(match &responses[executed] {
+                    Ok(response) => Ok(replay_or_conflict(key, &leader_key.fingerprint, response)),
+                    Err(error) => Err(error.clone()),
+                })
             }
             _ => None,
         })
         .collect();
-    let mut responses: Vec<Option<StoredResponse>> = responses.into_iter().map(Some).collect();
+    let mut responses: Vec<Option<Result<StoredResponse, StoreError>>> =
+        responses.into_iter().map(Some).collect();
     for (outcome, plan) in outcomes.iter_mut().zip(plans) {
         match plan {
             Plan::Execute(i) => {
                 let response = responses[i].take().expect("each append answered once");
-                *outcome = Some(AppendOutcome::Committed { response });
+                *outcome = Some(response.map(|response| AppendOutcome::Committed { response }));
             }
-            Plan::Decided(decided) => *outcome = Some(decided),
+            Plan::Decided(decided) => *outcome = Some(Ok(decided)),
             Plan::Follow(_) => {}
         }
     }

@@ -1,0 +1,13 @@
+//! The hostile-client suite: what one client can do to the others, tried
+//! the way an attacker would, against a real server on a real port. Each
+//! test is bounded in time; together they run in well under two minutes.
+//!
+//! - [`poisoning`]: requests the database cannot store, mixed into the
+//!   batches of legitimate ones.
+
+// The API suite's harness; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod poisoning;
