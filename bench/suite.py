@@ -101,7 +101,9 @@ class Server:
     def start(self):
         env = dict(os.environ, POLLCAST_TOKEN_SECRET=SECRET, RUST_LOG="warn")
         cmd = [str(BIN / "pollcast"), "--listen", f"127.0.0.1:{self.port}", "--vote-rate", "1000000",
-               "--publish-rate", "1000000", "--streams-per-token", "1000000", "--subscriber-buffer", "4096"]
+               "--publish-rate", "1000000", "--streams-per-token", "1000000", "--subscriber-buffer", "4096",
+               # Every load generator connection comes from 127.0.0.1.
+               "--max-connections-per-address", "10000000", "--streams-per-address", "10000000"]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         cmd += self.extra

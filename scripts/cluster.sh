@@ -103,8 +103,11 @@ trap 'stop_all' EXIT
 for port in "${node_ports[@]}"; do
     log="$work/node-$port.log"
     say "node on 127.0.0.1:$port (log: $log)"
+    # nginx on this machine is every client's peer: trust its
+    # X-Forwarded-For, so the per-address limits count real clients.
     NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} target/release/pollcast \
-        --listen "127.0.0.1:$port" --database-url "$database_url" >"$log" 2>&1 &
+        --listen "127.0.0.1:$port" --database-url "$database_url" \
+        --trusted-proxy 127.0.0.1 >"$log" 2>&1 &
     node_pids+=($!)
 done
 

@@ -110,6 +110,46 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_MAX_TOPICS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_topics: u32,
 
+    /// How long a client may take to send a request head: from the accept
+    /// (or the first byte of a later request on a kept-alive connection) to
+    /// the blank line ending the head. Past it the connection is closed.
+    #[arg(long, env = "POLLCAST_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub head_timeout: Duration,
+
+    /// How long a kept-alive connection may stay open between requests
+    /// without sending anything.
+    #[arg(long, env = "POLLCAST_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a request body may take to arrive once its handler reads
+    /// it; past it the request gets 408 `request_timeout`.
+    #[arg(long, env = "POLLCAST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Open connections on this node, all kinds together. At the cap a new
+    /// connection evicts the one that has waited longest for a request, or
+    /// gets an immediate 503 when all are busy. 0: the open-files limit
+    /// minus a reserve for the database, logs and the web app's files.
+    #[arg(long, env = "POLLCAST_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u32,
+
+    /// Open connections from one peer address (429 past it). Several people
+    /// behind one NAT share an address: raise it for a large room on one
+    /// network. Trusted proxies are exempt.
+    #[arg(long, env = "POLLCAST_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: u32,
+
+    /// Open streams whose client has one address (its own, or, through a
+    /// trusted proxy, the forwarded one): anonymous session watchers
+    /// included. 429 past it.
+    #[arg(long, env = "POLLCAST_STREAMS_PER_ADDRESS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_address: u32,
+
+    /// A proxy (address or CIDR block, repeatable) whose `X-Forwarded-For`
+    /// names the real client, for the per-address limits.
+    #[arg(long = "trusted-proxy", env = "POLLCAST_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_ip_net)]
+    pub trusted_proxies: Vec<crate::http::connections::IpNet>,
+
     /// Largest request body in bytes (the contract's 64 KiB by default).
     #[arg(long, env = "POLLCAST_MAX_BODY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub max_body: u32,
@@ -153,6 +193,10 @@ pub struct TokenArgs {
     pub ttl: Duration,
 }
 
+fn parse_ip_net(raw: &str) -> Result<crate::http::connections::IpNet, String> {
+    crate::http::connections::IpNet::parse(raw)
+}
+
 /// Parses `15s`, `100ms`, `24h`, `1h 30m`; zero is refused, since every
 /// duration here is an interval or a window.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -174,6 +218,7 @@ impl ServeConfig {
         config.token_secret = None;
         config.cors_origins.clear();
         config.admin_key = None;
+        config.trusted_proxies.clear();
         config
     }
 }

@@ -138,7 +138,10 @@ impl Server {
             streams: StreamQuota::new(config.streams_per_token as usize),
             max_topics: config.max_topics as usize,
             max_body: config.max_body as usize,
+            body_timeout: config.body_timeout,
+            streams_per_address: StreamQuota::new(config.streams_per_address as usize),
         });
+        let connections = http::connections::Connections::new(connection_limits(config));
         let state = AppState::new(AppShared {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
@@ -152,6 +155,7 @@ impl Server {
                 retry: config.retry,
             },
             shutdown: shutdown.clone(),
+            connections: Arc::clone(&connections),
         });
         metrics::handle();
 
@@ -192,6 +196,7 @@ impl Server {
                 direct: config.direct_streams.then(|| {
                     http::direct::DirectStreams::new(state.clone(), !config.cors_origins.is_empty())
                 }),
+                connections,
             },
             shutdown.clone(),
         ));
@@ -217,6 +222,66 @@ impl Server {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The connection caps and deadlines from the flags. `--max-connections 0`
+/// takes the open-files limit (raised to its hard limit first) minus a
+/// reserve, so that at the cap the node still has descriptors for its
+/// database connections, its listener's accept and its files.
+fn connection_limits(config: &ServeConfig) -> http::connections::ConnectionLimits {
+    let max_connections = match config.max_connections {
+        0 => {
+            let files = raise_open_files_limit();
+            let reserve = (files / 10).max(256);
+            let cap = files.saturating_sub(reserve).max(64);
+            tracing::info!(
+                open_files = files,
+                max_connections = cap,
+                "connection cap set from the open-files limit"
+            );
+            cap
+        }
+        n => n as usize,
+    };
+    http::connections::ConnectionLimits {
+        head_timeout: config.head_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections,
+        max_per_address: config.max_connections_per_address as usize,
+        trusted_proxies: config.trusted_proxies.clone(),
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the limit in effect (1,024 when it cannot be read).
+fn raise_open_files_limit() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return 1024;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+        }
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX).min(1 << 24)
+    }
+    #[cfg(not(unix))]
+    {
+        1024
     }
 }
 

@@ -25,6 +25,10 @@ pub struct Limits {
     pub max_topics: usize,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Open streams per client address on this node.
+    pub streams_per_address: Arc<StreamQuota>,
 }
 
 pub struct ClusterRateLimit<K: Hash + Eq + Clone> {

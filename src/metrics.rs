@@ -11,6 +11,9 @@ pub const DELIVERIES: &str = "pollcast_deliveries_total";
 pub const REPLAYED: &str = "pollcast_replayed_events_total";
 pub const APPEND_BATCH_SIZE: &str = "pollcast_append_batch_size";
 pub const SLOW_CONSUMERS_DROPPED: &str = "pollcast_slow_consumers_dropped_total";
+pub const TCP_CONNECTIONS: &str = "pollcast_tcp_connections";
+pub const TCP_REFUSED: &str = "pollcast_tcp_connections_refused_total";
+pub const TIMED_OUT: &str = "pollcast_connections_timed_out_total";
 
 /// The process-wide recorder. Installed once: the `metrics` facade has one
 /// global recorder, and tests start many servers in one process.
@@ -43,6 +46,31 @@ fn describe() {
         SLOW_CONSUMERS_DROPPED,
         "Streams closed because their buffer was full"
     );
+    metrics::describe_gauge!(TCP_CONNECTIONS, "Open TCP connections on this node, all states");
+    metrics::describe_counter!(
+        TCP_REFUSED,
+        "Connections refused or evicted at accept, by reason (per_address, at_capacity, evicted_waiting)"
+    );
+    metrics::describe_counter!(
+        TIMED_OUT,
+        "Connections closed for a slow request head, an idle keep-alive or a slow body, by reason"
+    );
+}
+
+pub fn connection_opened() {
+    metrics::gauge!(TCP_CONNECTIONS).increment(1.0);
+}
+
+pub fn connection_closed() {
+    metrics::gauge!(TCP_CONNECTIONS).decrement(1.0);
+}
+
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!(TCP_REFUSED, "reason" => reason).increment(1);
+}
+
+pub fn connection_timed_out(reason: &'static str) {
+    metrics::counter!(TIMED_OUT, "reason" => reason).increment(1);
 }
 
 pub fn events_appended(count: usize) {

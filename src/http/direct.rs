@@ -15,7 +15,8 @@
 //! come from one place, the warp routes.
 
 use std::io::{self, IoSlice};
-use std::time::{Duration, SystemTime};
+use std::net::{IpAddr, SocketAddr};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::connections::{client_address, InFlight, Slot};
 use super::request::RequestContext;
 use super::stream::{open_topics, EventStream, SSE_HEADERS};
 use super::AppState;
@@ -33,8 +35,6 @@ use super::AppState;
 const MAX_HEAD: usize = 16 * 1024;
 /// Most headers the sniffer parses; more goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the sniffer decided for one connection.
 pub enum Sniffed {
@@ -62,11 +62,21 @@ impl DirectStreams {
 
     /// Reads the request head of a new connection and serves it here if it
     /// is a stream request that opens; otherwise hands it back for hyper.
-    pub async fn sniff(&self, mut socket: TcpStream) -> Sniffed {
+    /// The head must arrive within the head timeout of the accept; an
+    /// eviction (the node is at its connection cap) ends the wait.
+    pub async fn sniff(&self, mut socket: TcpStream, slot: &Slot, peer: SocketAddr) -> Sniffed {
         let mut head = Vec::with_capacity(1024);
-        let verdict = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket, &mut head)).await {
-            Ok(Ok(verdict)) => verdict,
-            Ok(Err(_)) | Err(_) => return Sniffed::Gone,
+        let head_timeout = self.state.connections.limits().head_timeout;
+        let verdict = tokio::select! {
+            read = tokio::time::timeout(head_timeout, read_head(&mut socket, &mut head)) => match read {
+                Ok(Ok(verdict)) => verdict,
+                Ok(Err(_)) => return Sniffed::Gone,
+                Err(_) => {
+                    crate::metrics::connection_timed_out("head");
+                    return Sniffed::Gone;
+                }
+            },
+            _ = slot.evicted.cancelled() => return Sniffed::Gone,
         };
         let HeadVerdict::Candidate(request) = verdict else {
             return match verdict {
@@ -78,18 +88,29 @@ impl DirectStreams {
             return Sniffed::Hyper(Rewind::new(head, socket));
         }
         let on_slow = CancellationToken::new();
-        let Some(stream) = self.open(&request, on_slow.clone()).await else {
+        let client = client_address(
+            peer.ip(),
+            &request.headers,
+            &self.state.connections.limits().trusted_proxies,
+        );
+        let Some(stream) = self.open(&request, client, on_slow.clone()).await else {
             return Sniffed::Hyper(Rewind::new(head, socket));
         };
         drop(head);
         let request_id = request_id(&request.headers);
         drop(request);
+        let _busy = InFlight::start(&slot.activity);
         serve_stream(socket, stream, &request_id, on_slow).await;
         Sniffed::Served
     }
 
-    async fn open(&self, request: &StreamRequest, on_slow: CancellationToken) -> Option<EventStream> {
-        let ctx = RequestContext::new(request.headers.clone(), &request.query);
+    async fn open(
+        &self,
+        request: &StreamRequest,
+        client: IpAddr,
+        on_slow: CancellationToken,
+    ) -> Option<EventStream> {
+        let ctx = RequestContext::new(request.headers.clone(), &request.query).from_client(client);
         match &request.target {
             StreamTarget::Topics => open_topics(&self.state, &ctx, Some(on_slow)).ok(),
             StreamTarget::Session(raw) => {

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
 use warp::reply::Response;
 use warp::Rejection;
@@ -23,6 +23,14 @@ impl ApiError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // The rest of the body was not read: the connection cannot carry
+        // another request, so say it closes (hyper then closes it).
+        if matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -5,6 +5,7 @@
 //! store or the hub, and render their own errors, so warp's rejection
 //! rules only ever decide "no such path" and "wrong method".
 
+pub mod connections;
 pub mod direct;
 pub mod error;
 mod history;
@@ -29,7 +30,7 @@ use warp::Filter;
 use crate::auth::TokenKeys;
 use crate::fanout::hub::Hub;
 use crate::store::EventStore;
-use request::{limited_body, RequestContext};
+use request::RequestContext;
 use server::ConnectionCloser;
 
 /// Stream settings shared by every SSE response.
@@ -74,6 +75,8 @@ pub struct AppShared {
     /// Room changes for streams held by other nodes.
     pub cluster: Arc<crate::cluster::Cluster>,
     pub limits: Arc<crate::limits::Limits>,
+    /// Every open TCP connection of this node, with its caps and deadlines.
+    pub connections: Arc<connections::Connections>,
 }
 
 fn with_state(
@@ -182,7 +185,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body(state.limits.max_body))
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
         .then(|topic, state, ctx, body| publish::handle(state, topic, ctx, body));
     let stream = warp::path!("v1" / "events")
         .and(warp::get())
@@ -199,7 +202,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body(state.limits.max_body))
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
         .then(|connection, state, ctx, body| rooms::join(state, connection, ctx, body));
     let leave = warp::path!("v1" / "connections" / String / "topics" / String)
         .and(warp::delete())
@@ -215,7 +218,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body(state.limits.max_body))
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
         .then(presence::heartbeat);
     publish
         .or(presence)
@@ -240,7 +243,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body(state.limits.max_body))
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
         .then(polling::create_session);
     let session_action = |segment: &'static str, action: SessionAction| {
         warp::path("v1")
@@ -261,7 +264,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body(state.limits.max_body))
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
         .then(polling::session_action);
     let poll_action = |segment: &'static str, action: PollAction| {
         warp::path("v1")
@@ -280,7 +283,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(limited_body(state.limits.max_body))
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
         .then(polling::poll_action);
     let poll_query = |segment: &'static str, query: PollQuery| {
         warp::path("v1")

@@ -13,6 +13,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::publish::idempotency_key;
+use super::request::Body;
 use super::request::{stored, RequestContext};
 use super::server::ConnectionCloser;
 use super::stream::{sse_response, start_point, EventStream};
@@ -118,7 +119,7 @@ struct CreateSessionIn {
     title: String,
 }
 
-pub async fn create_session(state: AppState, ctx: RequestContext, body: Result<Bytes, ApiError>) -> Response {
+pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) -> Response {
     let result = async {
         if let Some(required) = &state.polling.settings().admin_key {
             let given = ctx.header("x-admin-key").or_else(|| ctx.bearer(false).ok());
@@ -131,7 +132,7 @@ pub async fn create_session(state: AppState, ctx: RequestContext, body: Result<B
             }
         }
         ctx.require_json()?;
-        let body = body?;
+        let body = body.read().await?;
         let input: CreateSessionIn = ctx.json(&body)?;
         let title = required_text("title", &input.title, MAX_TITLE)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -164,7 +165,7 @@ pub async fn session_action(
     raw_key: String,
     state: AppState,
     ctx: RequestContext,
-    body: Result<Bytes, ApiError>,
+    body: Body,
 ) -> Response {
     let result = async {
         // Normalized, so a retry by join code in other letters is the same request.
@@ -174,7 +175,7 @@ pub async fn session_action(
         ));
         if let SessionAction::Join = action {
             let key = parse_session_key(&raw_key)?;
-            let body = body?;
+            let body = body.read().await?;
             let input: JoinIn = optional_json(&ctx, &body)?;
             let display_name = display_name(input.display_name.as_deref())
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -194,7 +195,7 @@ pub async fn session_action(
         if token_session != session_id {
             return Err(ApiError::forbidden("this token belongs to another session"));
         }
-        let body = body?;
+        let body = body.read().await?;
         let command = match action {
             SessionAction::Start => {
                 optional_json::<Empty>(&ctx, &body)?;
@@ -262,13 +263,23 @@ pub async fn poll_action(
     raw_poll: String,
     state: AppState,
     ctx: RequestContext,
-    body: Result<Bytes, ApiError>,
+    body: Body,
 ) -> Response {
     let result = async {
         let caller = ctx.caller(&state.keys, false)?;
         let poll_id = parse_poll_id(&raw_poll)?;
         let route = route_of(&format!("/v1/polls/{poll_id}/{action:?}"));
-        let body = body?;
+        // Who may do what is decided from the head; the body only after.
+        match (action, role_of(&caller)?) {
+            (PollAction::Vote, Role::Presenter { .. }) => {
+                return Err(ApiError::forbidden("only participants vote"))
+            }
+            (PollAction::Activate | PollAction::Close, Role::Participant { .. }) => {
+                return Err(ApiError::forbidden("only the session's presenter may do that"))
+            }
+            _ => {}
+        }
+        let body = body.read().await?;
         // The key's syntax is checked after the token's role and the body,
         // in the documented order: a token with the wrong role is 403, not
         // 400, whatever key it sends.
@@ -424,6 +435,7 @@ pub async fn open_session_stream(
             }
         }
         let start = start_point(ctx)?;
+        let permit = super::stream::address_permit(state, ctx)?;
         let mut topics = vec![Selector::exact(&session_topic(session_id))];
         let mut guard = None;
         if let Some(Role::Participant { participant, .. }) = role {
@@ -432,9 +444,9 @@ pub async fn open_session_stream(
         }
         let filter = TopicFilter::new(topics, None);
         let snapshot_url = format!("/v1/sessions/{session_id}");
-        Ok(Ok(
-            EventStream::new(state, filter, start, snapshot_url, on_slow).with_presence(guard)
-        ))
+        Ok(Ok(EventStream::new(state, filter, start, snapshot_url, on_slow)
+            .with_presence(guard)
+            .with_permit(permit)))
     }
     .await;
     match result {

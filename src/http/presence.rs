@@ -2,13 +2,13 @@
 //! `POST /v1/presence/heartbeat` (a client refreshing its stream's
 //! `lastSeen`). The `presence:update` events are `crate::topic_presence`.
 
-use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
+use super::request::Body;
 use super::request::RequestContext;
 use super::rooms::{on_stream, parse_connection};
 use super::AppState;
@@ -57,11 +57,11 @@ struct HeartbeatIn {
     connection_id: String,
 }
 
-pub async fn heartbeat(state: AppState, ctx: RequestContext, body: Result<Bytes, ApiError>) -> Response {
+pub async fn heartbeat(state: AppState, ctx: RequestContext, body: Body) -> Response {
     let outcome = async {
         let caller = ctx.caller(&state.keys, false)?;
         ctx.require_json()?;
-        let input: HeartbeatIn = ctx.json(&body?)?;
+        let input: HeartbeatIn = ctx.json(&body.read().await?)?;
         let connection_id = parse_connection(&input.connection_id)?;
         on_stream(&state, &caller.identity, connection_id, Op::Touch, None).await?;
         let body = json!({

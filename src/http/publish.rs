@@ -2,7 +2,6 @@
 //! generic topic, answered after commit with the stored envelope.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -10,6 +9,7 @@ use sha2::{Digest, Sha256};
 use warp::reply::Response;
 
 use super::error::ApiError;
+use super::request::Body;
 use super::request::{stored, RequestContext};
 use super::AppState;
 use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent, TraceId};
@@ -74,12 +74,7 @@ fn empty_object() -> serde_json::Value {
     serde_json::json!({})
 }
 
-pub async fn handle(
-    state: AppState,
-    raw_topic: String,
-    ctx: RequestContext,
-    body: Result<Bytes, ApiError>,
-) -> Response {
+pub async fn handle(state: AppState, raw_topic: String, ctx: RequestContext, body: Body) -> Response {
     match publish(&state, &raw_topic, &ctx, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(&ctx.trace_id),
@@ -90,7 +85,7 @@ async fn publish(
     state: &AppState,
     raw_topic: &str,
     ctx: &RequestContext,
-    body: Result<Bytes, ApiError>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let caller = ctx.caller(&state.keys, false)?;
     if let Err(wait) = state.limits.publish.check(&caller.identity) {
@@ -121,7 +116,7 @@ async fn publish(
         )));
     }
     ctx.require_json()?;
-    let body = body?;
+    let body = body.read().await?;
     let input: PublishIn = ctx.json(&body)?;
     let event_type = EventType::parse(&input.event_type).map_err(ApiError::unprocessable)?;
     if event_type.is_server_only() {

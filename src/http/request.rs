@@ -9,7 +9,10 @@ use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use warp::Filter;
 
+use std::net::IpAddr;
+
 use super::error::ApiError;
+use super::server::ClientAddress;
 use crate::auth::{AuthError, Caller, TokenKeys};
 use crate::domain::event::TraceId;
 
@@ -39,15 +42,34 @@ pub struct RequestContext {
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
     pub trace_id: TraceId,
+    /// Where the request comes from (behind a trusted proxy, the address
+    /// it forwarded); `None` only for requests made without a connection.
+    pub client: Option<IpAddr>,
 }
 
 impl RequestContext {
-    /// Extracts headers and the query string; never rejects.
+    /// Extracts headers, the query string and the client's address; never
+    /// rejects.
     pub fn filter() -> impl Filter<Extract = (RequestContext,), Error = std::convert::Infallible> + Clone {
         let query = warp::query::raw().or(warp::any().map(String::new)).unify();
         warp::header::headers_cloned()
             .and(query)
-            .map(|headers: HeaderMap, query: String| RequestContext::new(headers, &query))
+            .and(warp::ext::optional::<ClientAddress>())
+            .map(
+                |headers: HeaderMap, query: String, client: Option<ClientAddress>| {
+                    let ctx = RequestContext::new(headers, &query);
+                    match client {
+                        Some(ClientAddress(address)) => ctx.from_client(address),
+                        None => ctx,
+                    }
+                },
+            )
+    }
+
+    /// The same request, known to come from `client`.
+    pub fn from_client(mut self, client: IpAddr) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// The context of a request with these headers and raw query string.
@@ -64,6 +86,7 @@ impl RequestContext {
             headers,
             query,
             trace_id,
+            client: None,
         }
     }
 
@@ -188,19 +211,61 @@ pub fn nul_at(value: &serde_json::Value) -> Option<String> {
     walk(value, &mut path).then(|| if path.is_empty() { "body".into() } else { path })
 }
 
-/// The request body, collected up to `max` bytes (`--max-body`, default
-/// [`MAX_BODY`]). Larger bodies are refused without reading the rest,
-/// whether or not they declare a length.
-pub fn limited_body(
+/// A request body not read yet. Handlers decide who is calling, and
+/// whether they may, from the head; only then do they [`Body::read`] it, so
+/// an unauthenticated client cannot make the server wait for a body.
+pub struct Body {
+    declared: Option<u64>,
+    chunks: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>,
     max: usize,
-) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    timeout: std::time::Duration,
+}
+
+impl Body {
+    /// The body, collected up to its size limit (`--max-body`, default
+    /// [`MAX_BODY`]; larger bodies are refused without reading the rest,
+    /// whether or not they declare a length) within its time limit
+    /// (`--body-timeout`; past it, 408 `request_timeout`).
+    pub async fn read(self) -> Result<Bytes, ApiError> {
+        if self.declared.is_some_and(|n| n > self.max as u64) {
+            return Err(too_large(self.max));
+        }
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, collect_limited(self.chunks, self.max))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                )
+            })?
+    }
+}
+
+/// The request's [`Body`], unread.
+pub fn body(
+    max: usize,
+    timeout: std::time::Duration,
+) -> impl Filter<Extract = (Body,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>(CONTENT_LENGTH.as_str())
         .and(warp::body::stream())
-        .then(move |declared: Option<u64>, stream| async move {
-            if declared.is_some_and(|n| n > max as u64) {
-                return Err(too_large(max));
+        .map(move |declared: Option<u64>, stream| {
+            let chunks = futures::StreamExt::map(stream, |chunk: Result<_, warp::Error>| {
+                chunk.map(|mut buf| {
+                    let n = Buf::remaining(&buf);
+                    Buf::copy_to_bytes(&mut buf, n)
+                })
+            });
+            Body {
+                declared,
+                chunks: Box::pin(chunks),
+                max,
+                timeout,
             }
-            collect_limited(stream, max).await
         })
 }
 
@@ -212,24 +277,18 @@ fn too_large(max: usize) -> ApiError {
     )
 }
 
-async fn collect_limited<S, B>(stream: S, max: usize) -> Result<Bytes, ApiError>
+async fn collect_limited<S>(stream: S, max: usize) -> Result<Bytes, ApiError>
 where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
+    S: Stream<Item = Result<Bytes, warp::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.remaining() > max {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > max {
             return Err(too_large(max));
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            body.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
+        body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
 }

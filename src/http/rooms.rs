@@ -4,7 +4,6 @@
 //! token that opened it. The stream itself confirms each change with a
 //! `system:subscribed` / `system:unsubscribed` frame.
 
-use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -12,6 +11,7 @@ use uuid::Uuid;
 use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
+use super::request::Body;
 use super::request::RequestContext;
 use super::AppState;
 use crate::auth::Caller;
@@ -24,16 +24,11 @@ struct JoinIn {
     topic: String,
 }
 
-pub async fn join(
-    state: AppState,
-    connection: String,
-    ctx: RequestContext,
-    body: Result<Bytes, ApiError>,
-) -> Response {
+pub async fn join(state: AppState, connection: String, ctx: RequestContext, body: Body) -> Response {
     let outcome = async {
         let caller = ctx.caller(&state.keys, false)?;
         ctx.require_json()?;
-        let input: JoinIn = ctx.json(&body?)?;
+        let input: JoinIn = ctx.json(&body.read().await?)?;
         change(&state, &caller, &connection, &input.topic, Op::Join).await
     };
     outcome

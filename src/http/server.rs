@@ -1,41 +1,58 @@
 //! The HTTP server: accepts connections on a listener, runs each through
 //! the tower-http layers and the warp routes, and shuts down in seconds.
 //!
-//! A new connection is first offered to the direct SSE path
-//! ([`super::direct`]), which serves stream requests that open without
-//! error on the bare socket; the rest goes through hyper.
+//! Each accepted connection is first admitted by [`Connections`] (caps per
+//! node and per address; a refused one gets its 429 or 503 at once), then
+//! offered to the direct SSE path ([`super::direct`]), which serves stream
+//! requests that open without error on the bare socket; the rest goes
+//! through hyper, watched for the deadlines of `connections`.
 //!
-//! Every hyper connection gets a [`ConnectionCloser`] in its request extensions:
-//! the hub cancels it when that connection's stream falls too far behind,
-//! which closes the socket even though the peer is not reading (a stalled
-//! response is never polled again, so it could not end itself).
+//! Every hyper connection gets a [`ConnectionCloser`] in its request
+//! extensions: the hub cancels it when that connection's stream falls too
+//! far behind, which closes the socket even though the peer is not reading
+//! (a stalled response is never polled again, so it could not end itself).
+//! Each request also carries its [`ClientAddress`].
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
-use tower_http::add_extension::AddExtensionLayer;
+use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use super::connections::{
+    client_address, AcceptErrorLog, Admission, Connections, InFlight, Slot, Tracked, TrackedBody, Verdict,
+};
 use super::direct::{DirectStreams, Rewind, Sniffed};
+use super::error::ApiError;
+use crate::domain::event::TraceId;
 
 /// Closes one TCP connection when cancelled.
 #[derive(Clone)]
 pub struct ConnectionCloser(pub CancellationToken);
 
-/// Longest a request may take to produce its response head. Streams are not
+/// Where a request comes from (see [`client_address`]): the key of the
+/// per-address limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+/// Longest a request may take to produce its response head; past it the
+/// client gets `503 unavailable` with `Retry-After`. Streams are not
 /// affected: their head goes out at once and the body is not timed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long shutdown waits for open connections before dropping them.
@@ -46,6 +63,8 @@ pub struct ServerOptions {
     /// Serves successful stream requests without hyper; `None` sends every
     /// request through hyper.
     pub direct: Option<DirectStreams>,
+    /// Every open connection, with its caps and deadlines.
+    pub connections: Arc<Connections>,
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then lets
@@ -59,26 +78,39 @@ pub async fn serve(
 ) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.max_buf_size(super::request::READ_BUFFER);
+    let connections = options.connections;
     let hyper_side = Arc::new(HyperSide {
         http1,
         routes,
         cors: cors_layer(&options.cors_origins),
+        connections: Arc::clone(&connections),
     });
     let direct = options.direct.map(Arc::new);
     let graceful = GracefulShutdown::new();
-    let connections = TaskTracker::new();
+    let tasks = TaskTracker::new();
+    let mut accept_errors = AcceptErrorLog::new(Duration::from_secs(5));
     loop {
-        let (socket, _peer) = tokio::select! {
+        let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    // Out of file descriptors and the like: wait, then go on.
-                    tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors and the like: wait, then go
+                    // on, saying so once in a while rather than every time.
+                    if let Some(suppressed) = accept_errors.failed(tokio::time::Instant::now()) {
+                        tracing::warn!(%error, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let slot = match connections.admit(peer) {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused(error) => {
+                connections.refuse(socket, error);
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
         let hyper_side = Arc::clone(&hyper_side);
@@ -86,20 +118,20 @@ pub async fn serve(
         let direct = direct.clone();
         // An open direct stream lives in this task for hours: it holds only
         // what the direct path needs; hyper's side is built when needed.
-        connections.spawn(async move {
+        tasks.spawn(async move {
             let socket = match direct {
                 None => Rewind::untouched(socket),
-                Some(direct) => match direct.sniff(socket).await {
+                Some(direct) => match direct.sniff(socket, &slot, peer).await {
                     Sniffed::Hyper(socket) => socket,
                     Sniffed::Served | Sniffed::Gone => return,
                 },
             };
-            Box::pin(hyper_side.serve(socket, watcher)).await;
+            Box::pin(hyper_side.serve(socket, watcher, slot, peer)).await;
         });
     }
     drop(listener);
-    connections.close();
-    let drained = async { tokio::join!(graceful.shutdown(), connections.wait()) };
+    tasks.close();
+    let drained = async { tokio::join!(graceful.shutdown(), tasks.wait()) };
     tokio::select! {
         _ = drained => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open at shutdown; dropping them"),
@@ -111,32 +143,156 @@ struct HyperSide {
     http1: hyper::server::conn::http1::Builder,
     routes: BoxedFilter<(Response,)>,
     cors: Option<CorsLayer>,
+    connections: Arc<Connections>,
 }
 
 impl HyperSide {
-    /// Serves one connection with hyper through the tower layers.
-    async fn serve(&self, socket: Rewind, watcher: Watcher) {
+    /// Serves one connection with hyper through the tower layers, until it
+    /// ends, misses a deadline, is evicted, or its stream is dropped as slow.
+    async fn serve(&self, socket: Rewind, watcher: Watcher, slot: Slot, peer: SocketAddr) {
         let closer = CancellationToken::new();
+        let tracking = Tracking {
+            activity: Arc::clone(&slot.activity),
+            peer: peer.ip(),
+            connections: Arc::clone(&self.connections),
+            closer: ConnectionCloser(closer.clone()),
+        };
         let service = ServiceBuilder::new()
+            .layer_fn(|inner| TrackRequests {
+                inner,
+                tracking: tracking.clone(),
+            })
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http())
             .layer(PropagateRequestIdLayer::x_request_id())
             .option_layer(self.cors.clone())
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                RESPONSE_TIMEOUT,
-            ))
-            .layer(AddExtensionLayer::new(ConnectionCloser(closer.clone())))
+            .layer_fn(|inner| ResponseDeadline { inner })
             .service(warp::service(self.routes.clone()));
+        let socket = Tracked::new(socket, Arc::clone(&slot.activity));
         let connection = self
             .http1
             .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
-        tokio::select! {
-            result = watcher.watch(connection) => if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
-            },
-            _ = closer.cancelled() => tracing::debug!("closed a slow subscriber's connection"),
+        let watched = watcher.watch(connection);
+        tokio::pin!(watched);
+        let limits = self.connections.limits();
+        loop {
+            let until = match slot.activity.verdict(limits) {
+                Verdict::Until(until) => until,
+                Verdict::HeadTimedOut => {
+                    crate::metrics::connection_timed_out("head");
+                    tracing::debug!(%peer, "closed a connection whose request head did not arrive in time");
+                    return;
+                }
+                Verdict::IdleTimedOut => {
+                    crate::metrics::connection_timed_out("idle");
+                    tracing::debug!(%peer, "closed an idle keep-alive connection");
+                    return;
+                }
+            };
+            tokio::select! {
+                result = &mut watched => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = closer.cancelled() => {
+                    tracing::debug!("closed a slow subscriber's connection");
+                    return;
+                }
+                _ = slot.evicted.cancelled() => {
+                    tracing::debug!(%peer, "evicted a waiting connection to make room");
+                    return;
+                }
+                _ = tokio::time::sleep_until(until) => {}
+            }
         }
+    }
+}
+
+/// The outermost layer of each hyper connection: counts the request in its
+/// connection's activity until the response body is done, and gives the
+/// request its [`ConnectionCloser`] and [`ClientAddress`].
+#[derive(Clone)]
+struct TrackRequests<S> {
+    inner: S,
+    tracking: Tracking,
+}
+
+/// What [`TrackRequests`] knows of its connection.
+#[derive(Clone)]
+struct Tracking {
+    activity: Arc<super::connections::Activity>,
+    peer: IpAddr,
+    connections: Arc<Connections>,
+    closer: ConnectionCloser,
+}
+
+impl<S, B, R> Service<Request<B>> for TrackRequests<S>
+where
+    S: Service<Request<B>, Response = http::Response<R>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<TrackedBody<R>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let tracking = &self.tracking;
+        let in_flight = InFlight::start(&tracking.activity);
+        let client = client_address(
+            tracking.peer,
+            request.headers(),
+            &tracking.connections.limits().trusted_proxies,
+        );
+        request.extensions_mut().insert(ClientAddress(client));
+        request.extensions_mut().insert(tracking.closer.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody::new(body, in_flight)))
+        })
+    }
+}
+
+/// Answers `503 unavailable` (the contract's body, `Retry-After: 1`) when
+/// the routes take longer than [`RESPONSE_TIMEOUT`] to produce a response.
+#[derive(Clone)]
+struct ResponseDeadline<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ResponseDeadline<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(RESPONSE_TIMEOUT, response).await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::warn!("a request took longer than {RESPONSE_TIMEOUT:?} to answer");
+                    Ok(
+                        ApiError::unavailable("the server took too long to answer; retry shortly")
+                            .into_response(&TraceId::generate()),
+                    )
+                }
+            }
+        })
     }
 }
 

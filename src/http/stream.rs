@@ -199,6 +199,7 @@ pub fn open_topics(
             Duration::from_secs(1),
         )
     })?;
+    let address_permit = address_permit(state, ctx)?;
     let mut allowed = caller.subscribe.clone();
     if let Some(personal) = personal_topic(&caller) {
         if !selectors.contains(&personal) {
@@ -222,8 +223,25 @@ pub fn open_topics(
     );
     stream.filter = room.filter();
     stream.room = Some(room);
-    stream.permit = Some(permit);
+    stream.permits = vec![permit, address_permit];
     Ok(stream)
+}
+
+/// One of the open-stream permits of the request's client address (see
+/// `--streams-per-address`).
+pub fn address_permit(state: &AppState, ctx: &RequestContext) -> Result<StreamPermit, ApiError> {
+    let address = ctx
+        .client
+        .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+    state.limits.streams_per_address.acquire(&address).ok_or_else(|| {
+        ApiError::rate_limited(
+            format!(
+                "this address already holds {} open streams",
+                state.limits.streams_per_address.limit()
+            ),
+            Duration::from_secs(1),
+        )
+    })
 }
 
 /// The next replay page's size: as many events as fit in
@@ -300,8 +318,8 @@ pub struct EventStream {
     _presence: Option<PresenceGuard>,
     /// The stream's registration for joining and leaving topics while open.
     room: Option<Room>,
-    /// One of its token's open-stream permits.
-    permit: Option<StreamPermit>,
+    /// Its token's and its address's open-stream permits.
+    permits: Vec<StreamPermit>,
     /// Store reads that failed in a row (see [`STORE_RETRIES`]).
     store_failures: u32,
 }
@@ -340,9 +358,15 @@ impl EventStream {
             on_slow,
             _presence: None,
             room: None,
-            permit: None,
+            permits: Vec::new(),
             store_failures: 0,
         }
+    }
+
+    /// Counts the stream against these limits while it is open.
+    pub fn with_permit(mut self, permit: StreamPermit) -> Self {
+        self.permits.push(permit);
+        self
     }
 
     /// Ties a participant's presence to this stream's lifetime.

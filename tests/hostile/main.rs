@@ -4,10 +4,13 @@
 //!
 //! - [`poisoning`]: requests the database cannot store, mixed into the
 //!   batches of legitimate ones.
+//! - [`connections`]: slow heads, idle keep-alives, stalled bodies, and
+//!   more connections than the node has room for.
 
 // The API suite's harness; not every helper is used here.
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+mod connections;
 mod poisoning;
