@@ -1,8 +1,10 @@
 //! Tokens: HS256 JWTs signed with the server's secret, so any backend that
 //! knows the secret can mint them and every node can check them.
 //!
-//! A token says who is calling (`sub`), until when (`exp`), and which topic
-//! selectors it may `publish` to and `subscribe` to.
+//! A token says who is calling (`sub`), from when (`nbf`) until when
+//! (`exp`), and which topic selectors it may `publish` to and `subscribe`
+//! to. Its `jti` and `iat` let an admin revoke it (see [`crate::revocation`]);
+//! a revoked token is refused like an expired one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::polling::ids::{ParticipantId, PresenterId, SessionId};
 use crate::domain::topic::{is_tenant_name, Selector, Topic};
+use crate::revocation::RevocationList;
 
 /// The claims pollcast reads. Unknown claims are ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,6 +24,16 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     pub exp: u64,
+    /// Not valid before this time (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// When the token was issued: a revocation by `sub` covers the tokens
+    /// issued before it (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// The token's own id, for revoking just this token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -59,6 +72,18 @@ impl Role {
     }
 }
 
+/// What a revocation can name of a token, and when it stops being valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub jti: Option<String>,
+    pub subject: Option<String>,
+    pub tenant: Option<String>,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: Option<u64>,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
 /// Who is calling, after the token checked out.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -72,6 +97,8 @@ pub struct Caller {
     /// The tenant the token acts in; its `publish` and `subscribe`
     /// selectors are already inside the tenant's namespace.
     pub tenant: Option<String>,
+    /// What revocations and stream lifetimes look at.
+    pub token: TokenFacts,
 }
 
 impl Caller {
@@ -107,6 +134,10 @@ pub enum AuthError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the token has been revoked")]
+    Revoked,
     #[error("the token is not valid: {0}")]
     Invalid(String),
 }
@@ -120,8 +151,11 @@ pub struct TokenKeys {
     /// token on every request, and checking its HMAC (plus hashing it into
     /// an identity when it has no `sub`) was ~12 % of the server's
     /// instructions per publish (callgrind, BENCHMARKS.md). The signature of
-    /// a given string never changes; only its expiry is checked again.
+    /// a given string never changes; its expiry and revocations are checked
+    /// again on every use.
     verified: Mutex<HashMap<String, (Caller, u64)>>,
+    /// Revoked tokens, kept in step with the store by the cluster.
+    revocations: std::sync::Arc<RevocationList>,
 }
 
 /// Verified tokens kept at most; past it the cache starts over.
@@ -132,6 +166,7 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         // Tokens minted by other backends may carry an audience; pollcast has
         // no audience of its own to check it against.
         validation.validate_aud = false;
@@ -141,7 +176,13 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             verified: Mutex::new(HashMap::new()),
+            revocations: std::sync::Arc::new(RevocationList::default()),
         }
+    }
+
+    /// The revoked tokens this node refuses.
+    pub fn revocations(&self) -> &std::sync::Arc<RevocationList> {
+        &self.revocations
     }
 
     /// A random 256-bit secret, hex-encoded, for servers started without one.
@@ -158,20 +199,28 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let now = unix_now();
         let cached = self.cache().get(token).cloned();
-        if let Some((caller, exp)) = cached {
-            // The same rule as the JWT check: expired once `exp` has passed.
-            if exp < now {
-                self.cache().remove(token);
-                return Err(AuthError::Expired);
+        let caller = match cached {
+            Some((caller, exp)) => {
+                // The same rule as the JWT check: expired once `exp` has passed.
+                if exp < now {
+                    self.cache().remove(token);
+                    return Err(AuthError::Expired);
+                }
+                caller
             }
-            return Ok(caller);
+            None => {
+                let (caller, exp) = self.verify_uncached(token)?;
+                let mut cache = self.cache();
+                if cache.len() >= VERIFIED_CACHE {
+                    cache.clear();
+                }
+                cache.insert(token.to_string(), (caller.clone(), exp));
+                caller
+            }
+        };
+        if self.revocations.covers(&caller.token) {
+            return Err(AuthError::Revoked);
         }
-        let (caller, exp) = self.verify_uncached(token)?;
-        let mut cache = self.cache();
-        if cache.len() >= VERIFIED_CACHE {
-            cache.clear();
-        }
-        cache.insert(token.to_string(), (caller.clone(), exp));
         Ok(caller)
     }
 
@@ -183,11 +232,21 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 _ => AuthError::Invalid("malformed token".into()),
             }
         })?;
         let claims = data.claims;
+        // These end up in logs, rate-limit keys, idempotency scopes and
+        // event payloads: nothing a database or a log line cannot hold.
+        let printable =
+            |value: &Option<String>| value.as_deref().is_none_or(|v| !v.chars().any(char::is_control));
+        if !printable(&claims.sub) || !printable(&claims.jti) {
+            return Err(AuthError::Invalid(
+                "sub and jti must not contain control characters".into(),
+            ));
+        }
         let parse_plain = |list: &[String]| -> Result<Vec<Selector>, AuthError> {
             list.iter()
                 .map(|s| Selector::parse(s).map_err(|e| AuthError::Invalid(format!("selector {s:?}: {e}"))))
@@ -226,6 +285,13 @@ impl TokenKeys {
         };
         let role = parse_role(&claims)?;
         let exp = claims.exp;
+        let token = TokenFacts {
+            jti: claims.jti.clone(),
+            subject: claims.sub.clone(),
+            tenant: tenant.clone(),
+            issued_at: claims.iat,
+            expires_at: exp,
+        };
         Ok((
             Caller {
                 role,
@@ -234,6 +300,7 @@ impl TokenKeys {
                 subject: claims.sub,
                 identity,
                 tenant,
+                token,
             },
             exp,
         ))
@@ -270,6 +337,8 @@ impl TokenKeys {
         self.mint(&Claims {
             sub: Some(presenter.to_string()),
             exp: expiry_in(POLLING_TOKEN_TTL),
+            iat: Some(unix_now()),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
             subscribe: vec![format!("session:{session}")],
             role: Some("presenter".into()),
             sid: Some(session.to_string()),
@@ -283,6 +352,8 @@ impl TokenKeys {
         self.mint(&Claims {
             sub: Some(participant.to_string()),
             exp: expiry_in(POLLING_TOKEN_TTL),
+            iat: Some(unix_now()),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
             subscribe: vec![format!("session:{session}"), format!("participant:{participant}")],
             role: Some("participant".into()),
             sid: Some(session.to_string()),
@@ -291,15 +362,15 @@ impl TokenKeys {
     }
 }
 
-/// `exp` for a token valid for `ttl` from now.
 /// Seconds since the Unix epoch, now.
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
+/// `exp` for a token valid for `ttl` from now.
 pub fn expiry_in(ttl: Duration) -> u64 {
     (SystemTime::now() + ttl)
         .duration_since(UNIX_EPOCH)

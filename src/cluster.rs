@@ -2,12 +2,18 @@
 //! stream, over the store's bus (Postgres NOTIFY on `pollcast_bus`), with
 //! replies matched by request id.
 //!
-//! Used for room changes asked of a node that does not hold the stream:
-//! the request goes to every node, the one holding the connection applies
-//! it and replies, the others stay silent, and the asking node gives up
-//! after [`REPLY_TIMEOUT`] (then the connection is unknown: 404). Nothing
-//! is written to tables per stream, so opening a stream costs the database
-//! nothing. On the memory store (one node) nobody else is asked.
+//! Used for room changes and admin closes asked of a node that does not
+//! hold the stream: the request goes to every node, the one holding the
+//! connection applies it and replies, the others stay silent, and the
+//! asking node gives up after [`REPLY_TIMEOUT`] (then the connection is
+//! unknown: 404). Nothing is written to tables per stream, so opening a
+//! stream costs the database nothing. On the memory store (one node)
+//! nobody else is asked.
+//!
+//! It also keeps revocations in step: a node that records one tells the
+//! others, which reload the list from the store and close the streams it
+//! covers; every node also reloads it every [`REVOCATION_RELOAD`], in case
+//! a message was lost while its listener reconnected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,13 +25,17 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::topic::Selector;
+use crate::revocation::RevocationList;
 use crate::rooms::{Op, PresenceRecord, RoomChange, RoomError, Rooms};
 use crate::store::EventStore;
+use crate::streams::{CloseReason, OpenStreams};
 
 /// How long a node waits for the node holding a stream to answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a presence query waits for the other nodes' lists.
 pub const PRESENCE_WAIT: Duration = Duration::from_millis(500);
+/// How often each node reloads the revocations from the store.
+pub const REVOCATION_RELOAD: Duration = Duration::from_secs(5);
 /// Presence records per bus message: NOTIFY payloads stop at 8,000 bytes.
 const RECORDS_PER_MESSAGE: usize = 20;
 
@@ -43,6 +53,12 @@ pub struct Cluster {
     live_nodes: watch::Receiver<usize>,
     waiting: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
     gathering: Mutex<HashMap<Uuid, mpsc::UnboundedSender<PresencePart>>>,
+    /// Admin closes asked of the other nodes, by request id.
+    closing: Mutex<HashMap<Uuid, oneshot::Sender<()>>>,
+    /// This node's streams, which revocations and admins close.
+    streams: Arc<OpenStreams>,
+    /// The revocations this node's token checks read.
+    revocations: Arc<RevocationList>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +93,18 @@ enum Message {
         to: Uuid,
         outcome: WireOutcome,
     },
+    /// A revocation was recorded: reload them and close what they cover.
+    #[serde(rename_all = "camelCase")]
+    Revoked { from: Uuid },
+    /// An admin asks the node holding this stream to end it.
+    #[serde(rename_all = "camelCase")]
+    CloseConnection {
+        request_id: Uuid,
+        from: Uuid,
+        connection_id: Uuid,
+    },
+    #[serde(rename_all = "camelCase")]
+    ConnectionClosed { request_id: Uuid, to: Uuid },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,6 +151,8 @@ impl Cluster {
         store: Arc<dyn EventStore>,
         rooms: Arc<Rooms>,
         live_nodes: watch::Receiver<usize>,
+        streams: Arc<OpenStreams>,
+        revocations: Arc<RevocationList>,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let cluster = Arc::new(Cluster {
@@ -132,9 +162,76 @@ impl Cluster {
             live_nodes,
             waiting: Mutex::new(HashMap::new()),
             gathering: Mutex::new(HashMap::new()),
+            closing: Mutex::new(HashMap::new()),
+            streams,
+            revocations,
         });
-        tokio::spawn(Arc::clone(&cluster).listen(stop));
+        tokio::spawn(Arc::clone(&cluster).listen(stop.clone()));
+        tokio::spawn(Arc::clone(&cluster).reload_revocations_every(REVOCATION_RELOAD, stop));
         cluster
+    }
+
+    /// Tells every node that a revocation was recorded; this node has
+    /// already applied it.
+    pub async fn revoked(&self) {
+        if self.store.is_shared() {
+            self.send(&Message::Revoked { from: self.node_id }).await;
+        }
+    }
+
+    /// Ends a stream this node does not hold on the node that does; `false`
+    /// when no node answered (no such connection).
+    pub async fn close_connection(&self, connection_id: Uuid) -> bool {
+        if !self.store.is_shared() {
+            return false;
+        }
+        let request_id = Uuid::new_v4();
+        let (reply, answer) = oneshot::channel();
+        self.closing().insert(request_id, reply);
+        let request = Message::CloseConnection {
+            request_id,
+            from: self.node_id,
+            connection_id,
+        };
+        let closed = self.send(&request).await
+            && tokio::time::timeout(REPLY_TIMEOUT, answer)
+                .await
+                .is_ok_and(|r| r.is_ok());
+        self.closing().remove(&request_id);
+        closed
+    }
+
+    fn closing(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<()>>> {
+        self.closing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the revocations in force from the store and closes the
+    /// streams of this node they cover. Returns how many it closed.
+    pub async fn reload_revocations(&self) -> usize {
+        match self.store.revocations().await {
+            Ok(revocations) => {
+                self.revocations.replace(revocations);
+                let list = &self.revocations;
+                self.streams
+                    .close_matching(|token| list.covers(token), CloseReason::TokenRevoked)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not reload revocations; keeping the last list");
+                0
+            }
+        }
+    }
+
+    async fn reload_revocations_every(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            self.reload_revocations().await;
+        }
     }
 
     /// Asks the other nodes to change a room of a stream this node does
@@ -327,6 +424,28 @@ impl Cluster {
                 }
                 if let Some(waiter) = self.waiting().remove(&request_id) {
                     let _ = waiter.send(outcome.into());
+                }
+            }
+            Message::Revoked { from } => {
+                if from != self.node_id {
+                    self.reload_revocations().await;
+                }
+            }
+            Message::CloseConnection {
+                request_id,
+                from,
+                connection_id,
+            } => {
+                if from != self.node_id && self.streams.close(connection_id, CloseReason::ClosedByAdmin) {
+                    self.send(&Message::ConnectionClosed { request_id, to: from })
+                        .await;
+                }
+            }
+            Message::ConnectionClosed { request_id, to } => {
+                if to == self.node_id {
+                    if let Some(waiter) = self.closing().remove(&request_id) {
+                        let _ = waiter.send(());
+                    }
                 }
             }
         }

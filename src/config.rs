@@ -150,6 +150,12 @@ pub struct ServeConfig {
     #[arg(long = "trusted-proxy", env = "POLLCAST_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_ip_net)]
     pub trusted_proxies: Vec<crate::http::connections::IpNet>,
 
+    /// Replay reads from the store a node runs at once for reconnecting
+    /// streams; the others wait their turn, in order. Keeps a reconnect
+    /// storm from taking every database connection.
+    #[arg(long, env = "POLLCAST_MAX_CATCHUPS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_catchups: u32,
+
     /// Largest request body in bytes (the contract's 64 KiB by default).
     #[arg(long, env = "POLLCAST_MAX_BODY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub max_body: u32,
@@ -191,6 +197,11 @@ pub struct TokenArgs {
     /// How long the token is valid.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub ttl: Duration,
+
+    /// The token's id (`jti`), by which an admin can revoke it; a random
+    /// UUID by default.
+    #[arg(long)]
+    pub jti: Option<String>,
 }
 
 fn parse_ip_net(raw: &str) -> Result<crate::http::connections::IpNet, String> {

@@ -89,7 +89,8 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         let code = match error {
             AuthError::Expired => "token_expired",
-            AuthError::Missing | AuthError::Invalid(_) => "unauthorized",
+            AuthError::Revoked => "token_revoked",
+            AuthError::Missing | AuthError::Invalid(_) | AuthError::NotYetValid => "unauthorized",
         };
         ApiError::new(StatusCode::UNAUTHORIZED, code, error.to_string())
     }

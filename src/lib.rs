@@ -45,9 +45,11 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod polling;
+pub mod revocation;
 pub mod rooms;
 pub mod status;
 pub mod store;
+pub mod streams;
 pub mod topic_presence;
 
 use std::net::SocketAddr;
@@ -123,13 +125,18 @@ impl Server {
             config.max_topics as usize,
             Some(presence),
         );
+        let open_streams = streams::OpenStreams::new();
         let cluster = Cluster::start(
             node_id,
             Arc::clone(&store),
             Arc::clone(&rooms),
             polling.live_nodes(),
+            Arc::clone(&open_streams),
+            Arc::clone(keys.revocations()),
             shutdown.clone(),
         );
+        // Revocations recorded before this start are in force at once.
+        cluster.reload_revocations().await;
         let limits = Arc::new(Limits {
             publish: ClusterRateLimit::new(
                 NonZeroU32::new(config.publish_rate).unwrap_or(NonZeroU32::MIN),
@@ -156,6 +163,8 @@ impl Server {
             },
             shutdown: shutdown.clone(),
             connections: Arc::clone(&connections),
+            open_streams: Arc::clone(&open_streams),
+            catchups: Arc::new(tokio::sync::Semaphore::new(config.max_catchups as usize)),
         });
         metrics::handle();
 

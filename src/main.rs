@@ -37,6 +37,8 @@ fn mint(args: TokenArgs) -> ExitCode {
     let claims = Claims {
         sub: args.sub,
         exp: expiry_in(args.ttl),
+        iat: Some(pollcast::auth::unix_now()),
+        jti: Some(args.jti.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
         publish: args.publish,
         subscribe: args.subscribe,
         tenant: args.tenant,

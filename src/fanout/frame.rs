@@ -18,6 +18,8 @@ pub struct Frame {
     pub topic: Topic,
     /// `id: …\nevent: …\ndata: …\n\n`
     pub bytes: Bytes,
+    /// A `session:ended`: the streams of that session end after it.
+    pub ends_session: bool,
 }
 
 /// The id of frames that are not stored: they never move a stream's cursor.
@@ -30,6 +32,7 @@ impl Frame {
             id: TRANSIENT,
             topic,
             bytes,
+            ends_session: false,
         }
     }
 
@@ -44,8 +47,15 @@ impl Frame {
             id: event.id,
             topic: event.topic.clone(),
             bytes: text.freeze(),
+            ends_session: ends_session(event),
         }
     }
+}
+
+/// Whether the event ends a live polling session: only the polling domain
+/// writes `session:*` topics, so a publisher cannot fake it.
+pub fn ends_session(event: &StoredEvent) -> bool {
+    event.event_type.as_str() == "session:ended" && event.topic.kind() == "session"
 }
 
 /// Appends one stored event's frame to `out`: what replay uses to frame a

@@ -5,6 +5,7 @@
 //! store or the hub, and render their own errors, so warp's rejection
 //! rules only ever decide "no such path" and "wrong method".
 
+mod admin;
 pub mod connections;
 pub mod direct;
 pub mod error;
@@ -77,6 +78,11 @@ pub struct AppShared {
     pub limits: Arc<crate::limits::Limits>,
     /// Every open TCP connection of this node, with its caps and deadlines.
     pub connections: Arc<connections::Connections>,
+    /// Every open stream of this node: what admins and revocations close.
+    pub open_streams: Arc<crate::streams::OpenStreams>,
+    /// Replay reads from the store at once on this node (`--max-catchups`):
+    /// reconnecting streams past it wait their turn, first come first served.
+    pub catchups: Arc<tokio::sync::Semaphore>,
 }
 
 fn with_state(
@@ -88,6 +94,7 @@ fn with_state(
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let generic = generic_routes(&state);
     let polling = polling_routes(&state);
+    let admin = admin_routes(&state);
     let healthz = warp::path!("healthz").and(warp::get()).map(ops::healthz);
     let readyz = warp::path!("readyz")
         .and(warp::get())
@@ -99,6 +106,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(generic)
         .unify()
         .or(polling)
+        .unify()
+        .or(admin)
         .unify()
         .or(healthz)
         .unify()
@@ -175,8 +184,31 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         ["v1", "polls", _, "activate" | "close"] => "POST",
         ["v1", "polls", _, "votes"] => "GET, POST",
         ["v1", "polls", _, "results"] => "GET",
+        ["v1", "admin", "revocations"] => "GET, POST",
+        ["v1", "admin", "connections", _] => "DELETE",
         _ => return None,
     })
+}
+
+/// Revocations and ending connections, for the admin key's holder.
+fn admin_routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    let revoke = warp::path!("v1" / "admin" / "revocations")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .and(request::body(state.limits.max_body, state.limits.body_timeout))
+        .then(admin::revoke);
+    let revocations = warp::path!("v1" / "admin" / "revocations")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .then(admin::revocations);
+    let close = warp::path!("v1" / "admin" / "connections" / String)
+        .and(warp::delete())
+        .and(with_state(state.clone()))
+        .and(RequestContext::filter())
+        .then(admin::close_connection);
+    revoke.or(revocations).unify().or(close).unify().boxed()
 }
 
 /// Publish, subscribe and history on generic topics (CONTRACT §4, §3).

@@ -16,9 +16,10 @@ use super::publish::idempotency_key;
 use super::request::Body;
 use super::request::{stored, RequestContext};
 use super::server::ConnectionCloser;
-use super::stream::{sse_response, start_point, EventStream};
+use super::stream::{sse_response, start_point, EventStream, StartPoint};
 use super::AppState;
 use crate::auth::{Caller, Role};
+use crate::domain::event::EventId;
 use crate::domain::polling::events::{participant_topic, session_topic};
 use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use crate::domain::polling::input::{display_name, required_text, PollDraft, PollInput, MAX_TITLE};
@@ -47,18 +48,6 @@ pub enum PollAction {
 pub enum PollQuery {
     Results,
     Votes,
-}
-
-/// Compares a presented secret with the configured one in time that does
-/// not depend on where they differ (both are hashed first, so not even on
-/// the length).
-fn same_secret(given: &str, required: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(required.as_bytes()),
-    );
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn respond(ctx: &RequestContext, result: Result<Response, ApiError>) -> Response {
@@ -123,7 +112,7 @@ pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) ->
     let result = async {
         if let Some(required) = &state.polling.settings().admin_key {
             let given = ctx.header("x-admin-key").or_else(|| ctx.bearer(false).ok());
-            if !given.is_some_and(|given| same_secret(given, required)) {
+            if !given.is_some_and(|given| super::admin::same_secret(given, required)) {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -405,6 +394,20 @@ pub async fn session_stream(
     }
 }
 
+/// Whether a client reconnecting to an ended session has events it has
+/// not seen (its `session:ended` among them): a fresh client, or one whose
+/// last event is the latest, has not.
+async fn missed_anything(state: &AppState, start: &StartPoint, filter: &TopicFilter) -> bool {
+    let StartPoint::After(last) = start else {
+        return false;
+    };
+    match state.store.read_range(*last, EventId::MAX, filter, 1).await {
+        Ok(events) => !events.is_empty(),
+        // Unsure: serve the stream, which replays whatever there is.
+        Err(_) => true,
+    }
+}
+
 /// Authorizes a session stream request and opens its stream, or renders
 /// why not (401/403/404/503…).
 pub async fn open_session_stream(
@@ -415,38 +418,61 @@ pub async fn open_session_stream(
 ) -> Result<EventStream, Response> {
     let result = async {
         let session_id = parse_session_id(raw_session)?;
-        let role = match ctx.bearer(true) {
+        let caller = match ctx.bearer(true) {
             Err(crate::auth::AuthError::Missing) => None,
             _ => {
-                let role = role_of(&ctx.caller(&state.keys, true)?)?;
-                if role.session() != session_id {
+                let caller = ctx.caller(&state.keys, true)?;
+                if role_of(&caller)?.session() != session_id {
                     return Err(ApiError::forbidden("this token belongs to another session"));
                 }
-                Some(role)
+                Some(caller)
             }
         };
+        let role = caller.as_ref().and_then(|c| c.role);
         let exists = state
             .polling
             .query(Op::SessionExists { session_id }, &ctx.trace_id)
             .await;
+        let mut ended = false;
         if let Ok(response) = &exists {
             if response.status == StatusCode::NOT_FOUND.as_u16() {
                 return Ok(Err(stored(response.clone())));
             }
+            ended = serde_json::from_str::<Value>(&response.body).is_ok_and(|body| body["status"] == "ended");
         }
         let start = start_point(ctx)?;
-        let permit = super::stream::address_permit(state, ctx)?;
         let mut topics = vec![Selector::exact(&session_topic(session_id))];
-        let mut guard = None;
         if let Some(Role::Participant { participant, .. }) = role {
             topics.push(Selector::exact(&participant_topic(participant)));
-            guard = Some(state.polling.presence().opened(session_id, participant));
         }
         let filter = TopicFilter::new(topics, None);
+        if ended && !missed_anything(state, &start, &filter).await {
+            // Over, and the client has seen its end: 204 tells EventSource
+            // to stop reconnecting.
+            let mut response = Response::new(Default::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            return Ok(Err(response));
+        }
+        let permit = super::stream::address_permit(state, ctx)?;
+        let guard = match role {
+            Some(Role::Participant { participant, .. }) if !ended => {
+                Some(state.polling.presence().opened(session_id, participant))
+            }
+            _ => None,
+        };
         let snapshot_url = format!("/v1/sessions/{session_id}");
-        Ok(Ok(EventStream::new(state, filter, start, snapshot_url, on_slow)
-            .with_presence(guard)
-            .with_permit(permit)))
+        let token = caller.as_ref().map(|c| &c.token);
+        Ok(Ok(EventStream::new(
+            state,
+            filter,
+            start,
+            snapshot_url,
+            on_slow,
+            token,
+        )
+        .with_presence(guard)
+        .with_permit(permit)
+        .ending_with_session(session_topic(session_id), ended)))
     }
     .await;
     match result {

@@ -242,7 +242,12 @@ impl TxCommand for Traced {
             Op::Snapshot { key } => snapshot(&mut ctx, key).await,
             Op::SessionExists { session_id } => load_session(&mut ctx, &SessionKey::Id(session_id))
                 .await
-                .map(|_| CommandOutput::answer(json_response(StatusCode::OK, json!({})))),
+                .map(|session| {
+                    CommandOutput::answer(json_response(
+                        StatusCode::OK,
+                        json!({ "status": session.status.as_str() }),
+                    ))
+                }),
             Op::Results { poll_id, actor } => results(&mut ctx, poll_id, actor).await,
             Op::Votes { poll_id, presenter } => votes(&mut ctx, poll_id, presenter).await,
         };
@@ -422,9 +427,17 @@ async fn session_command(
             (Command::CreatePoll { poll_id, draft, at }, Some(poll_id))
         }
     };
+    let ends = matches!(command, Command::EndSession { .. });
     let events = decide(&state, command).map_err(|r| ctx.fail(conflict_of(r)))?;
+    // The open poll's last results go out before the session ends, whose
+    // streams end with `session:ended`: a coalesced broadcast still waiting
+    // for its interval would reach nobody.
+    let final_results = match state.open_poll().filter(|_| ends) {
+        Some(poll) => final_results(ctx, poll).await?,
+        None => None,
+    };
     apply(ctx, &state, &events).await?;
-    let new_events = ctx.events(&events);
+    let new_events: Vec<NewEvent> = final_results.into_iter().chain(ctx.events(&events)).collect();
     let (status, body) = match created {
         Some(poll_id) => {
             let poll = load_poll(ctx, poll_id).await?;
@@ -834,6 +847,18 @@ fn ballot_outcome(
             (event, error.to_stored(trace_id))
         }
     }
+}
+
+/// The results broadcast of `poll` as its tally stands in this
+/// transaction; none for a poll without votes (its results never moved).
+async fn final_results(ctx: &mut Ctx<'_>, poll: &Poll) -> Result<Option<NewEvent>, Stop> {
+    let tally = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
+    if tally.vote_count == 0 {
+        return Ok(None);
+    }
+    let latest = ctx.tx.latest_vote(poll.id).await?;
+    let results = tally.results_json(poll);
+    Ok(Some(results_broadcast(poll, &results, latest, &ctx.trace_id)))
 }
 
 async fn emit_results(ctx: &mut Ctx<'_>, poll_id: PollId) -> Result<CommandOutput, Stop> {

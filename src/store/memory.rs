@@ -15,6 +15,7 @@ use super::{
 };
 use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
+use crate::revocation::Revocation;
 
 #[derive(Default)]
 struct Log {
@@ -24,6 +25,7 @@ struct Log {
     pruned_through: EventId,
     keys: HashMap<(String, String), RememberedKey>,
     polling: PollingTables,
+    revocations: Vec<Revocation>,
 }
 
 struct RememberedKey {
@@ -189,6 +191,18 @@ impl EventStore for MemoryStore {
         let key_cutoff = Utc::now() - IDEMPOTENCY_WINDOW;
         log.keys.retain(|_, k| k.at >= key_cutoff);
         Ok(dropped as u64)
+    }
+
+    async fn revoke(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        self.lock().await.revocations.push(revocation.clone());
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let now = Utc::now();
+        let mut log = self.lock().await;
+        log.revocations.retain(|r| r.until > now);
+        Ok(log.revocations.clone())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_votes_without_foreign_keys",
         include_str!("../../sql/0005_votes_without_foreign_keys.sql"),
     ),
+    ("0006_revocations", include_str!("../../sql/0006_revocations.sql")),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

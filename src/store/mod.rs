@@ -207,6 +207,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// Returns how many events were dropped.
     async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// Records a revocation (see [`crate::revocation`]).
+    async fn revoke(&self, revocation: &crate::revocation::Revocation) -> Result<(), StoreError>;
+
+    /// The revocations still in force.
+    async fn revocations(&self) -> Result<Vec<crate::revocation::Revocation>, StoreError>;
+
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 

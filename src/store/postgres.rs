@@ -34,6 +34,7 @@ use super::{
 };
 use crate::domain::event::{EntityVersion, EventId, EventType, StoredEvent, TraceId};
 use crate::domain::topic::{Selector, Topic, TopicFilter};
+use crate::revocation::Revocation;
 
 /// Advisory lock serializing every writer of the log, on every node
 /// ("pollcast" in ASCII).
@@ -995,7 +996,53 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(classify)?;
+        client
+            .execute("DELETE FROM revocations WHERE until <= now()", &[])
+            .await
+            .map_err(classify)?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn revoke(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO revocations (id, jti, sub, tenant, revoked_at, until) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &revocation.id,
+                    &revocation.jti,
+                    &revocation.subject,
+                    &revocation.tenant,
+                    &revocation.revoked_at,
+                    &revocation.until,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, jti, sub, tenant, revoked_at, until FROM revocations WHERE until > now()",
+                &[],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|row| Revocation {
+                id: row.get(0),
+                jti: row.get(1),
+                subject: row.get(2),
+                tenant: row.get(3),
+                revoked_at: row.get(4),
+                until: row.get(5),
+            })
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,10 +17,16 @@ use crate::helpers::{data, Backend, SseClient, TestApp};
 use crate::polling_helpers::{create_session, option_id, post, vote};
 
 /// Documented events this scenario cannot produce, and where they are tested.
-const SEEN_ELSEWHERE: &[(&str, &str)] = &[(
-    "system:alert",
-    "tests/faults/outages.rs (database loss and recovery)",
-)];
+const SEEN_ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "system:alert",
+        "tests/faults/outages.rs (database loss and recovery)",
+    ),
+    (
+        "connection:closing",
+        "tests/hostile/lifetimes.rs (expiry, revocation, an admin's close)",
+    ),
+];
 
 /// One kind of frame: its type and where it travels (`session`,
 /// `participant`, `user`… for stored events; `frame` for transient ones).
@@ -184,14 +190,14 @@ async fn run_scenario(app: &TestApp) -> Seen {
     drop(ann_stream); // participant:disconnected after the grace period
     tokio::time::sleep(Duration::from_millis(600)).await;
     session.close(app, &poll).await;
-    session.end(app).await;
-    seen.drain(&mut watcher).await;
 
     // Resuming: reconnected, and reset for an id that cannot be replayed.
     let mut resumed = session.watch(app, None, Some("0")).await;
     seen.drain(&mut resumed).await;
     let mut reset = session.watch(app, None, Some("999999")).await;
     seen.drain(&mut reset).await;
+    session.end(app).await;
+    seen.drain(&mut watcher).await;
 
     // Generic topics: versions, rooms, the personal topic, system status.
     let token = app.keys.mint(&Claims {

@@ -296,7 +296,12 @@ impl Node {
             // tested in tests/api.
             .args(["--publish-rate", "1000000", "--streams-per-token", "1000000"])
             // Every client here comes from 127.0.0.1.
-            .args(["--max-connections-per-address", "1000000", "--streams-per-address", "1000000"])
+            .args([
+                "--max-connections-per-address",
+                "1000000",
+                "--streams-per-address",
+                "1000000",
+            ])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -6,11 +6,17 @@
 //!   batches of legitimate ones.
 //! - [`connections`]: slow heads, idle keep-alives, stalled bodies, and
 //!   more connections than the node has room for.
+//! - [`lifetimes`]: streams that would outlive their token, a revoked
+//!   token, an admin's close, or their session.
 
 // The API suite's harness; not every helper is used here.
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "../api/polling_helpers.rs"]
+mod polling_helpers;
 
 mod connections;
+mod lifetimes;
 mod poisoning;

@@ -40,13 +40,13 @@ async fn hostile_requests(app: &TestApp) -> Vec<(String, Value, Option<String>)>
         ),
         (
             format!("/v1/sessions/{id}/polls"),
-            json!({"question": "why\u{0}?", "type": "open_text"}),
+            json!({"question": "why\u{0}?", "pollType": "open_text"}),
             Some(presenter.clone()),
         ),
         (
             format!("/v1/sessions/{id}/polls"),
-            json!({"question": "which?", "type": "multiple_choice",
-                   "options": [{"label": "a"}, {"label": "b\u{0}"}]}),
+            json!({"question": "which?", "pollType": "multiple_choice",
+                   "options": ["a", "b\u{0}"]}),
             Some(presenter),
         ),
     ]

@@ -46,6 +46,7 @@ const STATUS_TEXT = {
   live: 'live',
   reconnecting: 'reconnecting…',
   failed: 'disconnected',
+  ended: 'session ended',
 };
 
 /** Drives the connection badge (data-testid="connection-status"). */

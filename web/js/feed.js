@@ -8,6 +8,8 @@
 //   EventSource after a growing backoff, from the last event id seen;
 // - `connection:reset` (the id is too old or unknown): a fresh snapshot,
 //   then a stream from its `lastEventId`.
+// - `session:ended`: the server ends the stream right after it (and would
+//   answer 204 to a reconnect): the feed stops, its status `ended`.
 // Stored events carry increasing ids, so any event at or below the last id
 // applied is a duplicate and skipped.
 
@@ -140,7 +142,7 @@ export class SessionFeed {
    * @param {string} [o.token] presenter or participant token
    * @param {(state: SessionState) => void} o.onSnapshot a fresh state
    * @param {(event: object, state: SessionState) => void} o.onEvent after each stored event is applied
-   * @param {(status: 'connecting'|'live'|'reconnecting'|'failed') => void} o.onStatus
+   * @param {(status: 'connecting'|'live'|'reconnecting'|'failed'|'ended') => void} o.onStatus
    * @param {(error: Error) => void} o.onFatal the session or the token is gone
    */
   constructor({ key, token, onSnapshot, onEvent, onStatus, onFatal }) {
@@ -258,6 +260,13 @@ export class SessionFeed {
     this.lastId = event.id;
     this.state.apply(event);
     this.handlers.onEvent?.(event, this.state);
+    if (event.type === 'session:ended') this.finish();
+  }
+
+  /** The session is over: nothing more will come, so stop listening. */
+  finish() {
+    this.stop();
+    this.status('ended');
   }
 
   /**
@@ -273,6 +282,7 @@ export class SessionFeed {
     await this.pause(backoff(attempt));
     if (this.stopped || this.source) return;
     const verdict = await this.probe();
+    if (this.stopped) return;
     if (verdict) {
       this.status('failed');
       this.handlers.onFatal?.(verdict);
@@ -285,6 +295,11 @@ export class SessionFeed {
     const abort = new AbortController();
     try {
       const response = await fetch(this.streamUrl(), { signal: abort.signal, cache: 'no-store' });
+      if (response.status === 204) {
+        // The session has ended and this page has seen all of it.
+        this.finish();
+        return null;
+      }
       if ([401, 403, 404].includes(response.status)) {
         const body = await response.json().catch(() => null);
         const err = new Error(body?.error?.message ?? `stream refused (${response.status})`);

@@ -124,7 +124,7 @@ impl State {
             .ok_or_else(|| Rejection::Conflict("the poll does not belong to this session".into()))
     }
 
-    fn open_poll(&self) -> Option<&Poll> {
+    pub fn open_poll(&self) -> Option<&Poll> {
         self.polls.iter().find(|p| p.status == PollStatus::Open)
     }
 

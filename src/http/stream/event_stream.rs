@@ -1,39 +1,38 @@
-//! `GET /v1/events`: the SSE stream of a set of topics.
+//! One open SSE stream as a state machine: opening (the `connection:*`
+//! frame), catching up (replay from the store, then the hub's ring; the
+//! seam is decided by id under the hub's lock), live (hub frames and
+//! heartbeats), and done.
 //!
-//! Each stream is a small state machine: it opens with a `connection:*`
-//! frame, replays from the store while its cursor is older than the hub's
-//! ring, attaches to the hub (the seam is decided by id, under the hub's
-//! lock), then forwards live frames and heartbeats until the client leaves,
-//! the server shuts down, or the hub drops it for being too slow.
+//! A stream ends from the inside when its token expires, and from the
+//! outside when a revocation or an admin closes it (see
+//! [`crate::streams`]): its last frame is then `connection:closing`, with
+//! the reason, whether to reconnect, and the id to resume from. A stream of
+//! a live polling session ends right after that session's `session:ended`.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::HeaderValue;
 use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use warp::reply::{Reply, Response};
 
-use super::error::ApiError;
-use super::request::RequestContext;
-use super::server::ConnectionCloser;
-use super::AppState;
-use crate::auth::{Caller, Role};
-use crate::domain::event::{parse_event_id, EventId};
-use crate::domain::polling::events::participant_topic;
-use crate::domain::topic::{is_private, Selector, Topic, TopicFilter};
+use super::StartPoint;
+use crate::auth::{unix_now, TokenFacts};
+use crate::domain::event::EventId;
+use crate::domain::topic::{Topic, TopicFilter};
 use crate::fanout::frame::{self, Frame, PING};
 use crate::fanout::hub::{Attach, Hub, Subscription};
+use crate::http::AppState;
 use crate::limits::StreamPermit;
 use crate::metrics;
 use crate::polling::presence::PresenceGuard;
-use crate::rooms::{system_topic, Room, StreamOwner};
+use crate::rooms::{system_topic, Room};
 use crate::store::{EventStore, StoreError};
+use crate::streams::{CloseReason, Registration};
 
 /// Most events read from the store per query while replaying.
 const REPLAY_PAGE: usize = 2000;
@@ -47,202 +46,18 @@ const REPLAY_PAGE_BYTES: usize = 512 * 1024;
 /// Most live frames written in one chunk: batching saves syscalls when a
 /// burst is queued, without holding frames back when it is not.
 const LIVE_BATCH: usize = 64;
+/// Most log ids a reconnect counts its missed events over before its first
+/// frame: enough for every ordinary reconnect, small enough that the first
+/// frame never waits on a scan (see `open`).
+const COUNT_WINDOW: EventId = 10_000;
+/// Most log ids one replay read looks through: the bound on the work of a
+/// single read, whatever the filter (see `catch_up`).
+const REPLAY_WINDOW: EventId = 20_000;
 /// Store reads a stream retries in a row before it ends and leaves the
 /// client to resume with Last-Event-ID. A pool briefly exhausted by a burst
 /// of replays, or a failover, should not send every stream's client through
 /// a reconnect at once.
 const STORE_RETRIES: u32 = 5;
-
-/// The `topic` selectors of a read request as a filter for the store (the
-/// history endpoint); streams build theirs in their room.
-pub fn read_filter(
-    ctx: &RequestContext,
-    caller: &Caller,
-    max_topics: usize,
-) -> Result<TopicFilter, ApiError> {
-    let selectors = read_selectors(ctx, caller, max_topics)?;
-    let filter = TopicFilter::new(selectors, Some(caller.subscribe.clone()));
-    Ok(match own_private_topic(caller) {
-        Some(_) => filter,
-        None => filter.without_private(),
-    })
-}
-
-/// The private topic a caller may read: a participant's own.
-fn own_private_topic(caller: &Caller) -> Option<Topic> {
-    match caller.role {
-        Some(Role::Participant { participant, .. }) => Some(participant_topic(participant)),
-        _ => None,
-    }
-}
-
-/// The `topic` selectors of a read request, checked against the caller's
-/// `subscribe` claims and the private topics.
-fn read_selectors(
-    ctx: &RequestContext,
-    caller: &Caller,
-    max_topics: usize,
-) -> Result<Vec<Selector>, ApiError> {
-    let selectors: Vec<Selector> = ctx
-        .query_all("topic")
-        .map(|raw| {
-            Selector::parse(raw)
-                .map(|s| caller.scope_selector(s))
-                .map_err(|e| ApiError::bad_request(format!("topic {raw:?}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    if selectors.is_empty() {
-        return Err(ApiError::bad_request("give at least one `topic` query parameter"));
-    }
-    if selectors.len() > max_topics {
-        return Err(ApiError::bad_request(format!(
-            "at most {max_topics} topics per request"
-        )));
-    }
-    if let Some(denied) = selectors.iter().find(|s| !caller.may_subscribe(s)) {
-        return Err(ApiError::forbidden(format!(
-            "the token may not subscribe to `{}`",
-            denied.display_name()
-        )));
-    }
-    // A participant's own topic carries its identity: only that
-    // participant reads it (its token allows nothing else of the kind).
-    // Other tokens are refused it by name, and wildcards leave it out.
-    let own_topic = own_private_topic(caller);
-    let owns = |s: &Selector| own_topic.as_ref().is_some_and(|t| s.as_str() == t.as_str());
-    if let Some(private) = selectors.iter().find(|s| is_private(s.as_str()) && !owns(s)) {
-        return Err(ApiError::forbidden(format!(
-            "`{private}` is private to its participant: only that participant's token reads it"
-        )));
-    }
-    Ok(selectors)
-}
-
-/// A token's personal topic `user:<sub>`, which every stream of that token
-/// follows (CONTRACT §4), so a backend can reach the user on all of them.
-/// `None` without a `sub`, or when the `sub` is not a valid topic segment.
-pub fn personal_topic(caller: &Caller) -> Option<Selector> {
-    let sub = caller.subject.as_deref()?;
-    if caller.role.is_some() {
-        return None; // polling tokens have their own topics
-    }
-    Selector::parse(&format!("user:{sub}"))
-        .ok()
-        .filter(|s| s.as_exact().is_some())
-        .map(|s| caller.scope_selector(s))
-}
-
-/// Where a stream starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartPoint {
-    /// No Last-Event-ID: live from now.
-    Now,
-    /// Replay everything after this id, then live.
-    After(EventId),
-    /// A Last-Event-ID header that is not an id: treated like an unknown id
-    /// (a browser answered with a 4xx would never reconnect).
-    Malformed(String),
-}
-
-/// The start point of a request: the `Last-Event-ID` header wins over the
-/// `lastEventId` query parameter; a malformed query parameter is a 400.
-pub fn start_point(ctx: &RequestContext) -> Result<StartPoint, ApiError> {
-    let from_query = match ctx.query_one("lastEventId")? {
-        None => None,
-        Some(raw) => Some(
-            parse_event_id(raw)
-                .ok_or_else(|| ApiError::bad_request("lastEventId must be a decimal event id"))?,
-        ),
-    };
-    let header = ctx
-        .headers
-        .get("last-event-id")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    Ok(match header.filter(|h| !h.trim().is_empty()) {
-        Some(raw) => match parse_event_id(raw.trim()) {
-            Some(id) => StartPoint::After(id),
-            None => StartPoint::Malformed(raw.chars().take(64).collect()),
-        },
-        None => from_query.map_or(StartPoint::Now, StartPoint::After),
-    })
-}
-
-pub async fn handle(state: AppState, ctx: RequestContext, closer: Option<ConnectionCloser>) -> Response {
-    match open_topics(&state, &ctx, closer.map(|c| c.0)) {
-        Ok(stream) => sse_response(stream),
-        Err(error) => error.into_response(&ctx.trace_id),
-    }
-}
-
-/// Authorizes a `GET /v1/events` request and opens its stream; `on_slow`
-/// is cancelled if the hub drops the stream for falling behind.
-pub fn open_topics(
-    state: &AppState,
-    ctx: &RequestContext,
-    on_slow: Option<CancellationToken>,
-) -> Result<EventStream, ApiError> {
-    let caller = ctx.caller(&state.keys, true)?;
-    let mut selectors = read_selectors(ctx, &caller, state.limits.max_topics)?;
-    let start = start_point(ctx)?;
-    let present = match ctx.query_one("presence")? {
-        None | Some("false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(_) => return Err(ApiError::bad_request("presence must be true or false")),
-    };
-    let snapshot_url = history_url(&selectors);
-    let permit = state.limits.streams.acquire(&caller.identity).ok_or_else(|| {
-        ApiError::rate_limited(
-            format!(
-                "this token already holds {} open streams",
-                state.limits.streams.limit()
-            ),
-            Duration::from_secs(1),
-        )
-    })?;
-    let address_permit = address_permit(state, ctx)?;
-    let mut allowed = caller.subscribe.clone();
-    if let Some(personal) = personal_topic(&caller) {
-        if !selectors.contains(&personal) {
-            selectors.push(personal.clone());
-        }
-        allowed.push(personal);
-    }
-    let own_private = own_private_topic(&caller).map(|t| t.as_str().to_string());
-    let mut stream = EventStream::new(state, TopicFilter::everything(), start, snapshot_url, on_slow);
-    let room = state.rooms.register(
-        StreamOwner {
-            connection_id: stream.connection_id,
-            identity: caller.identity.clone(),
-            user_id: caller.role.is_none().then(|| caller.subject.clone()).flatten(),
-            present,
-            user_agent: ctx.header("user-agent").map(|ua| ua.chars().take(256).collect()),
-            allowed,
-            own_private,
-        },
-        selectors,
-    );
-    stream.filter = room.filter();
-    stream.room = Some(room);
-    stream.permits = vec![permit, address_permit];
-    Ok(stream)
-}
-
-/// One of the open-stream permits of the request's client address (see
-/// `--streams-per-address`).
-pub fn address_permit(state: &AppState, ctx: &RequestContext) -> Result<StreamPermit, ApiError> {
-    let address = ctx
-        .client
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-    state.limits.streams_per_address.acquire(&address).ok_or_else(|| {
-        ApiError::rate_limited(
-            format!(
-                "this address already holds {} open streams",
-                state.limits.streams_per_address.limit()
-            ),
-            Duration::from_secs(1),
-        )
-    })
-}
 
 /// The next replay page's size: as many events as fit in
 /// [`REPLAY_PAGE_BYTES`] at the size the last page's events had.
@@ -253,40 +68,6 @@ fn next_replay_page(framed_bytes: usize, events: usize) -> usize {
     let per_event = (framed_bytes / events).max(1);
     (REPLAY_PAGE_BYTES / per_event).clamp(16, REPLAY_PAGE)
 }
-
-/// The history URL for the same topics: where a reset client resyncs.
-fn history_url(selectors: &[Selector]) -> String {
-    let query: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(selectors.iter().map(|s| ("topic", s.display_name())))
-        .finish();
-    format!("/v1/events/history?{query}")
-}
-
-/// Wraps a stream in the response headers every SSE stream carries.
-pub fn sse_response(stream: EventStream) -> Response {
-    let chunks = futures::stream::unfold(stream, |mut stream| async move {
-        stream
-            .next_chunk()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), stream))
-    });
-    // warp wants a `Sync` stream; the stream is only ever polled through
-    // `&mut`, which is what SyncStream makes explicit.
-    let mut response = warp::reply::stream(sync_wrapper::SyncStream::new(chunks)).into_response();
-    let headers = response.headers_mut();
-    for (name, value) in SSE_HEADERS {
-        headers.insert(*name, HeaderValue::from_static(value));
-    }
-    response
-}
-
-/// The headers of every SSE response, whichever path serves it.
-/// `X-Accel-Buffering: no` keeps nginx from buffering the stream.
-pub const SSE_HEADERS: &[(&str, &str)] = &[
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    ("x-accel-buffering", "no"),
-];
 
 enum Phase {
     Opening(StartPoint),
@@ -322,6 +103,28 @@ pub struct EventStream {
     permits: Vec<StreamPermit>,
     /// Store reads that failed in a row (see [`STORE_RETRIES`]).
     store_failures: u32,
+    /// The node's catch-up permits: replay reads wait for one.
+    catchups: Arc<tokio::sync::Semaphore>,
+    /// Its place among the node's open streams: how it is closed from
+    /// outside.
+    registration: Registration,
+    /// When its token expires (`exp`, seconds since the epoch), and a timer
+    /// set for just after it.
+    expires_at: Option<u64>,
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The polling session whose end ends this stream.
+    session: Option<SessionEnd>,
+}
+
+/// How a stream of a live polling session ends.
+struct SessionEnd {
+    /// `session:<id>`: the stream ends after its `session:ended` frame.
+    topic: Topic,
+    /// The session had ended when the stream opened: once caught up, the
+    /// stream ends (its client resumes into a `204`).
+    ended: bool,
+    /// The `session:ended` frame has been sent.
+    sent_end: bool,
 }
 
 impl Drop for EventStream {
@@ -331,17 +134,28 @@ impl Drop for EventStream {
 }
 
 impl EventStream {
+    /// A stream opened with `token` (`None`: an anonymous session
+    /// watcher), registered among the node's open streams.
     pub fn new(
         state: &AppState,
         filter: TopicFilter,
         start: StartPoint,
         snapshot_url: String,
         on_slow: Option<CancellationToken>,
+        token: Option<&TokenFacts>,
     ) -> Self {
         ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
         let every = state.streams.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let connection_id = Uuid::new_v4();
+        let expires_at = token.map(|t| t.expires_at);
+        // The token is expired once `exp` has passed (the same rule as its
+        // check): wake a moment after that second.
+        let expiry = expires_at.map(|exp| {
+            let left = Duration::from_secs(exp.saturating_sub(unix_now())) + Duration::from_millis(1_001);
+            Box::pin(tokio::time::sleep(left.min(Duration::from_secs(400 * 86_400))))
+        });
         EventStream {
             store: Arc::clone(&state.store),
             hub: Arc::clone(&state.hub),
@@ -350,7 +164,7 @@ impl EventStream {
             cursor: 0,
             replay_page: FIRST_REPLAY_PAGE,
             backlog: VecDeque::new(),
-            connection_id: Uuid::new_v4(),
+            connection_id,
             snapshot_url,
             retry: state.streams.retry,
             heartbeat,
@@ -360,7 +174,34 @@ impl EventStream {
             room: None,
             permits: Vec::new(),
             store_failures: 0,
+            catchups: Arc::clone(&state.catchups),
+            registration: state.open_streams.register(connection_id, token.cloned()),
+            expires_at,
+            expiry,
+            session: None,
         }
+    }
+
+    pub fn connection_id(&self) -> Uuid {
+        self.connection_id
+    }
+
+    /// Follows the topics of `room`, which it joins and leaves while open.
+    pub fn with_room(mut self, room: Room) -> Self {
+        self.filter = room.filter();
+        self.room = Some(room);
+        self
+    }
+
+    /// Ends the stream after the `session:ended` of `topic`'s session, or,
+    /// when the session had `ended` already, once it has caught up.
+    pub fn ending_with_session(mut self, topic: Topic, ended: bool) -> Self {
+        self.session = Some(SessionEnd {
+            topic,
+            ended,
+            sent_end: false,
+        });
+        self
     }
 
     /// Counts the stream against these limits while it is open.
@@ -384,6 +225,12 @@ impl EventStream {
             if !matches!(phase, Phase::Live(_)) && self.shutdown.is_cancelled() {
                 return None;
             }
+            if matches!(phase, Phase::Done) || self.session.as_ref().is_some_and(|s| s.sent_end) {
+                return None;
+            }
+            if let Some(reason) = self.close_requested() {
+                return Some(self.closing(reason));
+            }
             let chunk = match phase {
                 Phase::Done => return None,
                 Phase::Opening(start) => self.open(start).await,
@@ -393,6 +240,40 @@ impl EventStream {
             if let Some(chunk) = chunk {
                 return Some(chunk);
             }
+        }
+    }
+
+    /// Why the stream must end now, if it must.
+    fn close_requested(&self) -> Option<CloseReason> {
+        if let Some(reason) = self.registration.closing.reason() {
+            return Some(reason);
+        }
+        self.expires_at
+            .filter(|exp| unix_now() > *exp)
+            .map(|_| CloseReason::TokenExpired)
+    }
+
+    /// The last frame, `connection:closing`; the stream is done after it.
+    fn closing(&mut self, reason: CloseReason) -> Bytes {
+        self.phase = Phase::Done;
+        let payload = json!({
+            "connectionId": self.connection_id.to_string(),
+            "timestamp": crate::domain::event::format_timestamp(&chrono::Utc::now()),
+            "reason": reason.as_str(),
+            "reconnect": reason.reconnect(),
+            "lastEventId": self.cursor.to_string(),
+        });
+        frame::transient("connection:closing", payload)
+    }
+
+    /// Whether `frame` ends this stream's session; remembers that it did.
+    fn ends_here(&mut self, topic: &Topic, ends_session: bool) -> bool {
+        match &mut self.session {
+            Some(session) if ends_session && *topic == session.topic => {
+                session.sent_end = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -422,9 +303,17 @@ impl EventStream {
                 } else if last > bounds.head.max(self.hub.high()) {
                     self.reset("unknown", last.to_string())
                 } else {
-                    let count = match self.store.count_range(last, bounds.head, &self.filter).await {
-                        Ok(count) => count,
-                        Err(error) => return self.retry_later(retry, error).await,
+                    // Counted only over a bounded stretch of the log: past it
+                    // the count says how many events the log holds after
+                    // `last` (an upper bound) and says that it is one.
+                    let gap = bounds.head.saturating_sub(last);
+                    let (count, exact) = if gap <= COUNT_WINDOW {
+                        match self.store.count_range(last, bounds.head, &self.filter).await {
+                            Ok(count) => (count, true),
+                            Err(error) => return self.retry_later(retry, error).await,
+                        }
+                    } else {
+                        (gap as u64, false)
                     };
                     self.cursor = last;
                     let payload = json!({
@@ -432,6 +321,7 @@ impl EventStream {
                         "timestamp": crate::domain::event::format_timestamp(&chrono::Utc::now()),
                         "replayFrom": last.to_string(),
                         "replayCount": count,
+                        "replayCountExact": exact,
                     });
                     ("connection:reconnected", payload)
                 }
@@ -509,11 +399,21 @@ impl EventStream {
             }
             Attach::Behind { high } => {
                 let limit = self.replay_page;
-                let page = match self
-                    .store
-                    .read_range(self.cursor, high, &self.filter, limit)
-                    .await
-                {
+                // Each read looks at a bounded slice of the log, however
+                // few events in it match: a sparse filter over millions of
+                // events is many short reads, not one that pins the
+                // database. Reads wait their turn for one of the node's
+                // catch-up permits, in order of arrival.
+                let window_end = high.min(self.cursor.saturating_add(REPLAY_WINDOW));
+                let page = {
+                    let Ok(_permit) = self.catchups.acquire().await else {
+                        return None; // closed: the server is stopping
+                    };
+                    self.store
+                        .read_range(self.cursor, window_end, &self.filter, limit)
+                        .await
+                };
+                let page = match page {
                     Ok(page) => page,
                     Err(error) => return self.retry_later(Phase::CatchingUp, error).await,
                 };
@@ -524,18 +424,28 @@ impl EventStream {
                 // thousands of events.
                 let mut chunk =
                     BytesMut::with_capacity(page.iter().map(|e| e.payload.get().len() + 256).sum());
-                for event in page.iter().filter(|e| e.id > self.cursor) {
+                let cursor = self.cursor;
+                for event in page.iter().filter(|e| e.id > cursor) {
                     frame::write_event(&mut chunk, event);
+                    if self.ends_here(&event.topic, frame::ends_session(event)) {
+                        break;
+                    }
                 }
                 if let Some(last) = page.last() {
                     self.cursor = self.cursor.max(last.id);
                 }
                 self.replay_page = next_replay_page(chunk.len(), page.len());
                 if page.len() < limit {
-                    // Nothing else matches up to `high`: jump there.
-                    self.cursor = self.cursor.max(high);
+                    // Nothing else matches up to the window's end: jump there.
+                    self.cursor = self.cursor.max(window_end);
                 }
-                (!chunk.is_empty()).then(|| chunk.freeze())
+                if chunk.is_empty() {
+                    // A long stretch without a match still shows the client
+                    // the stream is alive.
+                    return futures::FutureExt::now_or_never(self.heartbeat.tick())
+                        .map(|_| Bytes::from_static(PING));
+                }
+                Some(chunk.freeze())
             }
         }
     }
@@ -544,6 +454,11 @@ impl EventStream {
         if !self.backlog.is_empty() {
             self.phase = Phase::Live(subscription);
             return self.drain_backlog();
+        }
+        if self.session.as_ref().is_some_and(|s| s.ended) {
+            // Caught up with a session that had already ended: nothing
+            // more will come, and the client's next attempt gets 204.
+            return None;
         }
         // Shutdown is not watched here: the hub closes every subscription.
         let chunk = tokio::select! {
@@ -560,6 +475,7 @@ impl EventStream {
                         None
                     } else {
                         self.cursor = first.id;
+                        self.ends_here(&first.topic, first.ends_session);
                         Some(first.bytes.clone())
                     }
                 } else {
@@ -574,6 +490,11 @@ impl EventStream {
                 }
             }
             _ = self.heartbeat.tick() => Some(Bytes::from_static(PING)),
+            _ = self.registration.closing.requested() => {
+                let reason = self.registration.closing.reason().unwrap_or(CloseReason::ClosedByAdmin);
+                return Some(self.closing(reason));
+            }
+            _ = until_expired(&mut self.expiry) => return Some(self.closing(CloseReason::TokenExpired)),
         };
         self.phase = Phase::Live(subscription);
         chunk
@@ -608,8 +529,19 @@ impl EventStream {
                 self.cursor = frame.id;
             }
             chunk.extend_from_slice(&frame.bytes);
+            if self.ends_here(&frame.topic, frame.ends_session) {
+                break;
+            }
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
+    }
+}
+
+/// Resolves when the token's expiry timer fires; never without a token.
+async fn until_expired(expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
