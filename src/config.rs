@@ -72,6 +72,28 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_RING_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub ring_size: u32,
 
+    /// …and at most this many bytes of them (the ring drops its oldest
+    /// frames past either limit).
+    #[arg(long, env = "POLLCAST_RING_BYTES", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub ring_bytes: u64,
+
+    /// Memory store only: most events kept. Past it (or past
+    /// --memory-max-bytes) the oldest are dropped, as retention drops them
+    /// on Postgres: a client resuming from one gets `connection:reset`.
+    #[arg(long, env = "POLLCAST_MEMORY_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_max_events: u64,
+
+    /// Memory store only: most bytes of events kept (payloads, topics and
+    /// the rest of each event, roughly).
+    #[arg(long, env = "POLLCAST_MEMORY_MAX_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub memory_max_bytes: u64,
+
+    /// Memory store only: most live polling rows (sessions, polls,
+    /// participants, votes, idempotency keys). They cannot be dropped like
+    /// old events, so past it new ones are refused with 507 `storage_full`.
+    #[arg(long, env = "POLLCAST_MEMORY_MAX_ROWS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_max_rows: u64,
+
     /// Live polling: at most one results broadcast per poll per interval.
     #[arg(long, env = "POLLCAST_RESULTS_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub results_interval: Duration,

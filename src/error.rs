@@ -103,6 +103,14 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%detail, "store unavailable");
                 ApiError::unavailable("the event store is unavailable; retry shortly")
             }
+            StoreError::Full(detail) => {
+                tracing::warn!(%detail, "the memory store is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    format!("{detail}; run pollcast with DATABASE_URL for more"),
+                )
+            }
             StoreError::Rejected(detail) => {
                 tracing::warn!(%detail, "the database refused a value the edge let through");
                 ApiError::unprocessable(format!("the database refused a value of this request: {detail}"))

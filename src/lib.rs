@@ -98,6 +98,7 @@ impl Server {
             head,
             HubConfig {
                 ring_capacity: config.ring_size as usize,
+                ring_bytes: config.ring_bytes as usize,
                 subscriber_buffer: config.subscriber_buffer as usize,
             },
         );
@@ -302,7 +303,11 @@ async fn open_store(config: &ServeConfig) -> Result<Arc<dyn EventStore>, StoreEr
                 "NO DATABASE_URL: events are kept IN MEMORY ONLY and are lost when the process exits. \
                  Set DATABASE_URL=postgres://… for durability and several nodes."
             );
-            Ok(Arc::new(MemoryStore::new()))
+            Ok(Arc::new(MemoryStore::with_budget(store::memory::MemoryBudget {
+                max_events: config.memory_max_events as usize,
+                max_bytes: config.memory_max_bytes as usize,
+                max_rows: config.memory_max_rows as usize,
+            })))
         }
     }
 }

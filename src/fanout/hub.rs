@@ -23,6 +23,9 @@ use crate::metrics;
 pub struct HubConfig {
     /// Frames kept for reconnects and attaches without a store read.
     pub ring_capacity: usize,
+    /// …and at most this many bytes of them: 4,096 frames of 64 KiB events
+    /// would otherwise hold 256 MiB.
+    pub ring_bytes: usize,
     /// Frames one subscriber may have queued; past that it is disconnected
     /// (it resumes with Last-Event-ID), so a stalled reader costs at most
     /// this many pointers.
@@ -33,6 +36,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             ring_capacity: 4096,
+            ring_bytes: 32 << 20,
             subscriber_buffer: 1024,
         }
     }
@@ -52,6 +56,8 @@ struct State {
     /// Every event with a greater id (up to `high`) is in the ring.
     ring_floor: EventId,
     ring: VecDeque<Arc<Frame>>,
+    /// The bytes of the frames in the ring.
+    ring_bytes: usize,
     subscribers: HashMap<u64, Subscriber>,
     /// Subscribers asking only for exact topics, indexed by topic, so an
     /// event touches only its own topic's subscribers…
@@ -174,7 +180,8 @@ impl Hub {
             state: Mutex::new(State {
                 high: start,
                 ring_floor: start,
-                ring: VecDeque::with_capacity(config.ring_capacity),
+                ring: VecDeque::with_capacity(config.ring_capacity.min(4096)),
+                ring_bytes: 0,
                 subscribers: HashMap::new(),
                 by_topic: HashMap::new(),
                 wildcard: HashSet::new(),
@@ -341,10 +348,14 @@ impl Hub {
                 continue;
             }
             state.high = frame.id;
+            state.ring_bytes += frame.bytes.len();
             state.ring.push_back(Arc::clone(&frame));
-            while state.ring.len() > self.config.ring_capacity {
+            while state.ring.len() > self.config.ring_capacity
+                || (state.ring_bytes > self.config.ring_bytes && state.ring.len() > 1)
+            {
                 if let Some(evicted) = state.ring.pop_front() {
                     state.ring_floor = evicted.id;
+                    state.ring_bytes -= evicted.bytes.len();
                 }
             }
             let exact = state.by_topic.get(frame.topic.as_str()).into_iter().flatten();

@@ -124,8 +124,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// `431` with the contract's error body for a request line and headers
-/// over [`request::MAX_HEAD`]; other requests pass on to the routes.
+/// Checks on the request head before any route: `431` with the contract's
+/// error body for a request line and headers over [`request::MAX_HEAD`],
+/// and `400` (closing the connection) for a `GET` or `DELETE` that carries
+/// a chunked body. Such a body means nothing to these routes, and sent
+/// with a `Content-Length` as well it is the classic shape of request
+/// smuggling (hyper keeps only `Transfer-Encoding` then, so that is what is
+/// checked; RFC 9112 §6.3 allows refusing it). Other requests pass on to
+/// the routes.
 fn head_limit() -> BoxedFilter<(Response,)> {
     warp::method()
         .and(warp::path::full())
@@ -134,15 +140,27 @@ fn head_limit() -> BoxedFilter<(Response,)> {
         .and_then(
             |method: http::Method, path: warp::path::FullPath, query: String, ctx: RequestContext| async move {
                 let target = path.as_str().len() + if query.is_empty() { 0 } else { query.len() + 1 };
-                if request::head_size(&method, target, &ctx.headers) <= request::MAX_HEAD {
-                    return Err(warp::reject::not_found());
+                if request::head_size(&method, target, &ctx.headers) > request::MAX_HEAD {
+                    let error = crate::error::ApiError::new(
+                        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "invalid_payload",
+                        format!("the request line and headers exceed {} bytes", request::MAX_HEAD),
+                    );
+                    return Ok(error.into_response(&ctx.trace_id));
                 }
-                let error = crate::error::ApiError::new(
-                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "invalid_payload",
-                    format!("the request line and headers exceed {} bytes", request::MAX_HEAD),
-                );
-                Ok(error.into_response(&ctx.trace_id))
+                let bodiless = matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE);
+                if bodiless && ctx.headers.contains_key(http::header::TRANSFER_ENCODING) {
+                    let mut response = crate::error::ApiError::bad_request(format!(
+                        "a {method} request carries no body (Transfer-Encoding)"
+                    ))
+                    .into_response(&ctx.trace_id);
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    return Ok(response);
+                }
+                Err(warp::reject::not_found())
             },
         )
         .boxed()

@@ -1,8 +1,15 @@
-//! The embedded default: the log in a `Vec` behind a mutex. One process,
-//! nothing durable, same semantics as Postgres (ids in commit order,
-//! idempotency, retention), so protocol tests can run on it.
+//! The embedded default: the log in a `VecDeque` behind a mutex. One
+//! process, nothing durable, same semantics as Postgres (ids in commit
+//! order, idempotency, retention), so protocol tests can run on it.
+//!
+//! Bounded, because it is what `make run` starts with no setup: past its
+//! [`MemoryBudget`] of events or bytes the oldest events are dropped, just
+//! as retention drops them on Postgres (a client resuming from one gets
+//! `connection:reset`), and past its row budget new live polling rows are
+//! refused (`StoreError::Full`). Publishing 50 KB events with stalled
+//! subscribers once took it from 9 MB to 1.29 GB in 20 s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,10 +24,45 @@ use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
 use crate::revocation::Revocation;
 
+/// How much the memory store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBudget {
+    /// Events kept; the oldest go first.
+    pub max_events: usize,
+    /// Bytes of events kept (see [`event_size`]); the oldest go first.
+    pub max_bytes: usize,
+    /// Live polling rows and idempotency keys; new ones are refused past it.
+    pub max_rows: usize,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget {
+            max_events: 100_000,
+            max_bytes: 64 << 20,
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+/// About how many bytes an event takes in memory: its text plus the
+/// allocations around it.
+fn event_size(event: &StoredEvent) -> usize {
+    event.payload.get().len()
+        + event.topic.as_str().len()
+        + event.event_type.as_str().len()
+        + event.trace_id.as_str().len()
+        + event.entity.as_ref().map_or(0, |e| e.entity_id.len())
+        + 160
+}
+
 #[derive(Default)]
 struct Log {
     /// Events in id order; ids are dense here, but readers never rely on it.
-    events: Vec<StoredEvent>,
+    events: VecDeque<StoredEvent>,
+    /// The sum of [`event_size`] over `events`.
+    bytes: usize,
+    budget: MemoryBudget,
     next_id: EventId,
     pruned_through: EventId,
     keys: HashMap<(String, String), RememberedKey>,
@@ -46,10 +88,24 @@ impl Log {
         up_to: EventId,
         filter: &'a TopicFilter,
     ) -> impl Iterator<Item = &'a StoredEvent> + 'a {
-        self.events[self.position_after(after)..]
-            .iter()
+        self.events
+            .range(self.position_after(after)..)
             .take_while(move |e| e.id <= up_to)
             .filter(move |e| filter.matches(e.topic.as_str()))
+    }
+
+    /// Drops the oldest events while the log is over its budget.
+    fn enforce_budget(&mut self) -> usize {
+        let mut dropped = 0;
+        while self.events.len() > self.budget.max_events || self.bytes > self.budget.max_bytes {
+            let Some(oldest) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= event_size(&oldest);
+            self.pruned_through = oldest.id;
+            dropped += 1;
+        }
+        dropped
     }
 }
 
@@ -69,9 +125,15 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Self {
+        Self::with_budget(MemoryBudget::default())
+    }
+
+    pub fn with_budget(budget: MemoryBudget) -> Self {
         MemoryStore {
             log: tokio::sync::Mutex::new(Log {
                 next_id: 1,
+                budget,
+                polling: PollingTables::with_max_rows(budget.max_rows),
                 ..Log::default()
             }),
             hints: watch::channel(0).0,
@@ -109,9 +171,18 @@ impl EventStore for MemoryStore {
             log.next_id += 1;
             committed.push(StoredEvent::from_new(id, event));
         }
+        log.bytes += committed.iter().map(event_size).sum::<usize>();
         log.events.extend(committed.iter().cloned());
+        let dropped = log.enforce_budget();
+        if dropped > 0 {
+            tracing::debug!(dropped, "memory store over budget: dropped its oldest events");
+        }
         let response = (output.respond)(&committed);
-        if let Some(key) = request.idempotency.filter(|_| is_remembered(&response)) {
+        let keys_full = log.keys.len() + log.polling.rows() >= log.budget.max_rows;
+        if let Some(key) = request
+            .idempotency
+            .filter(|_| is_remembered(&response) && !keys_full)
+        {
             log.keys.insert(
                 (key.scope, key.key),
                 RememberedKey {
@@ -171,7 +242,7 @@ impl EventStore for MemoryStore {
         let log = self.lock().await;
         Ok(LogBounds {
             pruned_through: log.pruned_through,
-            head: log.events.last().map_or(log.pruned_through, |e| e.id),
+            head: log.events.back().map_or(log.pruned_through, |e| e.id),
         })
     }
 
@@ -186,7 +257,8 @@ impl EventStore for MemoryStore {
             .map_or(0, |i| i + 1);
         if dropped > 0 {
             log.pruned_through = log.events[dropped - 1].id;
-            log.events.drain(..dropped);
+            let gone: usize = log.events.drain(..dropped).map(|e| event_size(&e)).sum();
+            log.bytes -= gone;
         }
         let key_cutoff = Utc::now() - IDEMPOTENCY_WINDOW;
         log.keys.retain(|_, k| k.at >= key_cutoff);
@@ -232,5 +304,67 @@ impl EventStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{EventType, NewEvent, TraceId};
+    use crate::domain::topic::Topic;
+
+    fn publish(size: usize) -> AppendRequest {
+        let event = NewEvent::new(
+            Topic::parse("demo:a").unwrap(),
+            EventType::parse("demo:said").unwrap(),
+            TraceId::generate(),
+            &serde_json::json!({ "blob": "x".repeat(size) }),
+        );
+        AppendRequest::events(
+            vec![event],
+            Box::new(|_| StoredResponse {
+                status: 201,
+                body: String::new(),
+            }),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn past_its_budget_the_oldest_events_go_as_retention_would() {
+        let store = MemoryStore::with_budget(MemoryBudget {
+            max_events: 5,
+            max_bytes: 1 << 20,
+            max_rows: 100,
+        });
+        for _ in 0..12 {
+            store.append(publish(10)).await.unwrap();
+        }
+        let bounds = store.bounds().await.unwrap();
+        assert_eq!((bounds.pruned_through, bounds.head), (7, 12));
+        let kept = store
+            .read_range(0, 12, &TopicFilter::everything(), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![8, 9, 10, 11, 12]
+        );
+
+        // By bytes: 10 KB events in a 32 KiB budget keep three at most.
+        let store = MemoryStore::with_budget(MemoryBudget {
+            max_events: 1_000,
+            max_bytes: 32 << 10,
+            max_rows: 100,
+        });
+        for _ in 0..10 {
+            store.append(publish(10_000)).await.unwrap();
+        }
+        let kept = store
+            .read_range(0, 10, &TopicFilter::everything(), 100)
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(store.bounds().await.unwrap().pruned_through, 7);
     }
 }

@@ -33,9 +33,36 @@ pub struct PollingTables {
     present_counts: HashMap<SessionId, i64>,
     /// Current version per (topic, entity) of generic topics.
     entity_versions: HashMap<(String, String), i64>,
+    /// Rows that stay (sessions, polls, participants, votes, versions), and
+    /// how many may.
+    rows: usize,
+    max_rows: usize,
 }
 
 impl PollingTables {
+    pub fn with_max_rows(max_rows: usize) -> Self {
+        PollingTables {
+            max_rows,
+            ..PollingTables::default()
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Room for `more` rows, or `Full`.
+    fn make_room(&mut self, more: usize) -> R<()> {
+        if self.rows + more > self.max_rows {
+            return Err(StoreError::Full(format!(
+                "the in-memory store holds its maximum of {} rows",
+                self.max_rows
+            )));
+        }
+        self.rows += more;
+        Ok(())
+    }
+
     /// Stores one vote and bumps its counters; `false` for a second vote of
     /// the same participant on the same poll.
     fn record(&mut self, vote: &Vote) -> bool {
@@ -65,6 +92,22 @@ pub struct MemTx<'a> {
     pub head: EventId,
 }
 
+impl MemTx<'_> {
+    /// Stores a participant whose room was made, counting it if present.
+    fn add_participant(&mut self, participant: &Participant) {
+        if participant.present {
+            *self
+                .tables
+                .present_counts
+                .entry(participant.session_id)
+                .or_default() += 1;
+        }
+        self.tables
+            .participants
+            .insert(participant.id, participant.clone());
+    }
+}
+
 #[async_trait]
 impl PollingTx for MemTx<'_> {
     async fn head_event_id(&mut self) -> R<EventId> {
@@ -81,6 +124,7 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn insert_session(&mut self, session: &Session) -> R<()> {
+        self.tables.make_room(1)?;
         self.tables.slugs.insert(session.slug.clone(), session.id);
         self.tables.sessions.insert(session.id, session.clone());
         Ok(())
@@ -128,6 +172,7 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn insert_poll(&mut self, poll: &Poll) -> R<()> {
+        self.tables.make_room(1)?;
         self.tables
             .session_polls
             .entry(poll.session_id)
@@ -151,16 +196,17 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn insert_participant(&mut self, participant: &Participant) -> R<()> {
-        if participant.present {
-            *self
-                .tables
-                .present_counts
-                .entry(participant.session_id)
-                .or_default() += 1;
+        self.tables.make_room(1)?;
+        self.add_participant(participant);
+        Ok(())
+    }
+
+    async fn insert_participants(&mut self, participants: &[Participant]) -> R<()> {
+        // All or none: a batch that does not fit leaves nothing behind.
+        self.tables.make_room(participants.len())?;
+        for participant in participants {
+            self.add_participant(participant);
         }
-        self.tables
-            .participants
-            .insert(participant.id, participant.clone());
         Ok(())
     }
 
@@ -192,6 +238,7 @@ impl PollingTx for MemTx<'_> {
     }
 
     async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
+        self.tables.make_room(votes.len())?;
         Ok(votes.iter().map(|vote| self.tables.record(vote)).collect())
     }
 
@@ -316,6 +363,9 @@ impl PollingTx for MemTx<'_> {
 
     async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()> {
         let key = (topic.to_string(), entity_id.to_string());
+        if !self.tables.entity_versions.contains_key(&key) {
+            self.tables.make_room(1)?;
+        }
         self.tables.entity_versions.insert(key, version);
         Ok(())
     }

@@ -158,6 +158,10 @@ pub enum StoreError {
     /// The database cannot be reached now; the client should retry.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
+    /// The in-memory store holds as many rows as it may: nothing new can
+    /// be added until some go (a restart), or until it runs on Postgres.
+    #[error("the store is full: {0}")]
+    Full(String),
     /// The database refused a value of this one command (a data
     /// exception: SQLSTATE class 22). Only that command fails; the client
     /// sent something the edge's validation should have caught.

@@ -8,6 +8,10 @@
 //!   more connections than the node has room for.
 //! - [`lifetimes`]: streams that would outlive their token, a revoked
 //!   token, an admin's close, or their session.
+//! - [`forgery`]: smuggled bodies, server events from a publisher, a
+//!   token that mixes two sessions.
+//! - [`memory`]: a flood of large events with stalled subscribers against
+//!   the in-memory default.
 
 // The API suite's harness; not every helper is used here.
 #[allow(dead_code)]
@@ -18,5 +22,7 @@ mod helpers;
 mod polling_helpers;
 
 mod connections;
+mod forgery;
 mod lifetimes;
+mod memory;
 mod poisoning;
