@@ -124,7 +124,7 @@ impl DirectStreams {
 
 /// Which stream a request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum StreamTarget {
+pub enum StreamTarget {
     /// `GET /v1/events`
     Topics,
     /// `GET /v1/sessions/{id}/events`, with the id percent-decoded.
@@ -133,14 +133,15 @@ enum StreamTarget {
 
 /// A parsed stream request head.
 #[derive(Debug)]
-struct StreamRequest {
-    target: StreamTarget,
-    query: String,
-    headers: HeaderMap,
+pub struct StreamRequest {
+    pub target: StreamTarget,
+    pub query: String,
+    pub headers: HeaderMap,
 }
 
+/// What the sniffer makes of the bytes read so far (see [`judge`]).
 #[derive(Debug)]
-enum HeadVerdict {
+pub enum HeadVerdict {
     Candidate(StreamRequest),
     NotAStream,
     Closed,
@@ -161,8 +162,10 @@ async fn read_head(socket: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<Hea
     }
 }
 
-/// `None` while more bytes are needed to decide.
-fn judge(head: &[u8]) -> Option<HeadVerdict> {
+/// Decides from the first bytes of a connection whether it is a stream
+/// request the direct path serves; `None` while more bytes are needed to
+/// decide. Public for the fuzz target `direct_head`.
+pub fn judge(head: &[u8]) -> Option<HeadVerdict> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let status = match request.parse(head) {

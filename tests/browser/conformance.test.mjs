@@ -29,6 +29,7 @@ const TYPES = [
   'connection:established',
   'connection:reconnected',
   'connection:reset',
+  'connection:closing',
   'demo:said',
   'demo:utf-8',
   'system:subscribed',
@@ -536,6 +537,64 @@ describe('eventsource-reconnect: a Last-Event-ID pollcast cannot resume from sti
   });
 });
 
+test('token expiry: the stream says so, and a fresh token resumes from its lastEventId without loss', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast({ args: ['--retry', '300ms'] }).start();
+  let page;
+  try {
+    // `exp` has a resolution of a second: this token lives 2 to 3 s.
+    const short = mintToken(server.secret, { sub: 'browser', publish: ['demo:*'], subscribe: ['demo:*'], ttl: '2s' });
+    const fresh = demoToken(server);
+    page = await Page.open(browser.context, `${server.url}/healthz`);
+    // What a page does: on connection:closing with reconnect, close the
+    // source (it would retry with the expired token and be refused), get a
+    // new token from its backend, and open a new one from lastEventId.
+    await page.page.evaluate(
+      ([base, token, later]) => {
+        window.renewals = [];
+        window.freshToken = later;
+        const open = (name, url) => {
+          window.openSource(name, url);
+          window.sources[name].source.addEventListener('connection:closing', (e) => {
+            const { reason, reconnect, lastEventId } = JSON.parse(e.data).payload;
+            window.sources[name].source.close();
+            window.renewals.push({ reason, reconnect, lastEventId });
+            if (reconnect) {
+              const q = new URLSearchParams({ topic: 'demo:expiry', access_token: window.freshToken, lastEventId });
+              open(`${name}+`, `${base}/v1/events?${q}`);
+            }
+          });
+        };
+        open('s', `${base}/v1/events?${new URLSearchParams({ topic: 'demo:expiry', access_token: token })}`);
+      },
+      [server.url, short, fresh],
+    );
+    await page.waitEvents('s', 'connection:established', 1);
+    const sent = [];
+    for (const n of [1, 2]) sent.push(await publish(server, fresh, 'demo:expiry', { n }));
+    await page.waitEvents('s', 'demo:said', 2);
+    const closing = await page.waitEvents('s', 'connection:closing', 1);
+    const notice = JSON.parse(closing[0].data).payload;
+    assert.equal(notice.reason, 'token_expired');
+    assert.equal(notice.reconnect, true);
+    assert.equal(notice.lastEventId, sent[1].id, 'resume from the last event the stream sent');
+    // Published while the page gets its new token.
+    for (const n of [3, 4]) sent.push(await publish(server, fresh, 'demo:expiry', { n }));
+    await page.waitEvents('s+', 'connection:reconnected', 1);
+    await page.waitEvents('s+', 'demo:said', 2);
+    sent.push(await publish(server, fresh, 'demo:expiry', { n: 5 }));
+    await page.waitEvents('s+', 'demo:said', 3);
+    const received = [...(await page.events('s', 'demo:said')), ...(await page.events('s+', 'demo:said'))];
+    assert.deepEqual(received.map((e) => e.lastEventId), sent.map((e) => e.id), 'every event once, in order');
+    // Without the page's handling, the expired token is refused for good.
+    const refused = await server.request('GET', streamPath('demo:expiry', short));
+    assert.equal(refused.status, 401);
+    assert.equal(refused.body.error.code, 'token_expired');
+  } finally {
+    await page?.dispose();
+    await stopServer(server);
+  }
+});
+
 test('format-field-retry: the browser waits the `retry:` pollcast sends before reconnecting', { timeout: TEST_TIMEOUT }, async (t) => {
   async function reconnectDelay(retry) {
     const server = await new Pollcast({ store: 'memory', args: ['--retry', retry] }).start();
@@ -649,7 +708,6 @@ test('format-utf-8: payloads arrive intact, under their pollcast event type, liv
       forged: 'data: forged\n\nid: 999\nevent: demo:forged\nretry: 1\n\n',
       separators: 'a\u2028b\u2029c\u0085d',
       emoji: '😀 👍🏽 👨‍👩‍👧',
-      nul: 'before\u0000after',
       bom: '\uFEFFbom',
       controls: '\t\u0001\u001f\u007f',
       scripts: 'héllo wörld 日本語 العربية',
@@ -657,6 +715,14 @@ test('format-utf-8: payloads arrive intact, under their pollcast event type, liv
       nested: { deep: [{ s: ': not a comment\r\n' }] },
     };
     const topic = 'demo:utf8';
+    // The one character refused: NUL, which Postgres cannot hold in text or
+    // jsonb (and which would break any query of the payload's fields).
+    const nul = await server.request('POST', `/v1/topics/${topic}/events`, {
+      token,
+      body: { type: 'demo:utf-8', payload: { nul: 'before\u0000after' } },
+    });
+    assert.equal(nul.status, 422, JSON.stringify(nul.body));
+    assert.match(nul.body.error.message, /^payload\.nul: .*NUL/);
     await page.source('live', server.url + streamPath(topic, token));
     await page.waitEvents('live', 'connection:established', 1);
     const published = await publish(server, token, topic, payload, 'demo:utf-8');
