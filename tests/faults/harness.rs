@@ -470,10 +470,18 @@ pub struct Follower {
     pub seen: Vec<Seen>,
     pub reconnects: usize,
     pub resets: usize,
+    /// The id it was opened after, until it has seen one of its own.
+    opened_after: Option<i64>,
 }
 
 impl Follower {
     pub async fn open(urls: Vec<String>) -> Follower {
+        Self::open_after(urls, None).await
+    }
+
+    /// Opens the stream with `Last-Event-ID: after`: followers opened from
+    /// the same id see the same events, however far apart they open.
+    pub async fn open_after(urls: Vec<String>, after: Option<i64>) -> Follower {
         let mut follower = Follower {
             urls,
             current: 0,
@@ -481,13 +489,14 @@ impl Follower {
             seen: Vec::new(),
             reconnects: 0,
             resets: 0,
+            opened_after: after,
         };
-        follower.stream = Some(Sse::open(&follower.urls[0], None).await.expect("open a stream"));
+        follower.stream = Some(Sse::open(&follower.urls[0], after).await.expect("open a stream"));
         follower
     }
 
     pub fn last_id(&self) -> Option<i64> {
-        self.seen.last().map(|s| s.id)
+        self.seen.last().map(|s| s.id).or(self.opened_after)
     }
 
     /// Reads until `done` says the events seen are enough, reconnecting as

@@ -116,10 +116,22 @@ async fn a_node_killed_during_a_vote_storm_loses_no_acknowledged_vote() {
         ));
     }
     // Watchers of the session on both nodes; the one on the doomed node
-    // moves to the survivor with Last-Event-ID when its stream breaks.
+    // moves to the survivor with Last-Event-ID when its stream breaks. Both
+    // start from the same id, so they must see the same events whatever
+    // is committed while they open (and the doomed one has an id to resume
+    // from even if the node dies before it sees anything).
+    let snapshot: serde_json::Value = http
+        .get(format!("{b}/v1/sessions/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let from: i64 = snapshot["lastEventId"].as_str().unwrap().parse().unwrap();
     let watch = |node: &str| format!("{node}/v1/sessions/{id}/events");
-    let mut on_doomed = Follower::open(vec![watch(&a), watch(&b)]).await;
-    let mut on_survivor = Follower::open(vec![watch(&b)]).await;
+    let mut on_doomed = Follower::open_after(vec![watch(&a), watch(&b)], Some(from)).await;
+    let mut on_survivor = Follower::open_after(vec![watch(&b)], Some(from)).await;
     // One participant present through each node.
     let present = |n: usize, node: &str| {
         format!(
