@@ -18,7 +18,10 @@ per operation only fits the fixture sessions. Tokens here follow the ids:
   too, so that it fails. A token the request already carries and that pollcast
   issued in this run is kept: an OpenAPI link of the stateful phase brought
   it (createSession and joinSession answer with one);
-- createSession gets the server's admin key (`X-Admin-Key`).
+- createSession and the admin operations get the server's admin key
+  (`X-Admin-Key`). Their generated `jti`, `sub` and connection ids are
+  random, so a revocation never names a fixture token and an admin close
+  never ends a fixture stream.
 
 Why not `headers = { Authorization = ... }` per operation in the
 configuration: schemathesis 4.32 builds one HTTP session per worker thread
@@ -61,6 +64,7 @@ _PRESENTER_OPERATIONS = {
 }
 _PARTICIPANT_OPERATIONS = {"submitVote", "getPollResults", "streamSession"}
 _POLL_ANSWERS = {"createPoll", "activatePoll", "closePoll"}
+_ADMIN_OPERATIONS = {"createSession", "revokeTokens", "listRevocations", "closeConnection"}
 
 
 def _operation_id(case):
@@ -112,7 +116,7 @@ class SessionTokens:
 
     def get(self, case, context):
         operation = _operation_id(case)
-        if operation == "createSession":
+        if operation in _ADMIN_OPERATIONS:
             return ("X-Admin-Key", _admin_key)
         if operation in _TOPIC_OPERATIONS:
             return ("Authorization", f"Bearer {_generic}")
