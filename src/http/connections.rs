@@ -10,10 +10,17 @@
 //!   of its first byte (of the accept, for a new connection), and a kept-alive
 //!   connection that sends nothing is closed after `idle_timeout` (75 s);
 //! - in number: at `max_connections`, a new connection evicts the
-//!   connection that has been waiting longest, and only when every
-//!   connection is busy is it refused, at once, with a 503. So a flood of
-//!   connections that never finish their heads cannot keep `/healthz` or a
-//!   publish out. One peer address may hold at most `max_per_address`
+//!   connection that has been waiting longest for a request, once that one
+//!   has waited a second (a client sends its head in milliseconds: only a
+//!   connection that sends nothing is worth closing for a newcomer). When
+//!   no connection is evictable (open streams, mostly, or a burst of
+//!   newcomers), a few more are admitted as *headroom*
+//!   (2 %, at least 16) for short requests only: `/healthz`, a publish, a
+//!   vote still get through, answered with `Connection: close`, while a new
+//!   stream there is refused with a 503; past the headroom, a connection is
+//!   refused at once with a 503. So neither a flood of connections that
+//!   never finish their heads nor a node full of streams keeps `/healthz`
+//!   or a publish out. One peer address may hold at most `max_per_address`
 //!   connections (a trusted proxy is exempt: its clients are counted by
 //!   their forwarded address where streams are opened).
 //!
@@ -38,6 +45,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -184,6 +192,9 @@ pub struct Activity {
     head_started: AtomicU64,
     /// When the connection last became idle (its last response ended).
     idle_since: AtomicU64,
+    /// Woken when a deadline may have moved earlier (a response ended, a
+    /// head began), so the watchdog does not sleep past it.
+    changed: Notify,
 }
 
 /// What the watchdog concludes about a connection now.
@@ -204,13 +215,21 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(now_ms()),
             idle_since: AtomicU64::new(NEVER),
+            changed: Notify::new(),
         })
+    }
+
+    /// Resolves when a deadline may have moved; the watchdog then decides
+    /// again.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Bytes came in: if the connection was idle, a head has started.
     fn read_some(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == NEVER {
             self.head_started.store(now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
@@ -224,6 +243,7 @@ impl Activity {
     pub fn request_ended(&self) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle_since.store(now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
@@ -243,9 +263,9 @@ impl Activity {
     /// The decision for now, under `limits`.
     pub fn verdict(&self, limits: &ConnectionLimits) -> Verdict {
         let now = now_ms();
-        let recheck = now + limits.idle_timeout.min(limits.head_timeout).as_millis() as u64;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Verdict::Until(at_ms(recheck));
+            // Busy: no deadline; the end of the request wakes the watchdog.
+            return Verdict::Until(at_ms(now + limits.idle_timeout.as_millis() as u64));
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head != NEVER {
@@ -407,6 +427,8 @@ pub struct Slot {
     connections: Arc<Connections>,
     pub activity: Arc<Activity>,
     pub evicted: CancellationToken,
+    /// Admitted past the cap, for one short request: no stream here.
+    pub headroom: bool,
 }
 
 impl Drop for Slot {
@@ -426,6 +448,10 @@ impl Drop for Slot {
     }
 }
 
+/// How long a connection must have waited for a request before a newcomer
+/// at the cap may evict it.
+const EVICTABLE_AFTER_MS: u64 = 1_000;
+
 /// Refusals written at once, at most; more are closed without an answer.
 const MAX_REFUSING: usize = 256;
 
@@ -440,6 +466,12 @@ impl Connections {
 
     pub fn limits(&self) -> &ConnectionLimits {
         &self.limits
+    }
+
+    /// Connections admitted past the cap when every one is busy, for
+    /// short requests: 2 % of the cap, at least 16.
+    fn headroom(&self) -> usize {
+        (self.limits.max_connections / 50).max(16)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -473,14 +505,18 @@ impl Connections {
                 Duration::from_secs(1),
             ));
         }
+        let mut headroom = false;
         if registry.open.len() >= self.limits.max_connections {
-            match registry.longest_waiting() {
+            match registry.longest_waiting(now_ms()) {
                 Some(key) => {
                     // Leaves the registry now; its task closes the socket.
                     let entry = registry.open.remove(&key).expect("found above");
                     registry.forget_address(entry.address);
                     entry.evict.cancel();
                     crate::metrics::connection_refused("evicted_waiting");
+                }
+                None if registry.open.len() < self.limits.max_connections.saturating_add(self.headroom()) => {
+                    headroom = true;
                 }
                 None => {
                     crate::metrics::connection_refused("at_capacity");
@@ -514,6 +550,7 @@ impl Connections {
             connections: Arc::clone(self),
             activity,
             evicted,
+            headroom,
         })
     }
 
@@ -534,11 +571,13 @@ impl Connections {
 }
 
 impl Registry {
-    /// The connection that has waited longest for a request, if any waits.
-    fn longest_waiting(&self) -> Option<u64> {
+    /// The connection that has waited longest for a request, if one has
+    /// waited at least [`EVICTABLE_AFTER_MS`] by `now`.
+    fn longest_waiting(&self, now: u64) -> Option<u64> {
         self.open
             .iter()
             .filter_map(|(key, entry)| entry.activity.waiting_since().map(|since| (since, *key)))
+            .filter(|(since, _)| now.saturating_sub(*since) >= EVICTABLE_AFTER_MS)
             .min()
             .map(|(_, key)| key)
     }
@@ -711,32 +750,46 @@ mod tests {
         assert_eq!(activity.verdict(&limits()), Verdict::HeadTimedOut);
     }
 
-    #[tokio::test]
-    async fn at_the_cap_the_longest_waiting_connection_makes_room() {
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_a_long_waiting_connection_makes_room_then_headroom_then_refusal() {
         let connections = Connections::new(ConnectionLimits {
             max_connections: 2,
             ..limits()
         });
         let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let Admission::Admitted(waiting) = connections.admit(peer) else {
-            panic!()
+        let admit = || match connections.admit(peer) {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused(e) => panic!("refused: {}", e.message),
         };
-        let Admission::Admitted(busy) = connections.admit(peer) else {
-            panic!()
-        };
+        let waiting = admit();
+        let busy = admit();
         let _request = InFlight::start(&busy.activity);
-        let Admission::Admitted(newcomer) = connections.admit(peer) else {
-            panic!("a waiting connection makes room")
-        };
-        assert!(waiting.evicted.is_cancelled());
+        // A newcomer does not evict a connection that has just arrived (it
+        // may be sending its head): it gets headroom.
+        let early = admit();
+        assert!(early.headroom && !waiting.evicted.is_cancelled());
+        drop(early);
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        let newcomer = admit();
+        assert!(!newcomer.headroom, "room was made");
+        assert!(
+            waiting.evicted.is_cancelled(),
+            "by the connection that waited a second"
+        );
         assert!(!busy.evicted.is_cancelled());
         let _second = InFlight::start(&newcomer.activity);
+        // All busy: sixteen more for short requests, then refusals.
+        let headroom: Vec<Slot> = (0..16).map(|_| admit()).collect();
+        assert!(headroom.iter().all(|slot| slot.headroom));
+        for slot in &headroom {
+            std::mem::forget(InFlight::start(&slot.activity));
+        }
         assert!(
             matches!(connections.admit(peer), Admission::Refused(e) if e.status == 503),
-            "all busy: refused at once"
+            "all busy, headroom too: refused at once"
         );
         drop(waiting);
-        assert_eq!(connections.open(), 2);
+        assert_eq!(connections.open(), 18);
     }
 
     #[tokio::test]

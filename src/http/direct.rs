@@ -84,7 +84,9 @@ impl DirectStreams {
                 _ => Sniffed::Hyper(Rewind::new(head, socket)),
             };
         };
-        if self.cors_enabled && request.headers.contains_key(http::header::ORIGIN) {
+        // Past the cap only short requests are served: hyper's route
+        // answers this stream request with its 503.
+        if slot.headroom || (self.cors_enabled && request.headers.contains_key(http::header::ORIGIN)) {
             return Sniffed::Hyper(Rewind::new(head, socket));
         }
         let on_slow = CancellationToken::new();

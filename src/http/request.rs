@@ -12,7 +12,7 @@ use warp::Filter;
 use std::net::IpAddr;
 
 use super::error::ApiError;
-use super::server::ClientAddress;
+use super::server::{ClientAddress, Headroom};
 use crate::auth::{AuthError, Caller, TokenKeys};
 use crate::domain::event::TraceId;
 
@@ -45,6 +45,9 @@ pub struct RequestContext {
     /// Where the request comes from (behind a trusted proxy, the address
     /// it forwarded); `None` only for requests made without a connection.
     pub client: Option<IpAddr>,
+    /// It came on a connection admitted past the node's cap: it may not
+    /// open a stream (see `connections`).
+    pub headroom: bool,
 }
 
 impl RequestContext {
@@ -55,9 +58,14 @@ impl RequestContext {
         warp::header::headers_cloned()
             .and(query)
             .and(warp::ext::optional::<ClientAddress>())
+            .and(warp::ext::optional::<Headroom>())
             .map(
-                |headers: HeaderMap, query: String, client: Option<ClientAddress>| {
-                    let ctx = RequestContext::new(headers, &query);
+                |headers: HeaderMap,
+                 query: String,
+                 client: Option<ClientAddress>,
+                 headroom: Option<Headroom>| {
+                    let mut ctx = RequestContext::new(headers, &query);
+                    ctx.headroom = headroom.is_some();
                     match client {
                         Some(ClientAddress(address)) => ctx.from_client(address),
                         None => ctx,
@@ -87,6 +95,7 @@ impl RequestContext {
             query,
             trace_id,
             client: None,
+            headroom: false,
         }
     }
 

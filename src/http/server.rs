@@ -51,6 +51,11 @@ pub struct ConnectionCloser(pub CancellationToken);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
 
+/// Marks a request on a connection admitted past the cap (headroom): it
+/// may not open a stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Headroom;
+
 /// Longest a request may take to produce its response head; past it the
 /// client gets `503 unavailable` with `Retry-After`. Streams are not
 /// affected: their head goes out at once and the body is not timed.
@@ -153,6 +158,7 @@ impl HyperSide {
         let closer = CancellationToken::new();
         let tracking = Tracking {
             activity: Arc::clone(&slot.activity),
+            headroom: slot.headroom,
             peer: peer.ip(),
             connections: Arc::clone(&self.connections),
             closer: ConnectionCloser(closer.clone()),
@@ -205,6 +211,7 @@ impl HyperSide {
                     return;
                 }
                 _ = tokio::time::sleep_until(until) => {}
+                _ = slot.activity.changed() => {}
             }
         }
     }
@@ -223,6 +230,9 @@ struct TrackRequests<S> {
 #[derive(Clone)]
 struct Tracking {
     activity: Arc<super::connections::Activity>,
+    /// The connection was admitted past the cap: no stream, and it closes
+    /// after its request.
+    headroom: bool,
     peer: IpAddr,
     connections: Arc<Connections>,
     closer: ConnectionCloser,
@@ -251,9 +261,18 @@ where
         );
         request.extensions_mut().insert(ClientAddress(client));
         request.extensions_mut().insert(tracking.closer.clone());
+        let headroom = tracking.headroom;
+        if headroom {
+            request.extensions_mut().insert(Headroom);
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            if headroom {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| TrackedBody::new(body, in_flight)))
         })
     }

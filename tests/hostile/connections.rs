@@ -159,21 +159,33 @@ async fn a_caller_without_a_token_is_refused_before_its_body() {
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 
+/// A slowloris flood at the cap: connections that never send their heads
+/// take the cap and its headroom, the rest are refused at once, and once
+/// they have waited a second a real request makes room by evicting one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_the_cap_waiting_connections_make_room_and_busy_ones_are_refused_at_once() {
+async fn at_the_cap_long_waiting_connections_make_room_for_real_requests() {
     let app = app(true, |config| {
         config.max_connections = 12;
         config.head_timeout = Duration::from_secs(30);
     })
     .await;
-    // Twenty connections that never send their heads: the cap is twelve.
+    // The cap is 12, with a headroom of 16: 28 are held, 12 refused.
     let mut idle = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..40 {
         let mut socket = connect(&app).await;
         socket.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
         idle.push(socket);
     }
-    // A real request still gets through: it evicts the oldest waiting one.
+    let (answer, closed) = read_until_closed(idle.last_mut().unwrap(), Duration::from_secs(2)).await;
+    assert!(
+        closed.is_some() && answer.starts_with("HTTP/1.1 503"),
+        "refused at once: {answer}"
+    );
+    assert!(
+        answer.contains("\"unavailable\"") && answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     healthz_answers(&app).await;
     let token = app.demo_token();
     let publish = app
@@ -184,19 +196,62 @@ async fn at_the_cap_waiting_connections_make_room_and_busy_ones_are_refused_at_o
         )
         .await;
     assert_eq!(publish.status(), 201);
-    // Streams are busy connections: fill the cap with them.
+    assert_eq!(
+        app.subscribe(&["demo:a"], None).await.next().await.event,
+        "connection:established"
+    );
+}
+
+/// A node full of busy connections (open streams): short requests still
+/// get through on the headroom, a new stream is refused, and past the
+/// headroom a connection is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_full_of_streams_keeps_headroom_for_short_requests() {
+    let app = app(true, |config| {
+        config.max_connections = 12;
+        config.body_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let token = app.demo_token();
     let mut streams = Vec::new();
     for _ in 0..12 {
         streams.push(app.subscribe(&["demo:a"], None).await);
     }
+    healthz_answers(&app).await;
+    let publish = app
+        .publish_raw(
+            &token,
+            "demo:a",
+            serde_json::json!({"type": "demo:said", "payload": {}}),
+        )
+        .await;
+    assert_eq!(publish.status(), 201, "a publish gets through at the cap");
+    let refused = app
+        .http
+        .get(app.url("/v1/events?topic=demo:a"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503, "no new stream past the cap");
+    // The headroom taken too, by requests whose bodies never come: a new
+    // connection is refused at once, not left hanging.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let mut socket = connect(&app).await;
+        let head = format!(
+            "POST /v1/topics/demo:a/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut refused = connect(&app).await;
     let (answer, closed) = read_until_closed(&mut refused, Duration::from_secs(2)).await;
     assert!(closed.is_some(), "refused at once, not left hanging");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(
-        answer.contains("\"unavailable\"") && answer.to_ascii_lowercase().contains("retry-after: 1"),
-        "{answer}"
-    );
+    drop(stalled);
     drop(streams);
     tokio::time::sleep(Duration::from_millis(300)).await;
     healthz_answers(&app).await;

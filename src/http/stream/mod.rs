@@ -218,8 +218,14 @@ pub fn open_topics(
 }
 
 /// One of the open-stream permits of the request's client address (see
-/// `--streams-per-address`).
+/// `--streams-per-address`); none on a connection admitted past the node's
+/// cap, which serves short requests only.
 pub fn address_permit(state: &AppState, ctx: &RequestContext) -> Result<StreamPermit, ApiError> {
+    if ctx.headroom {
+        return Err(ApiError::unavailable(
+            "this node holds all the connections it can; retry shortly",
+        ));
+    }
     let address = ctx
         .client
         .map_or_else(|| "unknown".to_string(), |a| a.to_string());
