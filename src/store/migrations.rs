@@ -19,6 +19,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../sql/0005_votes_without_foreign_keys.sql"),
     ),
     ("0006_revocations", include_str!("../../sql/0006_revocations.sql")),
+    (
+        "0007_prune_with_custom_plans",
+        include_str!("../../sql/0007_prune_with_custom_plans.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).
