@@ -32,25 +32,28 @@
 //! updates per request. The registry's lock is taken at accept and close
 //! only; finding whom to evict scans it, and only at the cap.
 
+mod activity;
+mod address;
+
+pub use activity::{Activity, InFlight, Tracked, TrackedBody, Verdict};
+pub use address::{client_address, IpNet};
+
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::event::TraceId;
 use crate::error::ApiError;
+use activity::now_ms;
+use address::canonical;
 
 /// The settings of [`Connections`] (flags `--head-timeout`,
 /// `--idle-timeout`, `--max-connections`, `--max-connections-per-address`,
@@ -80,314 +83,6 @@ impl ConnectionLimits {
             max_per_address: usize::MAX,
             trusted_proxies: Vec::new(),
         }
-    }
-}
-
-/// An address or a CIDR block, for `--trusted-proxy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    base: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// `10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`.
-    pub fn parse(raw: &str) -> Result<IpNet, String> {
-        let (address, prefix) = match raw.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (raw, None),
-        };
-        let base: IpAddr = address
-            .trim()
-            .parse()
-            .map_err(|_| format!("{raw:?} is not an IP address or CIDR block"))?;
-        let max = if base.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{raw:?}: the prefix must be 0 to {max}"))?,
-        };
-        Ok(IpNet { base, prefix })
-    }
-
-    pub fn contains(&self, address: IpAddr) -> bool {
-        let address = canonical(address);
-        match (self.base, address) {
-            (IpAddr::V4(base), IpAddr::V4(address)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(base) & mask == u32::from(address) & mask
-            }
-            (IpAddr::V6(base), IpAddr::V6(address)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(base) & mask == u128::from(address) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4 addresses seen through an IPv6 socket count as IPv4.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// The address a request comes from: the peer's, or, when the peer is a
-/// trusted proxy, the nearest address in `X-Forwarded-For` that is not one
-/// (a client can prepend anything to that header; only what trusted proxies
-/// appended is believed).
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |address: IpAddr| trusted.iter().any(|net| net.contains(address));
-    let peer = canonical(peer);
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .map(|hop| hop.parse::<IpAddr>().ok())
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_default();
-    forwarded
-        .into_iter()
-        .rev()
-        .map(canonical)
-        .find(|address| !is_trusted(*address))
-        .unwrap_or(peer)
-}
-
-/// Where connection times are counted from (the first use, on tokio's clock).
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    Instant::now().saturating_duration_since(epoch()).as_millis() as u64
-}
-
-fn at_ms(ms: u64) -> Instant {
-    epoch() + Duration::from_millis(ms)
-}
-
-const NEVER: u64 = u64::MAX;
-
-/// What one connection is doing, kept with atomics so that the socket, the
-/// request layer and the watchdog never lock anything.
-#[derive(Debug)]
-pub struct Activity {
-    /// Requests being answered (a stream counts until it ends).
-    in_flight: AtomicUsize,
-    /// When the request head now awaited began: the accept, or its first
-    /// byte. `NEVER` while no head is under way.
-    head_started: AtomicU64,
-    /// When the connection last became idle (its last response ended).
-    idle_since: AtomicU64,
-    /// Woken when a deadline may have moved earlier (a response ended, a
-    /// head began), so the watchdog does not sleep past it.
-    changed: Notify,
-}
-
-/// What the watchdog concludes about a connection now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Check again at this time.
-    Until(Instant),
-    /// The head took too long.
-    HeadTimedOut,
-    /// Nothing was sent for too long.
-    IdleTimedOut,
-}
-
-impl Activity {
-    /// A connection just accepted: its first head is under way.
-    pub fn accepted() -> Arc<Activity> {
-        Arc::new(Activity {
-            in_flight: AtomicUsize::new(0),
-            head_started: AtomicU64::new(now_ms()),
-            idle_since: AtomicU64::new(NEVER),
-            changed: Notify::new(),
-        })
-    }
-
-    /// Resolves when a deadline may have moved; the watchdog then decides
-    /// again.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
-    }
-
-    /// Bytes came in: if the connection was idle, a head has started.
-    fn read_some(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == NEVER {
-            self.head_started.store(now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
-        }
-    }
-
-    /// A request's head is complete and it is being answered.
-    pub fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_started.store(NEVER, Ordering::Relaxed);
-    }
-
-    /// A response has been sent in full (or abandoned).
-    pub fn request_ended(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.idle_since.store(now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
-        }
-    }
-
-    /// Since when the connection has been waiting for a request, if it is.
-    fn waiting_since(&self) -> Option<u64> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let head = self.head_started.load(Ordering::Relaxed);
-        Some(if head != NEVER {
-            head
-        } else {
-            self.idle_since.load(Ordering::Relaxed)
-        })
-    }
-
-    /// The decision for now, under `limits`.
-    pub fn verdict(&self, limits: &ConnectionLimits) -> Verdict {
-        let now = now_ms();
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            // Busy: no deadline; the end of the request wakes the watchdog.
-            return Verdict::Until(at_ms(now + limits.idle_timeout.as_millis() as u64));
-        }
-        let head = self.head_started.load(Ordering::Relaxed);
-        if head != NEVER {
-            let deadline = head.saturating_add(limits.head_timeout.as_millis() as u64);
-            return if now >= deadline {
-                Verdict::HeadTimedOut
-            } else {
-                Verdict::Until(at_ms(deadline))
-            };
-        }
-        let idle = self.idle_since.load(Ordering::Relaxed);
-        let deadline = idle.saturating_add(limits.idle_timeout.as_millis() as u64);
-        if now >= deadline {
-            Verdict::IdleTimedOut
-        } else {
-            Verdict::Until(at_ms(deadline))
-        }
-    }
-}
-
-/// Marks the end of one request on its connection when dropped: with the
-/// response body (after its last byte, or when the client left).
-pub struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    pub fn start(activity: &Arc<Activity>) -> InFlight {
-        activity.request_started();
-        InFlight(Arc::clone(activity))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.request_ended();
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that holds its request's [`InFlight`] until it is done.
-    pub struct TrackedBody<B> {
-        #[pin]
-        body: B,
-        in_flight: InFlight,
-    }
-}
-
-impl<B> TrackedBody<B> {
-    pub fn new(body: B, in_flight: InFlight) -> Self {
-        TrackedBody { body, in_flight }
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A socket whose reads tell its [`Activity`] that a head has begun.
-pub struct Tracked<S> {
-    socket: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Tracked<S> {
-    pub fn new(socket: S, activity: Arc<Activity>) -> Self {
-        Tracked { socket, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.socket).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read_some();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
 
@@ -668,86 +363,12 @@ impl AcceptErrorLog {
 mod tests {
     use super::*;
 
-    fn net(raw: &str) -> IpNet {
-        IpNet::parse(raw).unwrap()
-    }
-
-    #[test]
-    fn cidr_blocks_contain_their_addresses() {
-        assert!(net("10.0.0.0/8").contains("10.1.2.3".parse().unwrap()));
-        assert!(!net("10.0.0.0/8").contains("11.1.2.3".parse().unwrap()));
-        assert!(net("127.0.0.1").contains("127.0.0.1".parse().unwrap()));
-        assert!(net("127.0.0.1").contains("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(net("fd00::/8").contains("fd12::1".parse().unwrap()));
-        assert!(net("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
-        assert!(IpNet::parse("10.0.0.0/33").is_err());
-        assert!(IpNet::parse("proxy").is_err());
-    }
-
-    fn forwarded(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", value.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn the_client_is_the_nearest_untrusted_forwarded_address() {
-        let trusted = [net("10.0.0.0/8")];
-        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
-        // A client's own claim in front is ignored; the proxy's view counts.
-        let headers = forwarded("6.6.6.6, 203.0.113.9, 10.0.0.7");
-        assert_eq!(
-            client_address(proxy, &headers, &trusted),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        // An untrusted peer's header is not believed at all.
-        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(client_address(stranger, &headers, &trusted), stranger);
-        // Garbage in the header: the proxy itself is the client.
-        assert_eq!(
-            client_address(proxy, &forwarded("not an address"), &trusted),
-            proxy
-        );
-        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
-    }
-
     fn limits() -> ConnectionLimits {
         ConnectionLimits {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             ..ConnectionLimits::unlimited()
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_head_has_ten_seconds_and_an_idle_connection_seventy_five() {
-        let activity = Activity::accepted();
-        assert!(matches!(activity.verdict(&limits()), Verdict::Until(_)));
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(activity.verdict(&limits()), Verdict::HeadTimedOut);
-
-        let activity = Activity::accepted();
-        let request = InFlight::start(&activity);
-        tokio::time::advance(Duration::from_secs(300)).await;
-        assert!(
-            matches!(activity.verdict(&limits()), Verdict::Until(_)),
-            "busy: no deadline"
-        );
-        drop(request);
-        tokio::time::advance(Duration::from_secs(74)).await;
-        assert!(matches!(activity.verdict(&limits()), Verdict::Until(_)));
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(activity.verdict(&limits()), Verdict::IdleTimedOut);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_first_byte_of_a_later_request_starts_its_head_clock() {
-        let activity = Activity::accepted();
-        drop(InFlight::start(&activity));
-        tokio::time::advance(Duration::from_secs(30)).await;
-        activity.read_some();
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(activity.verdict(&limits()), Verdict::HeadTimedOut);
     }
 
     #[tokio::test(start_paused = true)]
@@ -796,7 +417,7 @@ mod tests {
     async fn one_address_holds_at_most_its_share() {
         let connections = Connections::new(ConnectionLimits {
             max_per_address: 1,
-            trusted_proxies: vec![net("10.0.0.1")],
+            trusted_proxies: vec![IpNet::parse("10.0.0.1").unwrap()],
             ..limits()
         });
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
