@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients screenshots bench cluster soak
+.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients screenshots bench cluster soak fuzz
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -84,10 +84,18 @@ bench:
 cluster: $(DEV_SECRET)
 	@scripts/cluster.sh
 
-## Soak test (an hour; not part of make test): three nodes on a fresh
-## Postgres database under mixed legitimate and hostile load; checks that
-## every acknowledged write is stored and every stream got each event once,
+## Fuzz every hand-written parser of client input (cargo fuzz, libFuzzer;
+## fuzz/README.md), FUZZ_SECONDS (30) per target. Not part of make test:
+## its first build takes many minutes.
+fuzz:
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-30} scripts/fuzz.sh
+
+## Soak test (not part of make test): first the fuzz targets, 5 minutes
+## each (FUZZ_SECONDS), then an hour of three nodes on a fresh Postgres
+## database under mixed legitimate and hostile load; checks that every
+## acknowledged write is stored and every stream got each event once,
 ## samples memory, fds and /healthz, writes target/soak/report.md.
 ## SOAK_DURATION=300 for five minutes; other knobs in scripts/soak/__init__.py.
 soak:
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-300} scripts/fuzz.sh
 	@python3 scripts/soak

@@ -191,9 +191,16 @@ pub fn judge(head: &[u8]) -> Option<HeadVerdict> {
 }
 
 fn candidate(request: &httparse::Request) -> Option<StreamRequest> {
-    let path = request.path?;
-    let target = stream_target(path)?;
-    let query = path.split_once('?').map_or("", |(_, q)| q).to_owned();
+    // Read the target as hyper would (`http::Uri`'s rules): a target it
+    // refuses (`<`, `"`…) or reads differently (a `#fragment`) is hyper's
+    // to answer, so that both paths agree on every request. Found by the
+    // fuzz target `direct_head`.
+    let uri = http::uri::PathAndQuery::try_from(request.path?).ok()?;
+    if request.path?.contains('#') {
+        return None;
+    }
+    let target = stream_target(uri.path())?;
+    let query = uri.query().unwrap_or("").to_owned();
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for header in request.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
@@ -511,6 +518,8 @@ mod tests {
             "GET /v1/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
             "GET /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET /v1/events HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+            "GET /v1/events?topic=demo:a&x=< HTTP/1.1\r\n\r\n",
+            "GET /v1/events?topic=demo:a&x=#&topic=demo:b HTTP/1.1\r\n\r\n",
             "OPTIONS /v1/events HTTP/1.1\r\n",
             "\u{1}\u{2} garbage\r\n\r\n",
         ] {

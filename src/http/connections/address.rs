@@ -33,6 +33,18 @@ impl IpNet {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| format!("{raw:?}: the prefix must be 0 to {max}"))?,
         };
+        // An IPv4 block written the IPv6 way (`::ffff:10.0.0.0/104`): the
+        // addresses it is checked against are made IPv4 (see `canonical`),
+        // so it must be too, or it would match nothing, not even itself
+        // (found by the fuzz target `forwarded_for`).
+        if let IpAddr::V6(v6) = base {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(IpNet {
+                    base: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(IpNet { base, prefix })
     }
 
@@ -43,7 +55,13 @@ impl IpNet {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(base) & mask == u32::from(address) & mask
             }
-            (IpAddr::V6(base), IpAddr::V6(address)) => {
+            (IpAddr::V6(base), address) => {
+                // An IPv4 address is checked as the IPv6 address it maps to:
+                // a wide IPv6 block (`::/8`) covers those too.
+                let address = match address {
+                    IpAddr::V6(v6) => v6,
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                };
                 let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(base) & mask == u128::from(address) & mask
             }
@@ -103,6 +121,10 @@ mod tests {
         assert!(net("127.0.0.1").contains("::ffff:127.0.0.1".parse().unwrap()));
         assert!(net("fd00::/8").contains("fd12::1".parse().unwrap()));
         assert!(net("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
+        assert!(net("::ffff:10.0.0.5").contains("::ffff:10.0.0.5".parse().unwrap()));
+        assert!(net("::ffff:10.0.0.0/120").contains("10.0.0.9".parse().unwrap()));
+        assert!(net("::/8").contains("::ffff:0.0.0.0".parse().unwrap()));
+        assert!(!net("fd00::/8").contains("10.0.0.9".parse().unwrap()));
         assert!(IpNet::parse("10.0.0.0/33").is_err());
         assert!(IpNet::parse("proxy").is_err());
     }
