@@ -8,6 +8,7 @@
 //! others over the cluster bus; each node also reloads the list every few
 //! seconds, which covers a bus message lost while its listener reconnected.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -73,6 +74,8 @@ impl Revocation {
 #[derive(Debug, Default)]
 pub struct RevocationList {
     active: RwLock<Arc<Vec<Revocation>>>,
+    /// Whether `active` holds any: the usual answer, no, without the lock.
+    any: AtomicBool,
 }
 
 impl RevocationList {
@@ -82,6 +85,9 @@ impl RevocationList {
 
     /// Whether any revocation in force refuses `token` now.
     pub fn covers(&self, token: &TokenFacts) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
         let active = self.current();
         if active.is_empty() {
             return false;
@@ -92,7 +98,9 @@ impl RevocationList {
 
     /// Replaces the list with what the store holds.
     pub fn replace(&self, revocations: Vec<Revocation>) {
-        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(revocations);
+        let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
+        self.any.store(!revocations.is_empty(), Ordering::Release);
+        *active = Arc::new(revocations);
     }
 
     /// Adds one, ahead of the next reload.
@@ -100,6 +108,7 @@ impl RevocationList {
         let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
         let mut next: Vec<Revocation> = active.iter().filter(|r| r.id != revocation.id).cloned().collect();
         next.push(revocation);
+        self.any.store(true, Ordering::Release);
         *active = Arc::new(next);
     }
 

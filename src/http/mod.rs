@@ -32,7 +32,7 @@ use crate::auth::TokenKeys;
 use crate::fanout::hub::Hub;
 use crate::store::EventStore;
 use request::RequestContext;
-use server::ConnectionCloser;
+use server::ConnectionInfo;
 
 /// Stream settings shared by every SSE response.
 #[derive(Debug, Clone, Copy)]
@@ -241,7 +241,7 @@ fn generic_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(warp::ext::optional::<ConnectionCloser>())
+        .and(warp::ext::optional::<ConnectionInfo>())
         .then(stream::handle);
     let history = warp::path!("v1" / "events" / "history")
         .and(warp::get())
@@ -360,7 +360,7 @@ fn polling_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state(state.clone()))
         .and(RequestContext::filter())
-        .and(warp::ext::optional::<ConnectionCloser>())
+        .and(warp::ext::optional::<ConnectionInfo>())
         .then(polling::session_stream);
     create_session
         .or(session_actions)

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::publish::idempotency_key;
 use super::request::Body;
 use super::request::{stored, RequestContext};
-use super::server::ConnectionCloser;
+use super::server::ConnectionInfo;
 use super::stream::{sse_response, start_point, EventStream, StartPoint};
 use super::AppState;
 use crate::auth::{Caller, Role};
@@ -386,9 +386,9 @@ pub async fn session_stream(
     raw_session: String,
     state: AppState,
     ctx: RequestContext,
-    closer: Option<ConnectionCloser>,
+    closer: Option<ConnectionInfo>,
 ) -> Response {
-    match open_session_stream(&raw_session, &state, &ctx, closer.map(|c| c.0)).await {
+    match open_session_stream(&raw_session, &state, &ctx, closer.map(|c| c.closer)).await {
         Ok(stream) => sse_response(stream),
         Err(refusal) => refusal,
     }

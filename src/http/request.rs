@@ -12,7 +12,7 @@ use warp::Filter;
 use std::net::IpAddr;
 
 use super::error::ApiError;
-use super::server::{ClientAddress, Headroom};
+use super::server::ConnectionInfo;
 use crate::auth::{AuthError, Caller, TokenKeys};
 use crate::domain::event::TraceId;
 
@@ -57,19 +57,15 @@ impl RequestContext {
         let query = warp::query::raw().or(warp::any().map(String::new)).unify();
         warp::header::headers_cloned()
             .and(query)
-            .and(warp::ext::optional::<ClientAddress>())
-            .and(warp::ext::optional::<Headroom>())
+            .and(warp::ext::optional::<ConnectionInfo>())
             .map(
-                |headers: HeaderMap,
-                 query: String,
-                 client: Option<ClientAddress>,
-                 headroom: Option<Headroom>| {
+                |headers: HeaderMap, query: String, connection: Option<ConnectionInfo>| {
                     let mut ctx = RequestContext::new(headers, &query);
-                    ctx.headroom = headroom.is_some();
-                    match client {
-                        Some(ClientAddress(address)) => ctx.from_client(address),
-                        None => ctx,
+                    if let Some(connection) = connection {
+                        ctx.headroom = connection.headroom;
+                        ctx.client = Some(connection.client);
                     }
+                    ctx
                 },
             )
     }
@@ -146,7 +142,7 @@ impl RequestContext {
         Err(AuthError::Missing)
     }
 
-    pub fn caller(&self, keys: &TokenKeys, allow_query: bool) -> Result<Caller, ApiError> {
+    pub fn caller(&self, keys: &TokenKeys, allow_query: bool) -> Result<std::sync::Arc<Caller>, ApiError> {
         Ok(keys.verify(self.bearer(allow_query)?)?)
     }
 
@@ -177,10 +173,19 @@ impl RequestContext {
         if !value.is_object() {
             return Err(ApiError::unprocessable("the body must be a JSON object"));
         }
-        if let Some(path) = nul_at(&value) {
-            return Err(ApiError::unprocessable(format!(
-                "{path}: text must not contain the NUL character (U+0000)"
-            )));
+        // A NUL can only be written `\u0000` in valid JSON: look for that
+        // first, and walk the value only when it is there.
+        let escaped_nul = |i: usize| body.get(i + 1..i + 6) == Some(b"u0000");
+        if body
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'\\' && escaped_nul(i))
+        {
+            if let Some(path) = nul_at(&value) {
+                return Err(ApiError::unprocessable(format!(
+                    "{path}: text must not contain the NUL character (U+0000)"
+                )));
+            }
         }
         serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
     }
@@ -240,18 +245,21 @@ impl Body {
             return Err(too_large(self.max));
         }
         let timeout = self.timeout;
-        tokio::time::timeout(timeout, collect_limited(self.chunks, self.max))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    format!(
-                        "the request body did not arrive within {}",
-                        humantime::format_duration(timeout)
-                    ),
-                )
-            })?
+        let mut collect = std::pin::pin!(collect_limited(self.chunks, self.max));
+        // Most bodies have arrived with their head: then no timer is set.
+        if let Some(collected) = futures::FutureExt::now_or_never(collect.as_mut()) {
+            return collected;
+        }
+        tokio::time::timeout(timeout, collect).await.map_err(|_| {
+            ApiError::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(timeout)
+                ),
+            )
+        })?
     }
 }
 

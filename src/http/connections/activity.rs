@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::ConnectionLimits;
@@ -42,9 +41,6 @@ pub struct Activity {
     head_started: AtomicU64,
     /// When the connection last became idle (its last response ended).
     idle_since: AtomicU64,
-    /// Woken when a deadline may have moved earlier (a response ended, a
-    /// head began), so the watchdog does not sleep past it.
-    changed: Notify,
 }
 
 /// What the watchdog concludes about a connection now.
@@ -65,21 +61,13 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(now_ms()),
             idle_since: AtomicU64::new(NEVER),
-            changed: Notify::new(),
         })
-    }
-
-    /// Resolves when a deadline may have moved; the watchdog then decides
-    /// again.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
     }
 
     /// Bytes came in: if the connection was idle, a head has started.
     pub(super) fn read_some(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == NEVER {
             self.head_started.store(now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -93,7 +81,6 @@ impl Activity {
     pub fn request_ended(&self) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle_since.store(now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -110,12 +97,17 @@ impl Activity {
         })
     }
 
-    /// The decision for now, under `limits`.
+    /// The decision for now, under `limits`. Nothing wakes the watchdog
+    /// when the state changes (a wake-up it would poll on every read of
+    /// the socket cost more than the rest of this module), so it never
+    /// sleeps longer than a head timeout: a head that begins on a
+    /// kept-alive connection is cut between one and two head timeouts after
+    /// its first byte; every other deadline is kept to the millisecond.
     pub fn verdict(&self, limits: &ConnectionLimits) -> Verdict {
         let now = now_ms();
+        let recheck = now + limits.head_timeout.as_millis() as u64;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            // Busy: no deadline; the end of the request wakes the watchdog.
-            return Verdict::Until(at_ms(now + limits.idle_timeout.as_millis() as u64));
+            return Verdict::Until(at_ms(recheck));
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head != NEVER {
@@ -131,7 +123,7 @@ impl Activity {
         if now >= deadline {
             Verdict::IdleTimedOut
         } else {
-            Verdict::Until(at_ms(deadline))
+            Verdict::Until(at_ms(deadline.min(recheck)))
         }
     }
 }

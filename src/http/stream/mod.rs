@@ -22,7 +22,7 @@ use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
 use super::request::RequestContext;
-use super::server::ConnectionCloser;
+use super::server::ConnectionInfo;
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::event::{parse_event_id, EventId};
@@ -145,8 +145,8 @@ pub fn start_point(ctx: &RequestContext) -> Result<StartPoint, ApiError> {
     })
 }
 
-pub async fn handle(state: AppState, ctx: RequestContext, closer: Option<ConnectionCloser>) -> Response {
-    match open_topics(&state, &ctx, closer.map(|c| c.0)) {
+pub async fn handle(state: AppState, ctx: RequestContext, closer: Option<ConnectionInfo>) -> Response {
+    match open_topics(&state, &ctx, closer.map(|c| c.closer)) {
         Ok(stream) => sse_response(stream),
         Err(error) => error.into_response(&ctx.trace_id),
     }
