@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -341,10 +342,18 @@ impl TokenKeys {
     /// `iat`), and every byte of a token is hashed on each first use (both
     /// claims cost 12.6 M more instructions per 1,000 joins and votes,
     /// callgrind).
-    pub fn presenter_token(&self, session: SessionId, presenter: PresenterId) -> String {
+    /// Dated from `issued` (the session's creation), not from the clock,
+    /// so the same session always gets the same token: an answer kept for
+    /// an Idempotency-Key is the answer first given.
+    pub fn presenter_token(
+        &self,
+        session: SessionId,
+        presenter: PresenterId,
+        issued: DateTime<Utc>,
+    ) -> String {
         self.mint(&Claims {
             sub: Some(presenter.to_string()),
-            exp: expiry_in(POLLING_TOKEN_TTL),
+            exp: expiry_after(issued, POLLING_TOKEN_TTL),
             subscribe: vec![format!("session:{session}")],
             role: Some("presenter".into()),
             sid: Some(session.to_string()),
@@ -353,11 +362,17 @@ impl TokenKeys {
     }
 
     /// The participant token returned on joining: votes as this participant
-    /// and reads the session topic and its own unicast topic.
-    pub fn participant_token(&self, session: SessionId, participant: ParticipantId) -> String {
+    /// and reads the session topic and its own unicast topic. Dated from
+    /// `issued` (the join), like the presenter's.
+    pub fn participant_token(
+        &self,
+        session: SessionId,
+        participant: ParticipantId,
+        issued: DateTime<Utc>,
+    ) -> String {
         self.mint(&Claims {
             sub: Some(participant.to_string()),
-            exp: expiry_in(POLLING_TOKEN_TTL),
+            exp: expiry_after(issued, POLLING_TOKEN_TTL),
             subscribe: vec![format!("session:{session}"), format!("participant:{participant}")],
             role: Some("participant".into()),
             sid: Some(session.to_string()),
@@ -372,6 +387,11 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `exp` for a token valid for `ttl` after `issued`.
+fn expiry_after(issued: DateTime<Utc>, ttl: Duration) -> u64 {
+    (issued.timestamp().max(0) as u64).saturating_add(ttl.as_secs())
 }
 
 /// `exp` for a token valid for `ttl` from now.

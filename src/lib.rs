@@ -28,7 +28,6 @@
 //!   period.
 //! - [`status`]: `system:status` and `system:alert` on the topic `system`.
 //! - [`limits`]: per-token rate and stream limits held across the cluster.
-//! - [`error`]: the API's error vocabulary (CONTRACT §5).
 //! - [`metrics`]: the Prometheus names and recorder.
 //!
 //! The path of one event: `http` parses and authorizes → `store` commits it
@@ -39,7 +38,6 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod limits;
@@ -106,11 +104,9 @@ impl Server {
         let keys = Arc::new(TokenKeys::new(secret.as_bytes()));
         let polling = Polling::start(
             Arc::clone(&store),
-            Arc::clone(&keys),
             PollingSettings {
                 results_interval: config.results_interval,
                 grace_period: config.grace_period,
-                admin_key: config.admin_key.clone(),
                 vote_rate: NonZeroU32::new(config.vote_rate).unwrap_or(NonZeroU32::MIN),
                 node_id: uuid::Uuid::new_v4(),
                 presence_ttl: config.presence_ttl,
@@ -165,6 +161,7 @@ impl Server {
             shutdown: shutdown.clone(),
             connections: Arc::clone(&connections),
             open_streams: Arc::clone(&open_streams),
+            admin_key: config.admin_key.clone(),
             catchups: Arc::new(tokio::sync::Semaphore::new(config.max_catchups as usize)),
         });
         metrics::handle();

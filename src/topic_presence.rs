@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::event::{format_timestamp, EventType, NewEvent, TraceId};
 use crate::domain::topic::Topic;
 use crate::rooms::{Arrival, PresenceChange};
-use crate::store::{AppendRequest, EventStore, StoredResponse};
+use crate::store::{Append, EventStore};
 
 /// The event type of presence changes.
 pub const PRESENCE_UPDATE: &str = "presence:update";
@@ -122,15 +122,8 @@ impl Announcer {
         });
         let event_type = EventType::parse(PRESENCE_UPDATE).expect("a valid event type");
         let event = NewEvent::new(topic, event_type, TraceId::generate(), &payload);
-        let respond = Box::new(|_: &[crate::domain::event::StoredEvent]| StoredResponse {
-            status: 201,
-            body: String::new(),
-        });
-        if let Err(error) = self
-            .store
-            .append(AppendRequest::events(vec![event], respond, None))
-            .await
-        {
+        let append = Append { events: vec![event] };
+        if let Err(error) = crate::store::command::execute(&*self.store, append, None).await {
             tracing::warn!(%error, "presence: could not append presence:update");
         }
     }

@@ -39,7 +39,7 @@ pub fn same_secret(given: &str, required: &str) -> bool {
 /// The admin key the request presents, if it is the configured one: 401
 /// when it is missing or wrong, 403 when the server has none.
 pub fn require_admin(state: &AppState, ctx: &RequestContext) -> Result<(), ApiError> {
-    let Some(required) = &state.polling.settings().admin_key else {
+    let Some(required) = &state.admin_key else {
         return Err(ApiError::forbidden(
             "the admin API is off: start the server with --admin-key",
         ));

@@ -1,16 +1,136 @@
 //! The one error boundary: every failure becomes the contract's JSON body
-//! `{"error": {"code", "message", "traceId"}}` with its status. Internal
-//! failures are logged with their detail and shown to the client opaque.
+//! `{"error": {"code", "message", "traceId"}}` with its status (the error
+//! vocabulary of CONTRACT §5). Internal failures are logged with their
+//! detail and shown to the client opaque.
 
 use std::convert::Infallible;
 
 use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
+use serde_json::json;
 use warp::reply::Response;
 use warp::Rejection;
 
+use crate::auth::AuthError;
 use crate::domain::event::TraceId;
-pub use crate::error::ApiError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+    /// More members of the error object, beside code, message and traceId
+    /// (a version conflict's `currentVersion`).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+            fields: Vec::new(),
+        }
+    }
+
+    /// The error, with one more member in its error object.
+    pub fn with_field(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.fields.push((name, value));
+        self
+    }
+
+    /// Malformed input: bad JSON, bad names, bad parameters.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_payload", message)
+    }
+
+    /// Well-formed JSON of the wrong shape.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 429 `rate_limited`, with how long to wait in `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        ApiError {
+            retry_after_secs: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after_secs: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    /// The contract's error body.
+    pub fn body(&self, trace_id: &TraceId) -> String {
+        let mut error = json!({ "code": self.code, "message": self.message, "traceId": trace_id.as_str() });
+        for (name, value) in &self.fields {
+            error[*name] = value.clone();
+        }
+        json!({ "error": error }).to_string()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Expired => "token_expired",
+            AuthError::Revoked => "token_revoked",
+            AuthError::Missing | AuthError::Invalid(_) | AuthError::NotYetValid => "unauthorized",
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, error.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                ApiError::unavailable("the event store is unavailable; retry shortly")
+            }
+            StoreError::Full(detail) => {
+                tracing::warn!(%detail, "the memory store is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    format!("{detail}; run pollcast with DATABASE_URL for more"),
+                )
+            }
+            StoreError::Rejected(detail) => {
+                tracing::warn!(%detail, "the database refused a value the edge let through");
+                ApiError::unprocessable(format!("the database refused a value of this request: {detail}"))
+            }
+            StoreError::Internal(detail) => {
+                tracing::error!(%detail, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
 
 impl ApiError {
     pub fn into_response(self, trace_id: &TraceId) -> Response {

@@ -76,6 +76,9 @@ pub struct AppShared {
     /// Room changes for streams held by other nodes.
     pub cluster: Arc<crate::cluster::Cluster>,
     pub limits: Arc<crate::limits::Limits>,
+    /// `--admin-key`: required to create a session when set, and the key
+    /// of the admin API.
+    pub admin_key: Option<String>,
     /// Every open TCP connection of this node, with its caps and deadlines.
     pub connections: Arc<connections::Connections>,
     /// Every open stream of this node: what admins and revocations close.
@@ -141,7 +144,7 @@ fn head_limit() -> BoxedFilter<(Response,)> {
             |method: http::Method, path: warp::path::FullPath, query: String, ctx: RequestContext| async move {
                 let target = path.as_str().len() + if query.is_empty() { 0 } else { query.len() + 1 };
                 if request::head_size(&method, target, &ctx.headers) > request::MAX_HEAD {
-                    let error = crate::error::ApiError::new(
+                    let error = error::ApiError::new(
                         http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         "invalid_payload",
                         format!("the request line and headers exceed {} bytes", request::MAX_HEAD),
@@ -150,7 +153,7 @@ fn head_limit() -> BoxedFilter<(Response,)> {
                 }
                 let bodiless = matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE);
                 if bodiless && ctx.headers.contains_key(http::header::TRANSFER_ENCODING) {
-                    let mut response = crate::error::ApiError::bad_request(format!(
+                    let mut response = error::ApiError::bad_request(format!(
                         "a {method} request carries no body (Transfer-Encoding)"
                     ))
                     .into_response(&ctx.trace_id);

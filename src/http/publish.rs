@@ -9,16 +9,13 @@ use sha2::{Digest, Sha256};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::request::Body;
-use super::request::{stored, RequestContext};
+use super::request::{json_response, remember, replayed, Body, RequestContext};
 use super::AppState;
-use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent, TraceId};
+use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent};
 use crate::domain::topic::Topic;
+use crate::store::command::{execute, Answer, Idempotent, Remember};
 use crate::store::polling::PollingTx;
-use crate::store::{
-    AppendOutcome, AppendRequest, CommandOutput, IdempotencyKey, Respond, StoreError, StoredResponse,
-    TxCommand,
-};
+use crate::store::{Command, IdempotencyKey, StoreError};
 
 /// Longest `entityId` accepted: ids of other systems, not documents.
 const MAX_ENTITY_ID: usize = 200;
@@ -137,55 +134,68 @@ async fn publish(
         &body,
     )?;
     let event = NewEvent::new(topic, event_type, ctx.trace_id.clone(), &payload);
-    let respond: Respond = Box::new(|events: &[StoredEvent]| StoredResponse {
-        status: StatusCode::CREATED.as_u16(),
-        body: events[0].envelope_json(),
+    let remember: Remember<Published> = Box::new(|published: &Published| {
+        published
+            .as_ref()
+            .ok()
+            .map(|event| remember(StatusCode::CREATED, &event.envelope_json()))
     });
-    let request = match version_check {
-        None => AppendRequest::events(vec![event], respond, idempotency),
-        Some(check) => AppendRequest {
-            command: Box::new(VersionedPublish {
-                event,
-                check,
-                respond,
-                trace_id: ctx.trace_id.clone(),
-            }),
-            idempotency,
-        },
+    let idempotency = idempotency.map(|key| Idempotent { key, remember });
+    let command = Publish {
+        event: Some(event),
+        check: version_check,
     };
-    match state.store.append(request).await? {
-        AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => Ok(stored(response)),
-        AppendOutcome::KeyReused => Err(ApiError::conflict(
+    match execute(state.store.as_ref(), command, idempotency).await? {
+        Answer::Fresh(Ok(event)) => Ok(json_response(StatusCode::CREATED, event.envelope_json())),
+        Answer::Fresh(Err(conflict)) => Err(conflict.into()),
+        Answer::Replayed(remembered) => Ok(replayed(remembered)),
+        Answer::KeyReused => Err(ApiError::conflict(
             "this Idempotency-Key was already used with a different request",
         )),
     }
 }
 
-/// A publish naming an entity: compared with the entity's current version
-/// and stamped with the next one inside the writer's transaction, so two
-/// publishers racing on one version cannot both win, on any node.
-struct VersionedPublish {
-    event: NewEvent,
-    check: VersionCheck,
-    respond: Respond,
-    trace_id: TraceId,
+/// What a publish comes to: the event as stored, or the version the
+/// entity was really at.
+type Published = Result<StoredEvent, VersionConflict>;
+
+/// A publish; one naming an entity is compared with the entity's current
+/// version and stamped with the next one inside the writer's transaction,
+/// so two publishers racing on one version cannot both win, on any node.
+struct Publish {
+    event: Option<NewEvent>,
+    check: Option<VersionCheck>,
+}
+
+/// The entity was not at the version the publisher expected.
+#[derive(Debug)]
+struct VersionConflict {
+    entity_id: String,
+    expected: i64,
+    current: i64,
 }
 
 #[async_trait]
-impl TxCommand for VersionedPublish {
-    async fn run(self: Box<Self>, tx: &mut dyn PollingTx) -> Result<CommandOutput, StoreError> {
-        let VersionedPublish {
-            mut event,
-            check,
-            respond,
-            trace_id,
-        } = *self;
+impl Command for Publish {
+    type Outcome = Published;
+    type Decided = Result<(), VersionConflict>;
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+        let Some(mut event) = self.event.take() else {
+            return Err(StoreError::Internal("a publish ran twice".into()));
+        };
+        let Some(check) = self.check.take() else {
+            return Ok((vec![event], Ok(())));
+        };
         let topic = event.topic.as_str().to_string();
         let current = tx.entity_version(&topic, &check.entity_id).await?;
-        if check.expected.is_some_and(|expected| expected != current) {
-            return Ok(CommandOutput::answer(version_conflict(
-                &check, current, &trace_id,
-            )));
+        if let Some(expected) = check.expected.filter(|expected| *expected != current) {
+            let conflict = VersionConflict {
+                entity_id: check.entity_id,
+                expected,
+                current,
+            };
+            return Ok((Vec::new(), Err(conflict)));
         }
         let version = current + 1;
         tx.set_entity_version(&topic, &check.entity_id, version).await?;
@@ -193,32 +203,35 @@ impl TxCommand for VersionedPublish {
             entity_id: check.entity_id,
             version,
         });
-        Ok(CommandOutput {
-            events: vec![event],
-            respond,
-        })
+        Ok((vec![event], Ok(())))
+    }
+
+    fn outcome(decided: Self::Decided, events: &[StoredEvent]) -> Published {
+        decided?;
+        // The store hands back exactly the events `run` returned: one.
+        Ok(events[0].clone())
+    }
+
+    fn touches_tables(&self) -> bool {
+        self.check.is_some()
+    }
+
+    fn known_event_count(&self) -> Option<usize> {
+        // A versioned publish may append nothing (a conflict).
+        self.check.is_none().then_some(1)
     }
 }
 
-/// 409 `conflict` with the version the publisher should have expected.
-fn version_conflict(check: &VersionCheck, current: i64, trace_id: &TraceId) -> StoredResponse {
-    let message = format!(
-        "entity `{}` is at version {current}, not {}",
-        check.entity_id,
-        check.expected.unwrap_or_default()
-    );
-    StoredResponse {
-        status: StatusCode::CONFLICT.as_u16(),
-        body: json!({
-            "error": {
-                "code": "conflict",
-                "message": message,
-                "traceId": trace_id.as_str(),
-                "entityId": check.entity_id,
-                "currentVersion": current,
-            }
-        })
-        .to_string(),
+/// 409 `conflict`, with the version the publisher should have expected.
+impl From<VersionConflict> for ApiError {
+    fn from(conflict: VersionConflict) -> Self {
+        let message = format!(
+            "entity `{}` is at version {}, not {}",
+            conflict.entity_id, conflict.current, conflict.expected
+        );
+        ApiError::conflict(message)
+            .with_field("entityId", json!(conflict.entity_id))
+            .with_field("currentVersion", json!(conflict.current))
     }
 }
 

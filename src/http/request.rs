@@ -310,16 +310,31 @@ where
     Ok(body.freeze())
 }
 
-/// A response kept by the store (first answer or idempotent replay), or
-/// decided by a command inside its transaction.
-pub fn stored(stored: crate::store::StoredResponse) -> warp::reply::Response {
-    let mut response = warp::reply::Response::new(stored.body.into());
-    *response.status_mut() = http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
+/// A JSON response with this status and body.
+pub fn json_response(status: http::StatusCode, body: String) -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(body.into());
+    *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// What an Idempotency-Key keeps of an answer: `<status> <body>`.
+pub fn remember(status: http::StatusCode, body: &str) -> crate::store::Remembered {
+    crate::store::Remembered(format!("{} {body}", status.as_u16()))
+}
+
+/// The answer an Idempotency-Key kept, as it was first given.
+pub fn replayed(remembered: crate::store::Remembered) -> warp::reply::Response {
+    let (status, body) = remembered.0.split_once(' ').unwrap_or(("200", ""));
+    let status = status
+        .parse::<u16>()
+        .ok()
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .unwrap_or(http::StatusCode::OK);
+    json_response(status, body.to_owned())
 }
 
 #[cfg(test)]

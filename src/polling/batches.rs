@@ -1,8 +1,8 @@
 //! Batch boxes: votes and joins without an Idempotency-Key wait here for
 //! the writer and go to the store as one command per batch, so a burst costs
 //! a handful of statements instead of several round trips and a commit per
-//! request. A lone request waits for nothing; each is answered after its
-//! batch commits.
+//! request. A lone request waits for nothing; each gets its own typed
+//! answer after its batch commits.
 //!
 //! The batch is formed late: the command queued in the writer takes the
 //! waiting requests only when the writer starts it. While one batch
@@ -11,7 +11,7 @@
 //! one batch straight to the next, and each batch holds everything that
 //! came while the one before it ran.
 //!
-//! What a batch is made of and which command decides it is a [`BatchKind`]:
+//! What a batch is made of and how it is decided is a [`BatchKind`]:
 //! [`Votes`] (the ballot box) and [`Joins`].
 
 use std::sync::{Arc, Mutex};
@@ -19,11 +19,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{oneshot, Semaphore};
 
-use super::ops::{Ballot, BatchAnswers, Joiner, Op, Traced};
-use crate::domain::event::{now_millis, TraceId};
-use crate::error::ApiError;
+use super::context::{Ctx, Stamp};
+use super::join::{join_batch, Joiner};
+use super::outcome::{Accepted, Joined, Outcome};
+use super::vote::{vote_batch, Ballot};
+use crate::domain::event::{NewEvent, StoredEvent, TraceId};
+use crate::store::command::{execute, Answer};
 use crate::store::polling::PollingTx;
-use crate::store::{AppendRequest, CommandOutput, EventStore, StoreError, StoredResponse, TxCommand};
+use crate::store::{Command, EventStore, StoreError};
 
 /// Most requests decided in one command.
 const MAX_BATCH: usize = 512;
@@ -32,46 +35,73 @@ const MAX_BATCH: usize = 512;
 /// handlers instead of an unbounded queue).
 const MAX_WAITING: usize = 16 * MAX_BATCH;
 
-/// What one kind of batch holds and the command that decides it.
+/// What one kind of batch holds and how it is decided.
+#[async_trait]
 pub trait BatchKind: Send + Sync + 'static {
     /// Cloned once per batch: should the database refuse the batch, each
     /// request is tried again alone, so that one bad request fails alone.
     type Item: Clone + Send + Sync + 'static;
+    /// Each request's outcome.
+    type Answer: Send + Sync + 'static;
     /// The histogram of batch sizes.
     const SIZE_METRIC: &'static str;
-    /// The command deciding `items` together. Running it leaves one answer
-    /// per item, in order, in `answers`.
-    fn op(items: Vec<Self::Item>, answers: BatchAnswers) -> Op;
+
+    /// Decides `items` together: their events, and one answer per item, in
+    /// order.
+    async fn decide(
+        ctx: &mut Ctx<'_>,
+        items: &[Self::Item],
+    ) -> Result<(Vec<NewEvent>, Vec<Self::Answer>), StoreError>;
+
+    /// How many events `items` make, when that is known before deciding.
+    fn known_event_count(_items: &[Self::Item]) -> Option<usize> {
+        None
+    }
 }
 
-/// Votes: the ballot box.
+/// Votes: the ballot box. Each vote is one event on its voter's topic.
 pub struct Votes;
 
+#[async_trait]
 impl BatchKind for Votes {
     type Item = Ballot;
+    type Answer = Outcome<Accepted>;
     const SIZE_METRIC: &'static str = "pollcast_vote_batch_size";
 
-    fn op(ballots: Vec<Ballot>, answers: BatchAnswers) -> Op {
-        Op::VoteBatch { ballots, answers }
+    async fn decide(
+        ctx: &mut Ctx<'_>,
+        ballots: &[Ballot],
+    ) -> Result<(Vec<NewEvent>, Vec<Self::Answer>), StoreError> {
+        vote_batch(ctx, ballots).await
+    }
+
+    fn known_event_count(ballots: &[Ballot]) -> Option<usize> {
+        Some(ballots.len())
     }
 }
 
 /// Participants joining sessions.
 pub struct Joins;
 
+#[async_trait]
 impl BatchKind for Joins {
     type Item = Joiner;
+    type Answer = Outcome<Joined>;
     const SIZE_METRIC: &'static str = "pollcast_join_batch_size";
 
-    fn op(joiners: Vec<Joiner>, answers: BatchAnswers) -> Op {
-        Op::JoinBatch { joiners, answers }
+    async fn decide(
+        ctx: &mut Ctx<'_>,
+        joiners: &[Joiner],
+    ) -> Result<(Vec<NewEvent>, Vec<Self::Answer>), StoreError> {
+        join_batch(ctx, joiners).await
     }
 }
 
 pub type BallotBox = BatchBox<Votes>;
 pub type JoinBox = BatchBox<Joins>;
 
-type Reply = oneshot::Sender<Result<StoredResponse, ApiError>>;
+/// Where one request's answer goes.
+type Reply<K> = oneshot::Sender<Result<<K as BatchKind>::Answer, StoreError>>;
 
 pub struct BatchBox<K: BatchKind> {
     shared: Arc<Shared<K>>,
@@ -91,13 +121,13 @@ struct Shared<K: BatchKind> {
     /// inside the store's writer, which may run on a runtime of its own;
     /// the submitting task belongs with the handlers.
     runtime: tokio::runtime::Handle,
-    waiting: Mutex<Waiting<K::Item>>,
+    waiting: Mutex<Waiting<K>>,
     room: Semaphore,
 }
 
 /// The requests no batch has taken yet.
-struct Waiting<T> {
-    items: Vec<(T, Reply)>,
+struct Waiting<K: BatchKind> {
+    items: Vec<(K::Item, Reply<K>)>,
     /// A batch command is in the writer's queue and has not started: it
     /// will take these, so no other is needed.
     batch_queued: bool,
@@ -120,8 +150,8 @@ impl<K: BatchKind> BatchBox<K> {
 
     /// Adds one request to the next batch and waits for its answer (after
     /// commit).
-    pub async fn submit(&self, item: K::Item) -> Result<StoredResponse, ApiError> {
-        let stopped = || ApiError::unavailable("the server is shutting down");
+    pub async fn submit(&self, item: K::Item) -> Result<K::Answer, StoreError> {
+        let stopped = || StoreError::Unavailable("the server is shutting down".into());
         let _room = self.shared.room.acquire().await.map_err(|_| stopped())?;
         let (reply, answer) = oneshot::channel();
         let queue_batch = {
@@ -137,14 +167,14 @@ impl<K: BatchKind> BatchBox<K> {
 }
 
 impl<K: BatchKind> Shared<K> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<K::Item>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<K>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes up to a batch of waiting requests. The queued command is now
     /// started, so requests that come next need a new one; if some are
     /// left over (more than a batch was waiting), it is queued right away.
-    fn take_batch(self: &Arc<Self>) -> Vec<(K::Item, Reply)> {
+    fn take_batch(self: &Arc<Self>) -> Vec<(K::Item, Reply<K>)> {
         let (taken, queue_another) = {
             let mut waiting = self.lock();
             let size = waiting.items.len().min(MAX_BATCH);
@@ -160,7 +190,7 @@ impl<K: BatchKind> Shared<K> {
     }
 
     /// Every waiting request, for a batch that could not be queued.
-    fn take_all_for_failure(&self) -> Vec<Reply> {
+    fn take_all_for_failure(&self) -> Vec<Reply<K>> {
         let mut waiting = self.lock();
         waiting.batch_queued = false;
         waiting.items.drain(..).map(|(_, reply)| reply).collect()
@@ -170,29 +200,19 @@ impl<K: BatchKind> Shared<K> {
 /// What a batch command shares with the task that submitted it: the
 /// replies of the requests it took, and a copy of the requests in case the
 /// batch as a whole is refused.
-struct Taken<T> {
+struct Taken<K: BatchKind> {
     taken: bool,
-    replies: Vec<Reply>,
-    items: Vec<T>,
+    replies: Vec<Reply<K>>,
+    items: Vec<K::Item>,
 }
 
-impl<T> Default for Taken<T> {
-    fn default() -> Self {
-        Taken {
-            taken: false,
-            replies: Vec::new(),
-            items: Vec::new(),
-        }
-    }
-}
-
-/// The command queued in the writer for the waiting requests. It becomes
-/// the kind's command when the writer starts it.
+/// The command queued in the writer for the waiting requests: it takes
+/// them when the writer starts it.
 struct BatchCommand<K: BatchKind> {
     shared: Arc<Shared<K>>,
-    taken: Arc<Mutex<Taken<K::Item>>>,
-    answers: BatchAnswers,
-    command: Option<Traced>,
+    taken: Arc<Mutex<Taken<K>>>,
+    items: Vec<K::Item>,
+    stamp: Stamp,
 }
 
 impl<K: BatchKind> BatchCommand<K> {
@@ -206,48 +226,73 @@ impl<K: BatchKind> BatchCommand<K> {
         taken.replies = replies;
         taken.items = items.clone();
         metrics::histogram!(K::SIZE_METRIC).record(items.len() as f64);
-        self.command = Some(Traced {
-            op: K::op(items, Arc::clone(&self.answers)),
-            trace_id: TraceId::generate(),
-            at: now_millis(),
-        });
+        self.items = items;
     }
 }
 
 #[async_trait]
-impl<K: BatchKind> TxCommand for BatchCommand<K> {
+impl<K: BatchKind> Command for BatchCommand<K> {
+    type Outcome = Vec<K::Answer>;
+    type Decided = Vec<K::Answer>;
+
     fn start(&mut self) {
         self.take_waiting();
     }
 
     fn known_event_count(&self) -> Option<usize> {
-        self.command.as_ref().and_then(TxCommand::known_event_count)
+        K::known_event_count(&self.items)
     }
 
-    async fn run(mut self: Box<Self>, tx: &mut dyn PollingTx) -> Result<CommandOutput, StoreError> {
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         // A store that did not call `start` still gets the requests.
         self.take_waiting();
-        let command = self.command.take().expect("taken above");
-        Box::new(command).run(tx).await
+        K::decide(&mut Ctx::new(tx, &self.stamp), &self.items).await
+    }
+
+    fn outcome(answers: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
+        answers
+    }
+}
+
+/// Requests decided as a batch of their own, already taken.
+struct Alone<K: BatchKind> {
+    items: Vec<K::Item>,
+    stamp: Stamp,
+}
+
+#[async_trait]
+impl<K: BatchKind> Command for Alone<K> {
+    type Outcome = Vec<K::Answer>;
+    type Decided = Vec<K::Answer>;
+
+    fn known_event_count(&self) -> Option<usize> {
+        K::known_event_count(&self.items)
+    }
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+        K::decide(&mut Ctx::new(tx, &self.stamp), &self.items).await
+    }
+
+    fn outcome(answers: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
+        answers
     }
 }
 
 /// Queues a batch command in the writer and, once its transaction is over,
 /// answers the requests it took.
 async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
-    let taken: Arc<Mutex<Taken<K::Item>>> = Arc::default();
-    let answers: BatchAnswers = Arc::default();
+    let taken = Arc::new(Mutex::new(Taken::<K> {
+        taken: false,
+        replies: Vec::new(),
+        items: Vec::new(),
+    }));
     let command = BatchCommand {
         shared: Arc::clone(&shared),
         taken: Arc::clone(&taken),
-        answers: Arc::clone(&answers),
-        command: None,
+        items: Vec::new(),
+        stamp: Stamp::new(TraceId::generate()),
     };
-    let request = AppendRequest {
-        command: Box::new(command),
-        idempotency: None,
-    };
-    let outcome = shared.store.append(request).await;
+    let outcome = execute(&*shared.store, command, None).await;
     let (replies, items) = {
         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
         if !taken.taken {
@@ -261,17 +306,19 @@ async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
             std::mem::take(&mut taken.items),
         )
     };
-    let answers = answers.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match (outcome, answers) {
-        (Ok(_), Some(answers)) => {
+    match outcome {
+        Ok(Answer::Fresh(answers)) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(Ok(answer));
             }
         }
-        (Ok(_), None) => fail(replies, ApiError::internal()),
+        Ok(_) => fail::<K>(
+            replies,
+            StoreError::Internal("a batch without its answers".into()),
+        ),
         // The database refused something in the batch: each request is
         // decided again on its own, so only the one at fault fails.
-        (Err(StoreError::Rejected(_) | StoreError::Internal(_)), _) if items.len() > 1 => {
+        Err(StoreError::Rejected(_) | StoreError::Internal(_)) if items.len() > 1 => {
             tracing::warn!(
                 requests = items.len(),
                 "a batch was refused; deciding its requests one by one"
@@ -280,38 +327,27 @@ async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
                 shared.runtime.spawn(run_alone(Arc::clone(&shared), item, reply));
             }
         }
-        (Err(error), _) => fail(replies, error.into()),
+        Err(error) => fail::<K>(replies, error),
     }
 }
 
 /// One request of a refused batch, as a batch of its own.
-async fn run_alone<K: BatchKind>(shared: Arc<Shared<K>>, item: K::Item, reply: Reply) {
-    let answers: BatchAnswers = Arc::default();
-    let command = Traced {
-        op: K::op(vec![item], Arc::clone(&answers)),
-        trace_id: TraceId::generate(),
-        at: now_millis(),
+async fn run_alone<K: BatchKind>(shared: Arc<Shared<K>>, item: K::Item, reply: Reply<K>) {
+    let command = Alone::<K> {
+        items: vec![item],
+        stamp: Stamp::new(TraceId::generate()),
     };
-    let outcome = shared
-        .store
-        .append(AppendRequest {
-            command: Box::new(command),
-            idempotency: None,
-        })
-        .await;
-    let answer = answers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .and_then(|answers| answers.into_iter().next());
-    let _ = reply.send(match (outcome, answer) {
-        (Ok(_), Some(answer)) => Ok(answer),
-        (Ok(_), None) => Err(ApiError::internal()),
-        (Err(error), _) => Err(error.into()),
-    });
+    let answer = match execute(&*shared.store, command, None).await {
+        Ok(Answer::Fresh(mut answers)) => answers
+            .pop()
+            .ok_or_else(|| StoreError::Internal("a request without its answer".into())),
+        Ok(_) => Err(StoreError::Internal("a request without its answer".into())),
+        Err(error) => Err(error),
+    };
+    let _ = reply.send(answer);
 }
 
-fn fail(replies: Vec<Reply>, error: ApiError) {
+fn fail<K: BatchKind>(replies: Vec<Reply<K>>, error: StoreError) {
     for reply in replies {
         let _ = reply.send(Err(error.clone()));
     }
@@ -321,7 +357,8 @@ fn fail(replies: Vec<Reply>, error: ApiError) {
 mod tests {
     use super::*;
     use crate::domain::polling::ids::{ParticipantId, PollId, SessionId, VoteId};
-    use crate::polling::ops::VoteRequest;
+    use crate::polling::outcome::Refusal;
+    use crate::polling::vote::VoteRequest;
     use crate::store::memory::MemoryStore;
 
     fn ballot_for_unknown_poll() -> VoteRequest {
@@ -361,7 +398,7 @@ mod tests {
                 .expect("answered in time")
                 .unwrap()
                 .expect("an answer from the store");
-            assert_eq!(answer.status, 404, "{}", answer.body);
+            assert_eq!(answer.unwrap_err(), Refusal::NotFound("no such poll"));
         }
         assert!(ballots.shared.lock().items.is_empty());
         assert!(!ballots.shared.lock().batch_queued);

@@ -1,14 +1,31 @@
-//! The live polling service: turns authorized requests into commands run
-//! in the store's transactions (`ops`), and keeps the per-node machinery
-//! around them: the batch boxes that turn bursts of votes and joins into
-//! one command per batch (`batches`), coalesced results broadcasts
-//! (`results`), presence (`presence`) and the per-participant vote rate
-//! limit.
+//! The live polling service: commands and queries with typed outcomes,
+//! run in the store's transactions, and the per-node machinery around
+//! them.
+//!
+//! - one module per command family: [`session`] (create, start, end, add
+//!   a poll), [`poll`] (open, close), [`join`], [`vote`]; [`queries`]
+//!   (snapshot, results, voters) on read snapshots;
+//! - [`projection`]: what the tables become once events happened;
+//! - [`batches`]: the boxes that turn bursts of votes and joins into one
+//!   command per batch; [`results`]: coalesced results broadcasts;
+//!   [`presence`]: who is present, and the node heartbeat;
+//! - [`outcome`]: what comes back, and why a request is refused. Nothing
+//!   here knows HTTP: the edge renders outcomes.
 
 pub mod batches;
-pub mod ops;
+mod context;
+pub mod join;
+pub mod outcome;
+pub mod poll;
 pub mod presence;
+mod projection;
+pub mod queries;
 pub mod results;
+pub mod session;
+pub mod vote;
+
+pub use context::{Actor, SessionKey, Stamp};
+pub use projection::new_session;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -17,23 +34,21 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::TokenKeys;
-use crate::domain::event::{now_millis, TraceId};
-use crate::domain::polling::ids::{ParticipantId, PollId};
-use crate::error::ApiError;
+use crate::domain::polling::ids::ParticipantId;
 use crate::limits::ClusterRateLimit;
-use crate::store::{AppendOutcome, AppendRequest, EventStore, IdempotencyKey, StoredResponse};
+use crate::store::command::{execute, query, Answer, Idempotent};
+use crate::store::{Command, EventStore, StoreError};
 use batches::{BallotBox, JoinBox};
-use ops::{Ballot, Joiner, Op, Traced, VoteRequest};
+use join::{Join, Joiner};
+use outcome::{Accepted, Joined, Outcome};
 use presence::Presence;
 use results::ResultsCoalescer;
+use vote::{Ballot, CastVote};
 
 #[derive(Debug, Clone)]
 pub struct PollingSettings {
     pub results_interval: Duration,
     pub grace_period: Duration,
-    /// When set, creating a session requires it.
-    pub admin_key: Option<String>,
     /// Votes per second one participant may submit (also the burst).
     pub vote_rate: NonZeroU32,
     /// This node, in presence rows.
@@ -50,7 +65,6 @@ pub struct Polling {
 
 struct Inner {
     store: Arc<dyn EventStore>,
-    keys: Arc<TokenKeys>,
     settings: PollingSettings,
     results: ResultsCoalescer,
     presence: Presence,
@@ -61,12 +75,7 @@ struct Inner {
 }
 
 impl Polling {
-    pub fn start(
-        store: Arc<dyn EventStore>,
-        keys: Arc<TokenKeys>,
-        settings: PollingSettings,
-        stop: CancellationToken,
-    ) -> Self {
+    pub fn start(store: Arc<dyn EventStore>, settings: PollingSettings, stop: CancellationToken) -> Self {
         let results = ResultsCoalescer::start(Arc::clone(&store), settings.results_interval, stop.clone());
         let (live_nodes, live_nodes_seen) = tokio::sync::watch::channel(1);
         let presence = Presence::start(
@@ -83,7 +92,6 @@ impl Polling {
         Polling {
             inner: Arc::new(Inner {
                 store,
-                keys,
                 settings,
                 results,
                 presence,
@@ -93,10 +101,6 @@ impl Polling {
                 live_nodes: live_nodes_seen,
             }),
         }
-    }
-
-    pub fn keys(&self) -> &Arc<TokenKeys> {
-        &self.inner.keys
     }
 
     /// How many nodes share the database, from their heartbeats: what
@@ -113,77 +117,59 @@ impl Polling {
         &self.inner.presence
     }
 
-    /// Runs a command in the writer's transaction; the answer is the
-    /// command's (or the first one, for a retried Idempotency-Key).
-    pub async fn execute(
+    /// Runs a command in the writer's transaction; its outcome once
+    /// committed (or, for a retried Idempotency-Key, what it kept).
+    pub async fn execute<C: Command>(
         &self,
-        op: Op,
-        trace_id: &TraceId,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<StoredResponse, ApiError> {
-        let command = Traced {
-            op,
-            trace_id: trace_id.clone(),
-            at: now_millis(),
-        };
-        let request = AppendRequest {
-            command: Box::new(command),
-            idempotency,
-        };
-        match self.inner.store.append(request).await? {
-            AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response) => Ok(response),
-            AppendOutcome::KeyReused => Err(ApiError::conflict(
-                "this Idempotency-Key was already used with a different request",
-            )),
-        }
+        command: C,
+        idempotency: Option<Idempotent<C::Outcome>>,
+    ) -> Result<Answer<C::Outcome>, StoreError> {
+        execute(&*self.inner.store, command, idempotency).await
     }
 
-    /// Runs a query on a consistent snapshot.
-    pub async fn query(&self, op: Op, trace_id: &TraceId) -> Result<StoredResponse, ApiError> {
-        let command = Traced {
-            op,
-            trace_id: trace_id.clone(),
-            at: now_millis(),
-        };
-        Ok(self.inner.store.read(Box::new(command)).await?)
+    /// Runs a query on a consistent read-only snapshot.
+    pub async fn query<C: Command>(&self, command: C) -> Result<C::Outcome, StoreError> {
+        query(&*self.inner.store, command).await
     }
 
     /// Casts a vote. Without an Idempotency-Key it joins the ballot box's
-    /// next batch; with one it runs on its own, so its key is recorded with
-    /// it in the same transaction.
+    /// next batch; with one it runs on its own, so its key is kept with it
+    /// in the same transaction. An accepted vote makes its poll's results
+    /// broadcast due.
     pub async fn vote(
         &self,
-        request: VoteRequest,
-        trace_id: &TraceId,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<StoredResponse, ApiError> {
-        match idempotency {
-            Some(key) => self.execute(Op::Vote(request), trace_id, Some(key)).await,
-            None => {
-                let ballot = Ballot {
-                    request,
-                    trace_id: trace_id.clone(),
-                };
-                self.inner.ballots.submit(ballot).await
+        ballot: Ballot,
+        idempotency: Option<Idempotent<Outcome<Accepted>>>,
+    ) -> Result<Answer<Outcome<Accepted>>, StoreError> {
+        let poll_id = ballot.request.poll_id;
+        let answer = match idempotency {
+            Some(key) => {
+                let stamp = Stamp::new(ballot.trace_id.clone());
+                self.execute(CastVote { ballot, stamp }, Some(key)).await?
             }
+            None => Answer::Fresh(self.inner.ballots.submit(ballot).await?),
+        };
+        if matches!(answer, Answer::Fresh(Ok(_))) {
+            self.inner.results.dirty(poll_id);
         }
+        Ok(answer)
     }
 
     /// Joins a participant to a session. Without an Idempotency-Key it
     /// rides the join box's next batch (a room of people scanning the join
-    /// code at once); with one it runs on its own, so its key is recorded
-    /// with it in the same transaction.
+    /// code at once); with one it runs on its own, so its key is kept with
+    /// it in the same transaction.
     pub async fn join(
         &self,
         joiner: Joiner,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<StoredResponse, ApiError> {
+        idempotency: Option<Idempotent<Outcome<Joined>>>,
+    ) -> Result<Answer<Outcome<Joined>>, StoreError> {
         match idempotency {
             Some(key) => {
-                let trace_id = joiner.trace_id.clone();
-                self.execute(Op::Join(joiner), &trace_id, Some(key)).await
+                let stamp = Stamp::new(joiner.trace_id.clone());
+                self.execute(Join { joiner, stamp }, Some(key)).await
             }
-            None => self.inner.joins.submit(joiner).await,
+            None => Ok(Answer::Fresh(self.inner.joins.submit(joiner).await?)),
         }
     }
 
@@ -192,35 +178,19 @@ impl Polling {
     pub fn take_vote_budget(&self, participant: ParticipantId) -> Result<(), Duration> {
         self.inner.vote_limit.check(&participant)
     }
-
-    /// A vote on `poll` committed: its results broadcast is due.
-    pub fn vote_committed(&self, poll: PollId) {
-        self.inner.results.dirty(poll);
-    }
 }
 
-/// Runs a background op (presence, results), retrying through short
-/// outages: these have no client waiting to retry them. Returns the op's
-/// answer once it committed.
-pub(crate) async fn run_with_retry(
+/// Runs a background command (presence, results), retrying through short
+/// outages: these have no client waiting to retry them. Returns its
+/// outcome once it committed.
+pub(crate) async fn run_with_retry<C: Command>(
     store: &Arc<dyn EventStore>,
-    make: impl Fn() -> Op,
-) -> Option<StoredResponse> {
+    make: impl Fn() -> C,
+) -> Option<C::Outcome> {
     for attempt in 0..6u32 {
-        let command = Traced {
-            op: make(),
-            trace_id: TraceId::generate(),
-            at: now_millis(),
-        };
-        let request = AppendRequest {
-            command: Box::new(command),
-            idempotency: None,
-        };
-        match store.append(request).await {
-            Ok(AppendOutcome::Committed { response, .. } | AppendOutcome::Replayed(response)) => {
-                return Some(response)
-            }
-            Ok(AppendOutcome::KeyReused) => return None,
+        match execute(&**store, make(), None).await {
+            Ok(Answer::Fresh(outcome)) => return Some(outcome),
+            Ok(_) => return None,
             Err(error) => {
                 tracing::warn!(%error, attempt, "background polling update failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;

@@ -15,18 +15,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::ops::Op;
-use super::run_with_retry;
-use crate::domain::event::now_millis;
-use crate::domain::polling::ids::{ParticipantId, SessionId};
-use crate::store::polling::PresenceConnection;
-use crate::store::EventStore;
+use async_trait::async_trait;
 
-/// The live node count a sweep answered with.
-fn live_nodes_in(answer: &crate::store::StoredResponse) -> Option<usize> {
-    let body: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
-    body["liveNodes"].as_u64().map(|n| n as usize)
-}
+use super::context::{Ctx, SessionKey, Stamp};
+use super::projection::apply;
+use super::run_with_retry;
+use crate::domain::event::{now_millis, NewEvent, StoredEvent, TraceId};
+use crate::domain::polling::ids::{ParticipantId, SessionId};
+use crate::domain::polling::{decide, Command as Rule};
+use crate::store::polling::{PollingTx, PresenceConnection};
+use crate::store::{Command, EventStore, StoreError};
 
 enum Change {
     Opened(PresenceConnection),
@@ -73,8 +71,8 @@ impl Presence {
                 let change = tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = heartbeat.tick() => {
-                        let swept = run_with_retry(&store, || Op::PresenceSweep { node_id, ttl: ttl_chrono }).await;
-                        if let Some(nodes) = swept.as_ref().and_then(live_nodes_in) {
+                        let swept = run_with_retry(&store, || Sweep { node_id, ttl: ttl_chrono, stamp: stamp() }).await;
+                        if let Some(nodes) = swept {
                             live_nodes.send_if_modified(|known| std::mem::replace(known, nodes) != nodes);
                         }
                         continue;
@@ -83,17 +81,21 @@ impl Presence {
                 };
                 match change {
                     Change::Opened(connection) => {
-                        run_with_retry(&store, || Op::StreamOpened(connection.clone())).await;
+                        run_with_retry(&store, || StreamOpened {
+                            connection: connection.clone(),
+                            stamp: stamp(),
+                        })
+                        .await;
                     }
                     Change::Closed { id, participant } => {
-                        run_with_retry(&store, || Op::StreamClosed { connection_id: id }).await;
+                        run_with_retry(&store, || StreamClosed { connection_id: id }).await;
                         let store = Arc::clone(&store);
                         let stop = stop.clone();
                         tokio::spawn(async move {
                             tokio::select! {
                                 _ = stop.cancelled() => {}
                                 _ = tokio::time::sleep(grace) => {
-                                    run_with_retry(&store, || Op::GraceExpired { participant_id: participant }).await;
+                                    run_with_retry(&store, || GraceExpired { participant_id: participant, stamp: stamp() }).await;
                                 }
                             }
                         });
@@ -121,4 +123,137 @@ impl Presence {
             participant: participant_id,
         }
     }
+}
+
+/// A background change's stamp: a trace id of its own, now.
+fn stamp() -> Stamp {
+    Stamp::new(TraceId::generate())
+}
+
+/// A participant's stream opened: its row, and `participant:joined` again
+/// if it was absent.
+struct StreamOpened {
+    connection: PresenceConnection,
+    stamp: Stamp,
+}
+
+#[async_trait]
+impl Command for StreamOpened {
+    type Outcome = ();
+    type Decided = ();
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+        let mut ctx = Ctx::new(tx, &self.stamp);
+        ctx.tx.open_connection(&self.connection).await?;
+        Ok((mark(&mut ctx, self.connection.participant_id, true).await?, ()))
+    }
+
+    fn outcome(_: (), _: &[StoredEvent]) {}
+}
+
+/// A participant's stream closed: its row goes (the grace period decides
+/// whether the participant left).
+struct StreamClosed {
+    connection_id: Uuid,
+}
+
+#[async_trait]
+impl Command for StreamClosed {
+    type Outcome = ();
+    type Decided = ();
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+        tx.close_connection(self.connection_id).await?;
+        Ok((Vec::new(), ()))
+    }
+
+    fn outcome(_: (), _: &[StoredEvent]) {}
+}
+
+/// A grace period ended: the participant left, unless one of its streams
+/// is open again.
+struct GraceExpired {
+    participant_id: ParticipantId,
+    stamp: Stamp,
+}
+
+#[async_trait]
+impl Command for GraceExpired {
+    type Outcome = ();
+    type Decided = ();
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+        let mut ctx = Ctx::new(tx, &self.stamp);
+        if ctx.tx.connection_count(self.participant_id).await? > 0 {
+            return Ok((Vec::new(), ()));
+        }
+        Ok((mark(&mut ctx, self.participant_id, false).await?, ()))
+    }
+
+    fn outcome(_: (), _: &[StoredEvent]) {}
+}
+
+/// A node's heartbeat: keep its stream rows alive, expire those of nodes
+/// that stopped (their participants are marked absent), and count the
+/// nodes alive.
+struct Sweep {
+    node_id: Uuid,
+    ttl: chrono::Duration,
+    stamp: Stamp,
+}
+
+#[async_trait]
+impl Command for Sweep {
+    /// How many nodes are alive, this one included.
+    type Outcome = usize;
+    type Decided = usize;
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, usize), StoreError> {
+        let mut ctx = Ctx::new(tx, &self.stamp);
+        let at = ctx.at();
+        ctx.tx.touch_connections(self.node_id, at).await?;
+        let live_nodes = ctx.tx.live_nodes(self.node_id, at, at - self.ttl).await?;
+        let orphaned = ctx.tx.expire_connections(at - self.ttl).await?;
+        let mut events = Vec::new();
+        for participant_id in orphaned {
+            if ctx.tx.connection_count(participant_id).await? == 0 {
+                events.extend(mark(&mut ctx, participant_id, false).await?);
+            }
+        }
+        Ok((events, live_nodes))
+    }
+
+    fn outcome(live_nodes: usize, _: &[StoredEvent]) -> usize {
+        live_nodes
+    }
+}
+
+/// Marks a participant present or absent, with the events that says so
+/// (none when nothing changes, or the participant is unknown).
+async fn mark(
+    ctx: &mut Ctx<'_>,
+    participant_id: ParticipantId,
+    present: bool,
+) -> Result<Vec<NewEvent>, StoreError> {
+    let Some(participant) = ctx.tx.participant(participant_id).await? else {
+        return Ok(Vec::new());
+    };
+    let session = match ctx.session(&SessionKey::Id(participant.session_id)).await {
+        Ok(session) => session,
+        Err(super::context::Stop::Store(error)) => return Err(error),
+        Err(super::context::Stop::Refused(_)) => return Ok(Vec::new()),
+    };
+    let mut state = ctx.state_of(session, Vec::new()).await?;
+    state.participant = Some(participant);
+    let at = ctx.at();
+    let rule = if present {
+        Rule::MarkPresent { participant_id, at }
+    } else {
+        Rule::MarkAbsent { participant_id, at }
+    };
+    let Ok(events) = decide(&state, rule) else {
+        return Ok(Vec::new());
+    };
+    apply(ctx, &state, &events).await?;
+    Ok(ctx.events(&events))
 }

@@ -12,10 +12,20 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ops::Op;
+use async_trait::async_trait;
+
+use super::context::{settle, Ctx, Stamp, Stop};
+use super::outcome::Outcome;
 use super::run_with_retry;
+use crate::domain::event::{NewEvent, StoredEvent, TraceId};
+use crate::domain::polling::events::results_broadcast;
 use crate::domain::polling::ids::PollId;
-use crate::store::EventStore;
+use crate::domain::polling::model::Poll;
+use crate::store::polling::PollingTx;
+use crate::store::{Command, EventStore, StoreError};
+
+/// Open-text answers carried in a results broadcast (GET results has all).
+pub const BROADCAST_TEXTS: usize = 50;
 
 #[derive(Clone)]
 pub struct ResultsCoalescer {
@@ -68,7 +78,11 @@ impl ResultsCoalescer {
                         timer.next_allowed = Some(now + interval);
                         let store = Arc::clone(&store);
                         tokio::spawn(async move {
-                            run_with_retry(&store, || Op::EmitResults { poll_id: poll }).await;
+                            run_with_retry(&store, || EmitResults {
+                                poll_id: poll,
+                                stamp: Stamp::new(TraceId::generate()),
+                            })
+                            .await;
                         });
                     }
                 }
@@ -83,4 +97,51 @@ impl ResultsCoalescer {
     pub fn dirty(&self, poll: PollId) {
         let _ = self.dirty.send(poll);
     }
+}
+
+/// A results broadcast: the poll's tally as it stands now, on the session
+/// topic (`vote:accepted` without a voter).
+pub struct EmitResults {
+    pub poll_id: PollId,
+    pub stamp: Stamp,
+}
+
+#[async_trait]
+impl Command for EmitResults {
+    type Outcome = Outcome<()>;
+    type Decided = Outcome<()>;
+
+    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+        let mut ctx = Ctx::new(tx, &self.stamp);
+        let emitted = async {
+            let poll = ctx.poll(self.poll_id).await?;
+            let tally = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
+            let latest = ctx.tx.latest_vote(poll.id).await?;
+            let results = tally.results_json(&poll);
+            let event = results_broadcast(&poll, &results, latest, &ctx.stamp.trace_id);
+            Ok::<_, Stop>((vec![event], ()))
+        };
+        settle(emitted.await)
+    }
+
+    fn outcome(decided: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
+        decided
+    }
+}
+
+/// The results broadcast of `poll` as its tally stands in this
+/// transaction; none for a poll without votes (its results never moved).
+pub async fn final_results(ctx: &mut Ctx<'_>, poll: &Poll) -> Result<Option<NewEvent>, StoreError> {
+    let tally = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
+    if tally.vote_count == 0 {
+        return Ok(None);
+    }
+    let latest = ctx.tx.latest_vote(poll.id).await?;
+    let results = tally.results_json(poll);
+    Ok(Some(results_broadcast(
+        poll,
+        &results,
+        latest,
+        &ctx.stamp.trace_id,
+    )))
 }

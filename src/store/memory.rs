@@ -17,8 +17,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::memory_polling::{MemTx, PollingTables};
 use super::{
-    is_remembered, replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore, LogBounds,
-    StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG, IDEMPOTENCY_WINDOW,
+    replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore, LogBounds, Remembered,
+    StoreError, TxCommand, COMMITTED_BATCH_BACKLOG, IDEMPOTENCY_WINDOW,
 };
 use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
@@ -72,7 +72,7 @@ struct Log {
 
 struct RememberedKey {
     fingerprint: String,
-    response: StoredResponse,
+    answer: Remembered,
     at: DateTime<Utc>,
 }
 
@@ -148,25 +148,28 @@ impl MemoryStore {
 
 #[async_trait]
 impl EventStore for MemoryStore {
-    async fn append(&self, mut request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let AppendRequest {
+            mut command,
+            idempotency,
+        } = request;
         let mut log = self.lock().await;
-        request.command.start();
-        if let Some(key) = &request.idempotency {
+        command.start();
+        if let Some(key) = &idempotency {
             if let Some(seen) = log.keys.get(&(key.scope.clone(), key.key.clone())) {
-                return Ok(replay_or_conflict(key, &seen.fingerprint, &seen.response));
+                return Ok(replay_or_conflict(key, &seen.fingerprint, &seen.answer));
             }
         }
         let head = log.next_id - 1;
         let before = head;
-        let output = request
-            .command
+        let events = command
             .run(&mut MemTx {
                 tables: &mut log.polling,
                 head,
             })
             .await?;
-        let mut committed = Vec::with_capacity(output.events.len());
-        for event in output.events {
+        let mut committed = Vec::with_capacity(events.len());
+        for event in events {
             let id = log.next_id;
             log.next_id += 1;
             committed.push(StoredEvent::from_new(id, event));
@@ -177,17 +180,14 @@ impl EventStore for MemoryStore {
         if dropped > 0 {
             tracing::debug!(dropped, "memory store over budget: dropped its oldest events");
         }
-        let response = (output.respond)(&committed);
+        let remembered = command.settle(&committed);
         let keys_full = log.keys.len() + log.polling.rows() >= log.budget.max_rows;
-        if let Some(key) = request
-            .idempotency
-            .filter(|_| is_remembered(&response) && !keys_full)
-        {
+        if let (Some(key), Some(answer)) = (idempotency.filter(|_| !keys_full), remembered) {
             log.keys.insert(
                 (key.scope, key.key),
                 RememberedKey {
                     fingerprint: key.fingerprint,
-                    response: response.clone(),
+                    answer,
                     at: Utc::now(),
                 },
             );
@@ -203,19 +203,23 @@ impl EventStore for MemoryStore {
             drop(log);
             self.hints.send_replace(head);
         }
-        Ok(AppendOutcome::Committed { response })
+        command.deliver();
+        Ok(AppendOutcome::Committed)
     }
 
-    async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError> {
+    async fn read(&self, mut command: Box<dyn TxCommand>) -> Result<(), StoreError> {
         let mut log = self.lock().await;
         let head = log.next_id - 1;
-        let output = command
+        command
             .run(&mut MemTx {
                 tables: &mut log.polling,
                 head,
             })
             .await?;
-        Ok((output.respond)(&[]))
+        drop(log);
+        command.settle(&[]);
+        command.deliver();
+        Ok(())
     }
 
     async fn read_range(
@@ -313,21 +317,16 @@ mod tests {
     use crate::domain::event::{EventType, NewEvent, TraceId};
     use crate::domain::topic::Topic;
 
-    fn publish(size: usize) -> AppendRequest {
+    async fn publish(store: &MemoryStore, size: usize) {
         let event = NewEvent::new(
             Topic::parse("demo:a").unwrap(),
             EventType::parse("demo:said").unwrap(),
             TraceId::generate(),
             &serde_json::json!({ "blob": "x".repeat(size) }),
         );
-        AppendRequest::events(
-            vec![event],
-            Box::new(|_| StoredResponse {
-                status: 201,
-                body: String::new(),
-            }),
-            None,
-        )
+        crate::store::command::execute(store, crate::store::Append { events: vec![event] }, None)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -338,7 +337,7 @@ mod tests {
             max_rows: 100,
         });
         for _ in 0..12 {
-            store.append(publish(10)).await.unwrap();
+            publish(&store, 10).await;
         }
         let bounds = store.bounds().await.unwrap();
         assert_eq!((bounds.pruned_through, bounds.head), (7, 12));
@@ -358,7 +357,7 @@ mod tests {
             max_rows: 100,
         });
         for _ in 0..10 {
-            store.append(publish(10_000)).await.unwrap();
+            publish(&store, 10_000).await;
         }
         let kept = store
             .read_range(0, 10, &TopicFilter::everything(), 100)

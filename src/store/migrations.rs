@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_prune_with_custom_plans",
         include_str!("../../sql/0007_prune_with_custom_plans.sql"),
     ),
+    (
+        "0008_idempotency_answers",
+        include_str!("../../sql/0008_idempotency_answers.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

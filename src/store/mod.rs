@@ -6,6 +6,7 @@
 //! Idempotency keys live here too, because a key must be recorded in the
 //! same transaction as the events it produced.
 
+pub mod command;
 pub mod memory;
 mod memory_polling;
 mod migrations;
@@ -19,6 +20,8 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
+
+pub use command::{Answer, Command, Idempotent, Remember, Remembered, TxCommand};
 
 use crate::domain::event::{EventId, NewEvent, StoredEvent};
 use crate::domain::topic::TopicFilter;
@@ -34,77 +37,23 @@ pub struct IdempotencyKey {
     pub fingerprint: String,
 }
 
-/// A response as it is replayed for a retried idempotent request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: String,
-}
-
-/// Builds the HTTP response of a command from its committed events. It runs
-/// inside the commit so the exact bytes can be kept with the idempotency key.
-pub type Respond = Box<dyn FnOnce(&[StoredEvent]) -> StoredResponse + Send + Sync>;
-
-/// What a command decided: the events to append (possibly none) and how to
-/// answer once they have ids. Only 2xx answers are remembered for
-/// idempotency: a refused request is decided afresh when retried.
-pub struct CommandOutput {
+/// The simplest command: append these events; its outcome is the events
+/// as stored, with their ids.
+pub struct Append {
     pub events: Vec<NewEvent>,
-    pub respond: Respond,
-}
-
-impl CommandOutput {
-    /// No events, a fixed answer.
-    pub fn answer(response: StoredResponse) -> Self {
-        CommandOutput {
-            events: Vec::new(),
-            respond: Box::new(move |_| response),
-        }
-    }
-}
-
-/// A unit of work run inside a store transaction: the writer's batch for
-/// [`EventStore::append`], a read-only snapshot for [`EventStore::read`].
-#[async_trait]
-pub trait TxCommand: Send + Sync {
-    async fn run(self: Box<Self>, tx: &mut dyn polling::PollingTx) -> Result<CommandOutput, StoreError>;
-
-    /// Called when the store takes the command for a transaction, before
-    /// anything of that transaction runs. A command that gathers its work
-    /// late (a batch box's waiting votes or joins) takes it here, so that its
-    /// `known_event_count` counts it and everything that came while the
-    /// store was busy rides along.
-    fn start(&mut self) {}
-
-    /// Whether `run` reads or writes tables. Such a command runs behind a
-    /// savepoint in the writer's batch, so that if the database refuses
-    /// what it writes, only it fails and the rest of the batch commits.
-    /// A command that only returns events (a plain publish) needs none.
-    fn touches_tables(&self) -> bool {
-        true
-    }
-
-    /// How many events `run` will return, when that is known before it
-    /// runs. A batch of such commands takes its ids in the same round trip
-    /// as the log lock instead of one more after the commands.
-    fn known_event_count(&self) -> Option<usize> {
-        None
-    }
-}
-
-/// The simplest command: append these events.
-pub struct AppendEvents {
-    pub events: Vec<NewEvent>,
-    pub respond: Respond,
 }
 
 #[async_trait]
-impl TxCommand for AppendEvents {
-    async fn run(self: Box<Self>, _tx: &mut dyn polling::PollingTx) -> Result<CommandOutput, StoreError> {
-        Ok(CommandOutput {
-            events: self.events,
-            respond: self.respond,
-        })
+impl Command for Append {
+    type Outcome = Vec<StoredEvent>;
+    type Decided = ();
+
+    async fn run(&mut self, _tx: &mut dyn polling::PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+        Ok((std::mem::take(&mut self.events), ()))
+    }
+
+    fn outcome(_: (), events: &[StoredEvent]) -> Vec<StoredEvent> {
+        events.to_vec()
     }
 
     fn touches_tables(&self) -> bool {
@@ -122,24 +71,15 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyKey>,
 }
 
-impl AppendRequest {
-    pub fn events(events: Vec<NewEvent>, respond: Respond, idempotency: Option<IdempotencyKey>) -> Self {
-        AppendRequest {
-            command: Box::new(AppendEvents { events, respond }),
-            idempotency,
-        }
-    }
-}
-
 /// What became of an [`AppendRequest`].
 #[derive(Debug)]
 pub enum AppendOutcome {
     /// The command's events were committed (the tail gets them from the
-    /// store's committed batches); here is its response.
-    Committed { response: StoredResponse },
+    /// store's committed batches); its outcome went to its own channel.
+    Committed,
     /// The key was seen before with the same request: nothing appended,
-    /// here is the first response.
-    Replayed(StoredResponse),
+    /// here is what it kept of the first answer.
+    Replayed(Remembered),
     /// The key was seen before with a different request: nothing appended.
     KeyReused,
 }
@@ -178,13 +118,15 @@ pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Runs the request's command in the writer's transaction and commits
-    /// its events, returning them with their ids. Ids are assigned in commit
-    /// order across every writer of the store.
+    /// its events with their ids; the command's outcome goes to its own
+    /// channel (see [`command::execute`]). Ids are assigned in commit order
+    /// across every writer of the store.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
     /// Runs a command on a consistent read-only snapshot; its events, if
-    /// any, are discarded.
-    async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError>;
+    /// any, are discarded, its outcome goes to its own channel (see
+    /// [`command::query`]).
+    async fn read(&self, command: Box<dyn TxCommand>) -> Result<(), StoreError>;
 
     /// Events with `after < id <= up_to` whose topic passes `filter`, in id
     /// order, at most `limit` of them.
@@ -256,19 +198,14 @@ pub struct CommittedBatch {
 /// Batches kept for a tail that is busy; past that it reads the store.
 pub(crate) const COMMITTED_BATCH_BACKLOG: usize = 1024;
 
-/// Whether a response is kept for idempotent replays.
-pub(crate) fn is_remembered(response: &StoredResponse) -> bool {
-    (200..300).contains(&response.status)
-}
-
 /// Decides a keyed request against what the store already remembers.
 pub(crate) fn replay_or_conflict(
     key: &IdempotencyKey,
     fingerprint: &str,
-    response: &StoredResponse,
+    remembered: &Remembered,
 ) -> AppendOutcome {
     if key.fingerprint == fingerprint {
-        AppendOutcome::Replayed(response.clone())
+        AppendOutcome::Replayed(remembered.clone())
     } else {
         AppendOutcome::KeyReused
     }

@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::postgres_polling::PgTx;
 use super::{
-    is_remembered, migrations, replay_or_conflict, AppendOutcome, AppendRequest, CommandOutput,
-    CommittedBatch, EventStore, LogBounds, StoreError, StoredResponse, TxCommand, COMMITTED_BATCH_BACKLOG,
+    migrations, replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore, LogBounds,
+    Remembered, StoreError, TxCommand, COMMITTED_BATCH_BACKLOG,
 };
-use crate::domain::event::{EntityVersion, EventId, EventType, StoredEvent, TraceId};
+use crate::domain::event::{EntityVersion, EventId, EventType, NewEvent, StoredEvent, TraceId};
 use crate::domain::topic::{Selector, Topic, TopicFilter};
 use crate::revocation::Revocation;
 
@@ -359,35 +359,37 @@ async fn run_batch(
         opening,
         plans,
         keys,
-        outputs,
+        runs,
     } = if requests.iter().all(|r| r.idempotency.is_none()) {
         start_keyless(client, &statements, requests).await?
     } else {
         start_keyed(client, &statements, requests).await?
     };
-    let total: usize = outputs.iter().flatten().map(|o| o.events.len()).sum();
+    let total: usize = runs.iter().flatten().map(|(_, events)| events.len()).sum();
     let (before, ids) = match opening.ids {
         Some(taken) if taken.1.len() == total => taken,
         _ => next_ids(client, &statements, total).await?,
     };
     let mut ids = ids.into_iter();
-    let mut committed: Vec<Result<(Vec<StoredEvent>, StoredResponse), StoreError>> =
-        Vec::with_capacity(outputs.len());
-    for output in outputs {
-        committed.push(output.map(|output| {
-            let events: Vec<StoredEvent> = output
-                .events
+    let mut committed: Vec<Result<Settled, StoreError>> = Vec::with_capacity(runs.len());
+    for run in runs {
+        committed.push(run.map(|(mut command, events)| {
+            let events: Vec<StoredEvent> = events
                 .into_iter()
                 .map(|e| StoredEvent::from_new(ids.next().expect("one id per event"), e))
                 .collect();
-            let response = (output.respond)(&events);
-            (events, response)
+            let remembered = command.settle(&events);
+            Settled {
+                command,
+                events,
+                remembered,
+            }
         }));
     }
     let head = committed
         .iter()
         .flatten()
-        .filter_map(|(events, _)| events.last())
+        .filter_map(|settled| settled.events.last())
         .map(|e| e.id)
         .max();
     // The events (with the NOTIFY of the new head), the keys and the
@@ -396,7 +398,7 @@ async fn run_batch(
     let events = insert_events(
         client,
         &statements,
-        committed.iter().flatten().flat_map(|(events, _)| events),
+        committed.iter().flatten().flat_map(|settled| &settled.events),
         head.map(|head| format!("{head} {origin}")),
     );
     let keys_stored = insert_keys(client, &statements, &plans, &keys, &committed);
@@ -404,18 +406,20 @@ async fn run_batch(
     futures::try_join!(events, keys_stored, commit)?;
     crate::metrics::events_appended(total);
 
-    // The events move to the tail's batch; the callers need the answers.
+    // The events move to the tail's batch; each command hands its outcome
+    // to its caller; what was remembered answers the followers.
     let mut appended = Vec::with_capacity(total);
-    let responses: Vec<Result<StoredResponse, StoreError>> = committed
+    let remembered: Vec<Result<Option<Remembered>, StoreError>> = committed
         .into_iter()
         .map(|done| {
-            done.map(|(events, response)| {
-                appended.extend(events);
-                response
+            done.map(|settled| {
+                appended.extend(settled.events);
+                settled.command.deliver();
+                settled.remembered
             })
         })
         .collect();
-    let outcomes = resolve_outcomes(plans, &keys, responses);
+    let outcomes = resolve_outcomes(plans, &keys, remembered);
     let batch = head.map(|_| CommittedBatch {
         after: before,
         events: appended.into(),
@@ -428,8 +432,20 @@ struct Started {
     opening: Opening,
     plans: Vec<Plan>,
     keys: Vec<Option<super::IdempotencyKey>>,
-    /// One per executed command: its output, or why the database refused it.
-    outputs: Vec<Result<CommandOutput, StoreError>>,
+    /// One per executed command: it and its events, or why the database
+    /// refused it.
+    runs: Vec<Run>,
+}
+
+/// One executed command: it and its events, or why the database refused it.
+type Run = Result<(Box<dyn TxCommand>, Vec<NewEvent>), StoreError>;
+
+/// A command whose events have ids, waiting for the commit.
+struct Settled {
+    command: Box<dyn TxCommand>,
+    events: Vec<StoredEvent>,
+    /// What its Idempotency-Key keeps, if it has one and the edge keeps it.
+    remembered: Option<Remembered>,
 }
 
 /// Without idempotency keys every command runs, so the commands do not
@@ -444,7 +460,7 @@ async fn start_keyless(
     let (plans, _) = plan_appends(&requests, &HashMap::new());
     let keys = vec![None; requests.len()];
     let commands = requests.into_iter().map(|r| r.command);
-    let (opening, outputs) = futures::try_join!(
+    let (opening, runs) = futures::try_join!(
         open_batch(client, statements, known_count, &[]),
         run_commands(client, statements, commands)
     )?;
@@ -452,7 +468,7 @@ async fn start_keyless(
         opening,
         plans,
         keys,
-        outputs,
+        runs,
     })
 }
 
@@ -478,18 +494,18 @@ async fn start_keyed(
             runnable.push(request.command);
         }
     }
-    let outputs = run_commands(client, statements, runnable).await?;
+    let runs = run_commands(client, statements, runnable).await?;
     Ok(Started {
         opening,
         plans,
         keys,
-        outputs,
+        runs,
     })
 }
 
 /// What the first round trip of a batch learned.
 struct Opening {
-    remembered: HashMap<(String, String), (String, StoredResponse)>,
+    remembered: HashMap<(String, String), (String, Remembered)>,
     /// The head before the batch and its ids, when the number of events
     /// was known before running any command.
     ids: Option<(EventId, Vec<EventId>)>,
@@ -509,11 +525,12 @@ async fn run_commands(
     client: &ClientWrapper,
     statements: &WriterStatements,
     commands: impl IntoIterator<Item = Box<dyn TxCommand>>,
-) -> Result<Vec<Result<CommandOutput, StoreError>>, StoreError> {
+) -> Result<Vec<Run>, StoreError> {
     let mut outputs = Vec::new();
-    for command in commands {
+    for mut command in commands {
         if !command.touches_tables() {
-            outputs.push(command.run(&mut PgTx::new(client)).await);
+            let events = command.run(&mut PgTx::new(client)).await;
+            outputs.push(events.map(|events| (command, events)));
             continue;
         }
         let savepoint = async { client.execute(&statements.savepoint, &[]).await.map_err(classify) };
@@ -530,7 +547,7 @@ async fn run_commands(
                     .map_err(classify)?;
                 outputs.push(Err(refused));
             }
-            Ok(output) => outputs.push(Ok(output)),
+            Ok(events) => outputs.push(Ok((command, events))),
         }
     }
     Ok(outputs)
@@ -575,7 +592,7 @@ fn known_event_count(requests: &[AppendRequest]) -> Option<usize> {
 /// Decides, for each request, whether it runs or is answered from a key.
 fn plan_appends(
     requests: &[AppendRequest],
-    remembered: &HashMap<(String, String), (String, StoredResponse)>,
+    remembered: &HashMap<(String, String), (String, Remembered)>,
 ) -> (Vec<Plan>, usize) {
     let mut plans = Vec::with_capacity(requests.len());
     let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
@@ -603,7 +620,7 @@ fn plan_appends(
     (plans, executed)
 }
 
-const REMEMBERED_KEYS: &str = "SELECT k.scope, k.key, k.fingerprint, k.status, k.body
+const REMEMBERED_KEYS: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer
        FROM idempotency_keys k
        JOIN unnest($1::text[], $2::text[]) AS wanted(scope, key) USING (scope, key)";
 
@@ -612,7 +629,7 @@ async fn remembered_keys(
     client: &ClientWrapper,
     statements: &WriterStatements,
     wanted: &[(String, String)],
-) -> Result<HashMap<(String, String), (String, StoredResponse)>, StoreError> {
+) -> Result<HashMap<(String, String), (String, Remembered)>, StoreError> {
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }
@@ -623,19 +640,7 @@ async fn remembered_keys(
         .map_err(classify)?;
     Ok(rows
         .into_iter()
-        .map(|row| {
-            let status: i16 = row.get(3);
-            (
-                (row.get(0), row.get(1)),
-                (
-                    row.get(2),
-                    StoredResponse {
-                        status: status as u16,
-                        body: row.get(4),
-                    },
-                ),
-            )
-        })
+        .map(|row| ((row.get(0), row.get(1)), (row.get(2), Remembered(row.get(3)))))
         .collect())
 }
 
@@ -721,34 +726,33 @@ async fn insert_events<'a>(
     Ok(())
 }
 
-const INSERT_KEYS: &str = "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[])";
+const INSERT_KEYS: &str = "INSERT INTO idempotency_keys (scope, key, fingerprint, answer)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])";
 
 async fn insert_keys(
     client: &ClientWrapper,
     statements: &WriterStatements,
     plans: &[Plan],
     keys: &[Option<super::IdempotencyKey>],
-    committed: &[Result<(Vec<StoredEvent>, StoredResponse), StoreError>],
+    committed: &[Result<Settled, StoreError>],
 ) -> Result<(), StoreError> {
     let mut scopes = Vec::new();
     let mut names = Vec::new();
     let mut fingerprints = Vec::new();
-    let mut statuses = Vec::new();
-    let mut bodies = Vec::new();
+    let mut answers = Vec::new();
     for (plan, key) in plans.iter().zip(keys) {
         if let (Plan::Execute(i), Some(key)) = (plan, key) {
-            let Ok((_, response)) = &committed[*i] else {
+            let Ok(Settled {
+                remembered: Some(answer),
+                ..
+            }) = &committed[*i]
+            else {
                 continue;
             };
-            if !is_remembered(response) {
-                continue;
-            }
             scopes.push(key.scope.as_str());
             names.push(key.key.as_str());
             fingerprints.push(key.fingerprint.as_str());
-            statuses.push(response.status as i16);
-            bodies.push(response.body.as_str());
+            answers.push(answer.0.as_str());
         }
     }
     if scopes.is_empty() {
@@ -757,17 +761,20 @@ async fn insert_keys(
     client
         .execute(
             &statements.insert_keys,
-            &[&scopes, &names, &fingerprints, &statuses, &bodies],
+            &[&scopes, &names, &fingerprints, &answers],
         )
         .await
         .map_err(classify)?;
     Ok(())
 }
 
+/// One answer per request: a command that ran is committed (its outcome
+/// went to its caller); a key seen before is replayed or refused; a key
+/// repeated within the batch answers like its first request did.
 fn resolve_outcomes(
     plans: Vec<Plan>,
     keys: &[Option<super::IdempotencyKey>],
-    responses: Vec<Result<StoredResponse, StoreError>>,
+    remembered: Vec<Result<Option<Remembered>, StoreError>>,
 ) -> Vec<Outcome> {
     let leader_of: Vec<Option<usize>> = plans
         .iter()
@@ -776,39 +783,31 @@ fn resolve_outcomes(
             _ => None,
         })
         .collect();
-    // Followers first: they answer from their leader's response, which
-    // the leader's own outcome then takes without a copy.
-    let mut outcomes: Vec<Option<Outcome>> = plans
-        .iter()
+    plans
+        .into_iter()
         .enumerate()
         .map(|(index, plan)| match plan {
+            Plan::Execute(i) => remembered[i]
+                .as_ref()
+                .map(|_| AppendOutcome::Committed)
+                .map_err(Clone::clone),
+            Plan::Decided(decided) => Ok(decided),
             Plan::Follow(leader) => {
-                let executed = leader_of[*leader].expect("a leader always executes");
-                let leader_key = keys[*leader].as_ref().expect("a leader has a key");
+                let executed = leader_of[leader].expect("a leader always executes");
+                let leader_key = keys[leader].as_ref().expect("a leader has a key");
                 let key = keys[index].as_ref().expect("a follower has a key");
-                Some(match &responses[executed] {
-                    Ok(response) => Ok(replay_or_conflict(key, &leader_key.fingerprint, response)),
+                match &remembered[executed] {
+                    Ok(Some(answer)) => Ok(replay_or_conflict(key, &leader_key.fingerprint, answer)),
+                    // The first request with this key was refused, and a
+                    // refusal is not kept: decided afresh, on a retry.
+                    Ok(None) => Err(StoreError::Unavailable(
+                        "a request with the same Idempotency-Key was decided at the same moment; retry"
+                            .into(),
+                    )),
                     Err(error) => Err(error.clone()),
-                })
+                }
             }
-            _ => None,
         })
-        .collect();
-    let mut responses: Vec<Option<Result<StoredResponse, StoreError>>> =
-        responses.into_iter().map(Some).collect();
-    for (outcome, plan) in outcomes.iter_mut().zip(plans) {
-        match plan {
-            Plan::Execute(i) => {
-                let response = responses[i].take().expect("each append answered once");
-                *outcome = Some(response.map(|response| AppendOutcome::Committed { response }));
-            }
-            Plan::Decided(decided) => *outcome = Some(Ok(decided)),
-            Plan::Follow(_) => {}
-        }
-    }
-    outcomes
-        .into_iter()
-        .map(|o| o.expect("every append has an outcome"))
         .collect()
 }
 
@@ -816,17 +815,16 @@ fn resolve_outcomes(
 
 /// Runs a read-only command in one snapshot, so that every query of the
 /// command agrees with the others and with its lastEventId.
-async fn read_in_snapshot(
-    client: &ClientWrapper,
-    command: Box<dyn TxCommand>,
-) -> Result<StoredResponse, StoreError> {
+async fn read_in_snapshot(client: &ClientWrapper, mut command: Box<dyn TxCommand>) -> Result<(), StoreError> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(classify)?;
-    let output = command.run(&mut PgTx::new(client)).await?;
+    command.run(&mut PgTx::new(client)).await?;
     client.batch_execute("COMMIT").await.map_err(classify)?;
-    Ok((output.respond)(&[]))
+    command.settle(&[]);
+    command.deliver();
+    Ok(())
 }
 
 /// The SQL condition and parameters selecting the topics of a filter,
@@ -914,7 +912,7 @@ impl EventStore for PostgresStore {
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
-    async fn read(&self, command: Box<dyn TxCommand>) -> Result<StoredResponse, StoreError> {
+    async fn read(&self, command: Box<dyn TxCommand>) -> Result<(), StoreError> {
         let client = self.client().await?;
         let result = read_in_snapshot(&client, command).await;
         if result.is_err() {

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use pollcast::domain::event::{now_millis, TraceId};
-use pollcast::polling::ops::{new_session, Op, Traced};
-use pollcast::store::{AppendOutcome, AppendRequest, StoreError};
+use pollcast::polling::session::CreateSession;
+use pollcast::polling::{new_session, Stamp};
+use pollcast::store::command::{execute, Answer};
+use pollcast::store::StoreError;
 use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestApp};
@@ -130,26 +132,14 @@ on_both_stores!(
 async fn a_command_the_database_refuses_fails_alone_in_its_batch() {
     let app = Arc::new(TestApp::spawn(Backend::Postgres).await);
     let store = Arc::clone(&app.server().state().store);
-    let keys = Arc::clone(app.server().state().polling.keys());
     let token = app.demo_token();
+    let create = |title: &str| CreateSession {
+        session: new_session(title.into(), now_millis()),
+        stamp: Stamp::new(TraceId::generate()),
+    };
     let poison = (0..40).map(|_| {
-        let (store, keys) = (Arc::clone(&store), Arc::clone(&keys));
-        async move {
-            let command = Traced {
-                op: Op::CreateSession {
-                    session: new_session("a\u{0}b".into(), now_millis()),
-                    keys,
-                },
-                trace_id: TraceId::generate(),
-                at: now_millis(),
-            };
-            store
-                .append(AppendRequest {
-                    command: Box::new(command),
-                    idempotency: None,
-                })
-                .await
-        }
+        let (store, command) = (Arc::clone(&store), create("a\u{0}b"));
+        async move { execute(store.as_ref(), command, None).await }
     });
     let publishes = (0..LEGIT).map(|i| {
         let (app, token) = (Arc::clone(&app), token.clone());
@@ -177,22 +167,9 @@ async fn a_command_the_database_refuses_fails_alone_in_its_batch() {
     );
     assert_eq!(app.history_len("topic=demo:legit").await, LEGIT);
     // A good command after all that still commits: the batch is not stuck.
-    let good = Traced {
-        op: Op::CreateSession {
-            session: new_session("fine".into(), now_millis()),
-            keys: Arc::clone(&keys),
-        },
-        trace_id: TraceId::generate(),
-        at: now_millis(),
-    };
-    let outcome = store
-        .append(AppendRequest {
-            command: Box::new(good),
-            idempotency: None,
-        })
-        .await;
+    let outcome = execute(store.as_ref(), create("fine"), None).await;
     assert!(
-        matches!(outcome, Ok(AppendOutcome::Committed { .. })),
+        matches!(&outcome, Ok(Answer::Fresh(Ok(session))) if session.title == "fine"),
         "{outcome:?}"
     );
 }

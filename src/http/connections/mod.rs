@@ -50,8 +50,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::error::ApiError;
 use crate::domain::event::TraceId;
-use crate::error::ApiError;
 use activity::now_ms;
 use address::canonical;
 

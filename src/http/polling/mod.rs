@@ -1,34 +1,38 @@
 //! The live polling endpoints (CONTRACT §2): each handler parses and
-//! authorizes the request, then hands one command or query to the polling
-//! service, whose answer it returns as is.
+//! authorizes the request from its head, reads its body, runs one command
+//! or query of the polling service, and renders the outcome (`render`).
+//! The session stream is in `stream`.
 
-use std::sync::Arc;
+mod render;
+mod stream;
+
+pub use stream::{open_session_stream, session_stream};
 
 use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use warp::reply::Response;
 
 use super::error::ApiError;
 use super::publish::idempotency_key;
-use super::request::Body;
-use super::request::{stored, RequestContext};
-use super::server::ConnectionInfo;
-use super::stream::{sse_response, start_point, EventStream, StartPoint};
+use super::request::{replayed, Body, RequestContext};
 use super::AppState;
 use crate::auth::{Caller, Role};
-use crate::domain::event::EventId;
-use crate::domain::polling::events::{participant_topic, session_topic};
 use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use crate::domain::polling::input::{display_name, required_text, PollDraft, PollInput, MAX_TITLE};
-use crate::domain::topic::{Selector, TopicFilter};
-use crate::polling::ops::{
-    new_session, Actor, Joiner, Op, PollCommand, SessionCommand, SessionKey, VoteRequest,
-};
+use crate::domain::polling::model::{Poll, Session};
+use crate::polling::join::Joiner;
+use crate::polling::outcome::Joined;
+use crate::polling::poll::{MovePoll, PollMove};
+use crate::polling::queries::{GetResults, GetSnapshot, GetVoters};
+use crate::polling::session::{CreatePoll, CreateSession, MoveSession, Transition};
+use crate::polling::vote::{Ballot, VoteRequest};
+use crate::polling::{new_session, Actor, SessionKey, Stamp};
+use crate::store::{Answer, Idempotent};
+use render::Rendered;
 
-/// What each POST route does, once its path is matched.
+/// What each POST route under a session does, once its path is matched.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionAction {
     Start,
@@ -37,6 +41,20 @@ pub enum SessionAction {
     Join,
 }
 
+impl SessionAction {
+    /// Its name in an Idempotency-Key's fingerprint. Kept as written
+    /// (fingerprints are stored for a day), not derived from the code.
+    fn fingerprint_name(self) -> &'static str {
+        match self {
+            SessionAction::Start => "Start",
+            SessionAction::End => "End",
+            SessionAction::CreatePoll => "CreatePoll",
+            SessionAction::Join => "Join",
+        }
+    }
+}
+
+/// What each POST route under a poll does.
 #[derive(Debug, Clone, Copy)]
 pub enum PollAction {
     Activate,
@@ -44,10 +62,40 @@ pub enum PollAction {
     Vote,
 }
 
+impl PollAction {
+    /// Its name in an Idempotency-Key's fingerprint (see
+    /// [`SessionAction::fingerprint_name`]).
+    fn fingerprint_name(self) -> &'static str {
+        match self {
+            PollAction::Activate => "Activate",
+            PollAction::Close => "Close",
+            PollAction::Vote => "Vote",
+        }
+    }
+}
+
+/// What each GET route under a poll returns.
 #[derive(Debug, Clone, Copy)]
 pub enum PollQuery {
     Results,
     Votes,
+}
+
+/// A store answer as a response: a fresh outcome rendered, a replayed one
+/// as it was kept, a reused key refused.
+fn answered<O>(
+    answer: Answer<O>,
+    fresh: impl FnOnce(O) -> Response,
+    trace_id: &crate::domain::event::TraceId,
+) -> Response {
+    match answer {
+        Answer::Fresh(outcome) => fresh(outcome),
+        Answer::Replayed(remembered) => replayed(remembered),
+        Answer::KeyReused => {
+            ApiError::conflict("this Idempotency-Key was already used with a different request")
+                .into_response(trace_id)
+        }
+    }
 }
 
 fn respond(ctx: &RequestContext, result: Result<Response, ApiError>) -> Response {
@@ -100,6 +148,23 @@ fn route_of(ctx_path: &str) -> String {
     format!("POST {ctx_path}")
 }
 
+/// An Idempotency-Key of the request, if it has one, keeping what `render`
+/// makes of a successful outcome.
+fn idempotent<T: 'static>(
+    ctx: &RequestContext,
+    identity: &str,
+    route: &str,
+    body: &[u8],
+    render: impl Fn(&T) -> Rendered + Send + Sync + 'static,
+) -> Result<Option<Idempotent<crate::polling::outcome::Outcome<T>>>, ApiError> {
+    Ok(
+        idempotency_key(ctx, identity, route, body)?.map(|key| Idempotent {
+            key,
+            remember: render::remember(render),
+        }),
+    )
+}
+
 // ------------------------------------------------------------ sessions --
 
 #[derive(Deserialize)]
@@ -108,30 +173,42 @@ struct CreateSessionIn {
     title: String,
 }
 
+/// `POST /v1/sessions`
 pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) -> Response {
     let result = async {
-        if let Some(required) = &state.polling.settings().admin_key {
-            let given = ctx.header("x-admin-key").or_else(|| ctx.bearer(false).ok());
-            if !given.is_some_and(|given| super::admin::same_secret(given, required)) {
-                return Err(ApiError::new(
+        if state.admin_key.is_some() {
+            super::admin::require_admin(&state, &ctx).map_err(|_| {
+                ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "creating a session needs the admin key (X-Admin-Key)",
-                ));
-            }
+                )
+            })?;
         }
         ctx.require_json()?;
         let body = body.read().await?;
         let input: CreateSessionIn = ctx.json(&body)?;
         let title = required_text("title", &input.title, MAX_TITLE)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        let idempotency = idempotency_key(&ctx, "anonymous", &route_of("/v1/sessions"), &body)?;
-        let op = Op::CreateSession {
-            session: new_session(title, crate::domain::event::now_millis()),
-            keys: state.polling.keys().clone(),
+        let keys = std::sync::Arc::clone(&state.keys);
+        let render = move |session: &Session| render::session_created(session, &keys);
+        let idempotency = idempotent(
+            &ctx,
+            "anonymous",
+            &route_of("/v1/sessions"),
+            &body,
+            render.clone(),
+        )?;
+        let stamp = Stamp::new(ctx.trace_id.clone());
+        let command = CreateSession {
+            session: new_session(title, stamp.at),
+            stamp,
         };
-        Ok(stored(
-            state.polling.execute(op, &ctx.trace_id, idempotency).await?,
+        let answer = state.polling.execute(command, idempotency).await?;
+        Ok(answered(
+            answer,
+            |o| render::outcome(&o, render, &ctx.trace_id),
+            &ctx.trace_id,
         ))
     }
     .await;
@@ -149,6 +226,8 @@ struct JoinIn {
     display_name: Option<String>,
 }
 
+/// `POST /v1/sessions/{id}/start`, `/end`, `/polls`, and
+/// `POST /v1/sessions/{idOrCode}/participants`
 pub async fn session_action(
     action: SessionAction,
     raw_key: String,
@@ -159,24 +238,12 @@ pub async fn session_action(
     let result = async {
         // Normalized, so a retry by join code in other letters is the same request.
         let route = route_of(&format!(
-            "/v1/sessions/{}/{action:?}",
-            raw_key.to_ascii_lowercase()
+            "/v1/sessions/{}/{}",
+            raw_key.to_ascii_lowercase(),
+            action.fingerprint_name()
         ));
         if let SessionAction::Join = action {
-            let key = parse_session_key(&raw_key)?;
-            let body = body.read().await?;
-            let input: JoinIn = optional_json(&ctx, &body)?;
-            let display_name = display_name(input.display_name.as_deref())
-                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-            let idempotency = idempotency_key(&ctx, "anonymous", &route, &body)?;
-            let joiner = Joiner {
-                key,
-                participant_id: ParticipantId::new(),
-                display_name,
-                keys: Arc::clone(state.polling.keys()),
-                trace_id: ctx.trace_id.clone(),
-            };
-            return Ok(stored(state.polling.join(joiner, idempotency).await?));
+            return join(&state, &ctx, &raw_key, &route, body).await;
         }
         let caller = ctx.caller(&state.keys, false)?;
         let session_id = parse_session_id(&raw_key)?;
@@ -185,46 +252,91 @@ pub async fn session_action(
             return Err(ApiError::forbidden("this token belongs to another session"));
         }
         let body = body.read().await?;
-        let command = match action {
-            SessionAction::Start => {
+        let stamp = Stamp::new(ctx.trace_id.clone());
+        let trace_id = &ctx.trace_id;
+        let response = match action {
+            SessionAction::Start | SessionAction::End => {
                 optional_json::<Empty>(&ctx, &body)?;
-                SessionCommand::Start
-            }
-            SessionAction::End => {
-                optional_json::<Empty>(&ctx, &body)?;
-                SessionCommand::End
+                let to = match action {
+                    SessionAction::Start => Transition::Start,
+                    _ => Transition::End,
+                };
+                let idempotency = idempotent(&ctx, &caller.identity, &route, &body, render::session_view)?;
+                let command = MoveSession {
+                    session_id,
+                    presenter,
+                    to,
+                    stamp,
+                };
+                let answer = state.polling.execute(command, idempotency).await?;
+                answered(
+                    answer,
+                    |o| render::outcome(&o, render::session_view, trace_id),
+                    trace_id,
+                )
             }
             SessionAction::CreatePoll => {
                 ctx.require_json()?;
                 let input: PollInput = ctx.json(&body)?;
                 let draft = PollDraft::parse(input).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-                SessionCommand::CreatePoll {
+                let created = |poll: &Poll| render::poll(poll, StatusCode::CREATED);
+                let idempotency = idempotent(&ctx, &caller.identity, &route, &body, created)?;
+                let command = CreatePoll {
+                    session_id,
+                    presenter,
                     poll_id: PollId::new(),
                     draft,
-                }
+                    stamp,
+                };
+                let answer = state.polling.execute(command, idempotency).await?;
+                answered(answer, |o| render::outcome(&o, created, trace_id), trace_id)
             }
             SessionAction::Join => unreachable!("handled above"),
         };
-        let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
-        let op = Op::Session {
-            session_id,
-            presenter,
-            command,
-        };
-        Ok(stored(
-            state.polling.execute(op, &ctx.trace_id, idempotency).await?,
-        ))
+        Ok(response)
     }
     .await;
     respond(&ctx, result)
 }
 
+/// `POST /v1/sessions/{idOrCode}/participants`: no token, the join code is
+/// the invitation.
+async fn join(
+    state: &AppState,
+    ctx: &RequestContext,
+    raw_key: &str,
+    route: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = parse_session_key(raw_key)?;
+    let body = body.read().await?;
+    let input: JoinIn = optional_json(ctx, &body)?;
+    let display_name =
+        display_name(input.display_name.as_deref()).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let keys = std::sync::Arc::clone(&state.keys);
+    let render = move |joined: &Joined| render::joined(joined, &keys);
+    let idempotency = idempotent(ctx, "anonymous", route, &body, render.clone())?;
+    let joiner = Joiner {
+        key,
+        participant_id: ParticipantId::new(),
+        display_name,
+        trace_id: ctx.trace_id.clone(),
+    };
+    let answer = state.polling.join(joiner, idempotency).await?;
+    Ok(answered(
+        answer,
+        |o| render::outcome(&o, render, &ctx.trace_id),
+        &ctx.trace_id,
+    ))
+}
+
+/// `GET /v1/sessions/{idOrCode}`
 pub async fn get_session(raw_key: String, state: AppState, ctx: RequestContext) -> Response {
     let result = async {
         let key = parse_session_key(&raw_key)?;
-        Ok(stored(
-            state.polling.query(Op::Snapshot { key }, &ctx.trace_id).await?,
-        ))
+        let stamp = Stamp::new(ctx.trace_id.clone());
+        let snapshot = state.polling.query(GetSnapshot { key, stamp }).await?;
+        Ok(render::outcome(&snapshot, render::snapshot, &ctx.trace_id))
     }
     .await;
     respond(&ctx, result)
@@ -247,6 +359,7 @@ struct VoteIn {
     poll_id: Option<String>,
 }
 
+/// `POST /v1/polls/{id}/activate`, `/close`, `/votes`
 pub async fn poll_action(
     action: PollAction,
     raw_poll: String,
@@ -257,7 +370,7 @@ pub async fn poll_action(
     let result = async {
         let caller = ctx.caller(&state.keys, false)?;
         let poll_id = parse_poll_id(&raw_poll)?;
-        let route = route_of(&format!("/v1/polls/{poll_id}/{action:?}"));
+        let route = route_of(&format!("/v1/polls/{poll_id}/{}", action.fingerprint_name()));
         // Who may do what is decided from the head; the body only after.
         match (action, role_of(&caller)?) {
             (PollAction::Vote, Role::Presenter { .. }) => {
@@ -269,32 +382,44 @@ pub async fn poll_action(
             _ => {}
         }
         let body = body.read().await?;
+        let trace_id = &ctx.trace_id;
         // The key's syntax is checked after the token's role and the body,
         // in the documented order: a token with the wrong role is 403, not
         // 400, whatever key it sends.
-        let command = match action {
-            PollAction::Activate => PollCommand::Activate,
-            PollAction::Close => PollCommand::Close,
+        let to = match action {
+            PollAction::Activate => PollMove::Activate,
+            PollAction::Close => PollMove::Close,
             PollAction::Vote => {
                 let request = vote_request(&state, &ctx, &caller, poll_id, &body)?;
-                let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
-                let response = state.polling.vote(request, &ctx.trace_id, idempotency).await?;
-                if response.status == StatusCode::CREATED.as_u16() {
-                    state.polling.vote_committed(poll_id);
-                }
-                return Ok(stored(response));
+                let idempotency = idempotent(&ctx, &caller.identity, &route, &body, render::accepted)?;
+                let ballot = Ballot {
+                    request,
+                    trace_id: ctx.trace_id.clone(),
+                };
+                let answer = state.polling.vote(ballot, idempotency).await?;
+                return Ok(answered(
+                    answer,
+                    |o| render::outcome(&o, render::accepted, trace_id),
+                    trace_id,
+                ));
             }
         };
         let (_, presenter) = presenter_of(&caller)?;
         optional_json::<Empty>(&ctx, &body)?;
-        let idempotency = idempotency_key(&ctx, &caller.identity, &route, &body)?;
-        let op = Op::Poll {
+        let moved = |poll: &Poll| render::poll(poll, StatusCode::OK);
+        let idempotency = idempotent(&ctx, &caller.identity, &route, &body, moved)?;
+        let command = MovePoll {
             poll_id,
             presenter,
-            command,
+            to,
+            stamp: Stamp::new(ctx.trace_id.clone()),
         };
-        let response = state.polling.execute(op, &ctx.trace_id, idempotency).await?;
-        Ok(stored(response))
+        let answer = state.polling.execute(command, idempotency).await?;
+        Ok(answered(
+            answer,
+            |o| render::outcome(&o, moved, trace_id),
+            trace_id,
+        ))
     }
     .await;
     respond(&ctx, result)
@@ -350,6 +475,7 @@ fn vote_request(
     })
 }
 
+/// `GET /v1/polls/{id}/results` and `GET /v1/polls/{id}/votes`
 pub async fn poll_query(
     query: PollQuery,
     raw_poll: String,
@@ -359,124 +485,37 @@ pub async fn poll_query(
     let result = async {
         let caller = ctx.caller(&state.keys, true)?;
         let poll_id = parse_poll_id(&raw_poll)?;
-        let op = match query {
+        let stamp = Stamp::new(ctx.trace_id.clone());
+        let response = match query {
             PollQuery::Results => {
                 let actor = match role_of(&caller)? {
                     Role::Presenter { session, presenter } => Actor::Presenter(session, presenter),
                     Role::Participant { session, participant } => Actor::Participant(session, participant),
                 };
-                Op::Results { poll_id, actor }
+                let results = state
+                    .polling
+                    .query(GetResults {
+                        poll_id,
+                        actor,
+                        stamp,
+                    })
+                    .await?;
+                render::outcome(&results, render::results, &ctx.trace_id)
             }
-            PollQuery::Votes => Op::Votes {
-                poll_id,
-                presenter: presenter_of(&caller)?,
-            },
+            PollQuery::Votes => {
+                let (session_id, presenter) = presenter_of(&caller)?;
+                let query = GetVoters {
+                    poll_id,
+                    session_id,
+                    presenter,
+                    stamp,
+                };
+                let voters = state.polling.query(query).await?;
+                render::outcome(&voters, render::voters, &ctx.trace_id)
+            }
         };
-        Ok(stored(state.polling.query(op, &ctx.trace_id).await?))
+        Ok(response)
     }
     .await;
     respond(&ctx, result)
-}
-
-// -------------------------------------------------------------- stream --
-
-/// `GET /v1/sessions/{id}/events`: the session's topic, plus the caller's
-/// own topic with a participant token. No token is needed to watch.
-pub async fn session_stream(
-    raw_session: String,
-    state: AppState,
-    ctx: RequestContext,
-    closer: Option<ConnectionInfo>,
-) -> Response {
-    match open_session_stream(&raw_session, &state, &ctx, closer.map(|c| c.closer)).await {
-        Ok(stream) => sse_response(stream),
-        Err(refusal) => refusal,
-    }
-}
-
-/// Whether a client reconnecting to an ended session has events it has
-/// not seen (its `session:ended` among them): a fresh client, or one whose
-/// last event is the latest, has not.
-async fn missed_anything(state: &AppState, start: &StartPoint, filter: &TopicFilter) -> bool {
-    let StartPoint::After(last) = start else {
-        return false;
-    };
-    match state.store.read_range(*last, EventId::MAX, filter, 1).await {
-        Ok(events) => !events.is_empty(),
-        // Unsure: serve the stream, which replays whatever there is.
-        Err(_) => true,
-    }
-}
-
-/// Authorizes a session stream request and opens its stream, or renders
-/// why not (401/403/404/503…).
-pub async fn open_session_stream(
-    raw_session: &str,
-    state: &AppState,
-    ctx: &RequestContext,
-    on_slow: Option<CancellationToken>,
-) -> Result<EventStream, Response> {
-    let result = async {
-        let session_id = parse_session_id(raw_session)?;
-        let caller = match ctx.bearer(true) {
-            Err(crate::auth::AuthError::Missing) => None,
-            _ => {
-                let caller = ctx.caller(&state.keys, true)?;
-                if role_of(&caller)?.session() != session_id {
-                    return Err(ApiError::forbidden("this token belongs to another session"));
-                }
-                Some(caller)
-            }
-        };
-        let role = caller.as_ref().and_then(|c| c.role);
-        let exists = state
-            .polling
-            .query(Op::SessionExists { session_id }, &ctx.trace_id)
-            .await;
-        let mut ended = false;
-        if let Ok(response) = &exists {
-            if response.status == StatusCode::NOT_FOUND.as_u16() {
-                return Ok(Err(stored(response.clone())));
-            }
-            ended = serde_json::from_str::<Value>(&response.body).is_ok_and(|body| body["status"] == "ended");
-        }
-        let start = start_point(ctx)?;
-        let mut topics = vec![Selector::exact(&session_topic(session_id))];
-        if let Some(Role::Participant { participant, .. }) = role {
-            topics.push(Selector::exact(&participant_topic(participant)));
-        }
-        let filter = TopicFilter::new(topics, None);
-        if ended && !missed_anything(state, &start, &filter).await {
-            // Over, and the client has seen its end: 204 tells EventSource
-            // to stop reconnecting.
-            let mut response = Response::new(Default::default());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            return Ok(Err(response));
-        }
-        let permit = super::stream::address_permit(state, ctx)?;
-        let guard = match role {
-            Some(Role::Participant { participant, .. }) if !ended => {
-                Some(state.polling.presence().opened(session_id, participant))
-            }
-            _ => None,
-        };
-        let snapshot_url = format!("/v1/sessions/{session_id}");
-        let token = caller.as_ref().map(|c| &c.token);
-        Ok(Ok(EventStream::new(
-            state,
-            filter,
-            start,
-            snapshot_url,
-            on_slow,
-            token,
-        )
-        .with_presence(guard)
-        .with_permit(permit)
-        .ending_with_session(session_topic(session_id), ended)))
-    }
-    .await;
-    match result {
-        Ok(opened) => opened,
-        Err(error) => Err(error.into_response(&ctx.trace_id)),
-    }
 }

@@ -1,0 +1,109 @@
+//! What live polling commands and queries come back with: typed outcomes
+//! and the reasons a request is refused. The HTTP edge turns them into
+//! statuses and bodies; nothing here knows either.
+
+use crate::domain::event::EventId;
+use crate::domain::polling::ids::SessionId;
+use crate::domain::polling::model::{Participant, Poll, Session, SessionStatus, Tally};
+use crate::domain::polling::{RejectReason, Rejection};
+use crate::store::polling::VoteRecord;
+
+/// Why a polling request was refused. Nothing was written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// No session or poll has that id (or join code).
+    NotFound(&'static str),
+    /// The caller's role or session does not allow it.
+    Forbidden(String),
+    /// A transition the rules do not allow now.
+    Conflict(String),
+    /// A vote the rules refused, told to the voter's topic too.
+    Vote { reason: RejectReason, message: String },
+    /// The rules broke a promise of their own: a bug, not the caller's.
+    Internal(&'static str),
+}
+
+impl Refusal {
+    /// The contract's code for it (CONTRACT §5), as events carry it too
+    /// (`error:general`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotFound(_) => "not_found",
+            Refusal::Forbidden(_) => "forbidden",
+            Refusal::Conflict(_) => "conflict",
+            Refusal::Vote { reason, .. } => reason.as_str(),
+            Refusal::Internal(_) => "internal",
+        }
+    }
+
+    /// What it says to people.
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::NotFound(message) | Refusal::Internal(message) => message,
+            Refusal::Forbidden(message) | Refusal::Conflict(message) => message,
+            Refusal::Vote { message, .. } => message,
+        }
+    }
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Conflict(message) => Refusal::Conflict(message),
+            Rejection::Vote { reason, message } => Refusal::Vote { reason, message },
+        }
+    }
+}
+
+/// A command's or query's outcome: what it did, or why it was refused.
+pub type Outcome<T> = Result<T, Refusal>;
+
+/// A session after a change of state, with how many are present.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub session: Session,
+    pub participant_count: i64,
+}
+
+/// A participant that joined, and the session's count with it.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub participant: Participant,
+    pub session_id: SessionId,
+    pub participant_count: i64,
+}
+
+/// An accepted vote: its confirmation, the payload of its `vote:accepted`
+/// event on the voter's topic, serialized once for both.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub confirmation: String,
+}
+
+/// A session as a client resyncs from it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub session: Session,
+    /// Each poll in order, with its results so far.
+    pub polls: Vec<(Poll, Tally)>,
+    pub participant_count: i64,
+    /// The stream resumes after this id, with nothing missed.
+    pub last_event_id: EventId,
+}
+
+/// A poll and its results.
+#[derive(Debug, Clone)]
+pub struct PollResults {
+    pub poll: Poll,
+    pub tally: Tally,
+}
+
+/// A non-anonymous poll's votes, for its presenter.
+#[derive(Debug, Clone)]
+pub struct PollVoters {
+    pub poll: Poll,
+    pub votes: Vec<VoteRecord>,
+}
+
+/// Where a session stands: what a session stream needs before it opens.
+pub type SessionState = SessionStatus;
