@@ -168,7 +168,7 @@ impl Server {
 
         let addr = listener
             .local_addr()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal("read the listening address").caused_by(e))?;
         let mut tasks = JoinSet::new();
         tasks.spawn(fanout::tail::run(
             Arc::clone(&store),

@@ -123,7 +123,7 @@ impl Announcer {
         let event_type = EventType::parse(PRESENCE_UPDATE).expect("a valid event type");
         let event = NewEvent::new(topic, event_type, TraceId::generate(), &payload);
         let append = Append { events: vec![event] };
-        if let Err(error) = crate::store::command::execute(&*self.store, append, None).await {
+        if let Err(error) = crate::store::execute(&*self.store, append, None).await {
             tracing::warn!(%error, "presence: could not append presence:update");
         }
     }

@@ -108,24 +108,24 @@ impl From<AuthError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(detail) => {
-                tracing::warn!(%detail, "store unavailable");
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %error.report(), "store unavailable");
                 ApiError::unavailable("the event store is unavailable; retry shortly")
             }
-            StoreError::Full(detail) => {
-                tracing::warn!(%detail, "the memory store is full");
+            StoreError::Full { ref what } => {
+                tracing::warn!(%what, "the memory store is full");
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "storage_full",
-                    format!("{detail}; run pollcast with DATABASE_URL for more"),
+                    format!("{what}; run pollcast with DATABASE_URL for more"),
                 )
             }
-            StoreError::Rejected(detail) => {
-                tracing::warn!(%detail, "the database refused a value the edge let through");
-                ApiError::unprocessable(format!("the database refused a value of this request: {detail}"))
+            StoreError::Rejected { ref what, .. } => {
+                tracing::warn!(error = %error.report(), "the database refused a value the edge let through");
+                ApiError::unprocessable(format!("the database refused a value of this request: {what}"))
             }
-            StoreError::Internal(detail) => {
-                tracing::error!(%detail, "store failure");
+            StoreError::Internal { .. } => {
+                tracing::error!(error = %error.report(), "store failure");
                 ApiError::internal()
             }
         }

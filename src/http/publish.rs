@@ -13,8 +13,8 @@ use super::request::{json_response, remember, replayed, Body, RequestContext};
 use super::AppState;
 use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent};
 use crate::domain::topic::Topic;
-use crate::store::command::{execute, Answer, Idempotent, Remember};
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
+use crate::store::{execute, Answer, Idempotent, Remember};
 use crate::store::{Command, IdempotencyKey, StoreError};
 
 /// Longest `entityId` accepted: ids of other systems, not documents.
@@ -180,9 +180,9 @@ impl Command for Publish {
     type Outcome = Published;
     type Decided = Result<(), VersionConflict>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let Some(mut event) = self.event.take() else {
-            return Err(StoreError::Internal("a publish ran twice".into()));
+            return Err(StoreError::internal("a publish ran twice"));
         };
         let Some(check) = self.check.take() else {
             return Ok((vec![event], Ok(())));

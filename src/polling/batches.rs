@@ -24,8 +24,8 @@ use super::join::{join_batch, Joiner};
 use super::outcome::{Accepted, Joined, Outcome};
 use super::vote::{vote_batch, Ballot};
 use crate::domain::event::{NewEvent, StoredEvent, TraceId};
-use crate::store::command::{execute, Answer};
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
+use crate::store::{execute, Answer};
 use crate::store::{Command, EventStore, StoreError};
 
 /// Most requests decided in one command.
@@ -151,7 +151,7 @@ impl<K: BatchKind> BatchBox<K> {
     /// Adds one request to the next batch and waits for its answer (after
     /// commit).
     pub async fn submit(&self, item: K::Item) -> Result<K::Answer, StoreError> {
-        let stopped = || StoreError::Unavailable("the server is shutting down".into());
+        let stopped = || StoreError::unavailable("the server is shutting down");
         let _room = self.shared.room.acquire().await.map_err(|_| stopped())?;
         let (reply, answer) = oneshot::channel();
         let queue_batch = {
@@ -243,7 +243,7 @@ impl<K: BatchKind> Command for BatchCommand<K> {
         K::known_event_count(&self.items)
     }
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         // A store that did not call `start` still gets the requests.
         self.take_waiting();
         K::decide(&mut Ctx::new(tx, &self.stamp), &self.items).await
@@ -269,7 +269,7 @@ impl<K: BatchKind> Command for Alone<K> {
         K::known_event_count(&self.items)
     }
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         K::decide(&mut Ctx::new(tx, &self.stamp), &self.items).await
     }
 
@@ -312,13 +312,10 @@ async fn run_batch<K: BatchKind>(shared: Arc<Shared<K>>) {
                 let _ = reply.send(Ok(answer));
             }
         }
-        Ok(_) => fail::<K>(
-            replies,
-            StoreError::Internal("a batch without its answers".into()),
-        ),
+        Ok(_) => fail::<K>(replies, StoreError::internal("a batch without its answers")),
         // The database refused something in the batch: each request is
         // decided again on its own, so only the one at fault fails.
-        Err(StoreError::Rejected(_) | StoreError::Internal(_)) if items.len() > 1 => {
+        Err(StoreError::Rejected { .. } | StoreError::Internal { .. }) if items.len() > 1 => {
             tracing::warn!(
                 requests = items.len(),
                 "a batch was refused; deciding its requests one by one"
@@ -340,8 +337,8 @@ async fn run_alone<K: BatchKind>(shared: Arc<Shared<K>>, item: K::Item, reply: R
     let answer = match execute(&*shared.store, command, None).await {
         Ok(Answer::Fresh(mut answers)) => answers
             .pop()
-            .ok_or_else(|| StoreError::Internal("a request without its answer".into())),
-        Ok(_) => Err(StoreError::Internal("a request without its answer".into())),
+            .ok_or_else(|| StoreError::internal("a request without its answer")),
+        Ok(_) => Err(StoreError::internal("a request without its answer")),
         Err(error) => Err(error),
     };
     let _ = reply.send(answer);

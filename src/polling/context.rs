@@ -9,8 +9,8 @@ use crate::domain::event::{NewEvent, TraceId};
 use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId};
 use crate::domain::polling::model::{Poll, Session};
 use crate::domain::polling::{DomainEvent, State};
-use crate::store::polling::PollingTx;
 use crate::store::StoreError;
+use crate::store::Tx;
 
 /// How a client names a session: by id or by its join code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,12 +85,12 @@ pub fn settle<T>(
 
 /// A command at work: its transaction and its request's stamp.
 pub struct Ctx<'a> {
-    pub tx: &'a mut dyn PollingTx,
+    pub tx: &'a mut dyn Tx,
     pub stamp: &'a Stamp,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(tx: &'a mut dyn PollingTx, stamp: &'a Stamp) -> Self {
+    pub fn new(tx: &'a mut dyn Tx, stamp: &'a Stamp) -> Self {
         Ctx { tx, stamp }
     }
 

@@ -18,7 +18,7 @@ use crate::domain::event::{NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::ids::{ParticipantId, SessionId};
 use crate::domain::polling::model::{Participant, Session};
 use crate::domain::polling::{decide, Command as Rule, DomainEvent, State};
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
 /// One participant joining: the session it names, its new id, its display
@@ -43,7 +43,7 @@ impl Command for Join {
     type Outcome = Outcome<Joined>;
     type Decided = Outcome<Joined>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let (events, mut outcomes) = join_batch(&mut ctx, std::slice::from_ref(&self.joiner)).await?;
         let outcome = outcomes

@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::domain::polling::ids::ParticipantId;
 use crate::limits::ClusterRateLimit;
-use crate::store::command::{execute, query, Answer, Idempotent};
+use crate::store::{execute, query, Answer, Idempotent};
 use crate::store::{Command, EventStore, StoreError};
 use batches::{BallotBox, JoinBox};
 use join::{Join, Joiner};

@@ -6,7 +6,7 @@ use crate::domain::event::EventId;
 use crate::domain::polling::ids::SessionId;
 use crate::domain::polling::model::{Participant, Poll, Session, SessionStatus, Tally};
 use crate::domain::polling::{RejectReason, Rejection};
-use crate::store::polling::VoteRecord;
+use crate::store::tx::VoteRecord;
 
 /// Why a polling request was refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq)]

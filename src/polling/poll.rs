@@ -9,7 +9,7 @@ use crate::domain::event::{NewEvent, StoredEvent};
 use crate::domain::polling::ids::{PollId, PresenterId};
 use crate::domain::polling::model::Poll;
 use crate::domain::polling::{decide, Command as Rule};
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
 /// What becomes of a poll.
@@ -32,7 +32,7 @@ impl Command for MovePoll {
     type Outcome = Outcome<Poll>;
     type Decided = Outcome<Poll>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         settle(move_poll(&mut ctx, self.poll_id, self.presenter, self.to).await)
     }

@@ -23,7 +23,8 @@ use super::run_with_retry;
 use crate::domain::event::{now_millis, NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::ids::{ParticipantId, SessionId};
 use crate::domain::polling::{decide, Command as Rule};
-use crate::store::polling::{PollingTx, PresenceConnection};
+use crate::store::tx::PresenceConnection;
+use crate::store::Tx;
 use crate::store::{Command, EventStore, StoreError};
 
 enum Change {
@@ -142,7 +143,7 @@ impl Command for StreamOpened {
     type Outcome = ();
     type Decided = ();
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, ()), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         ctx.tx.open_connection(&self.connection).await?;
         Ok((mark(&mut ctx, self.connection.participant_id, true).await?, ()))
@@ -162,7 +163,7 @@ impl Command for StreamClosed {
     type Outcome = ();
     type Decided = ();
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, ()), StoreError> {
         tx.close_connection(self.connection_id).await?;
         Ok((Vec::new(), ()))
     }
@@ -182,7 +183,7 @@ impl Command for GraceExpired {
     type Outcome = ();
     type Decided = ();
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, ()), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         if ctx.tx.connection_count(self.participant_id).await? > 0 {
             return Ok((Vec::new(), ()));
@@ -208,7 +209,7 @@ impl Command for Sweep {
     type Outcome = usize;
     type Decided = usize;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, usize), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, usize), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let at = ctx.at();
         ctx.tx.touch_connections(self.node_id, at).await?;

@@ -9,7 +9,7 @@ use super::outcome::{Outcome, PollResults, PollVoters, Refusal, SessionState, Sn
 use super::results::BROADCAST_TEXTS;
 use crate::domain::event::{NewEvent, StoredEvent};
 use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
 /// Open-text answers a results request returns (a broadcast carries
@@ -27,7 +27,7 @@ impl Command for GetSnapshot {
     type Outcome = Outcome<Snapshot>;
     type Decided = Outcome<Snapshot>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let snapshot = async {
             let session = ctx.session(&self.key).await?;
@@ -67,7 +67,7 @@ impl Command for GetSessionState {
     type Outcome = Outcome<SessionState>;
     type Decided = Outcome<SessionState>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let session = ctx.session(&SessionKey::Id(self.session_id)).await;
         settle(session.map(|session| (Vec::new(), session.status)))
@@ -91,7 +91,7 @@ impl Command for GetResults {
     type Outcome = Outcome<PollResults>;
     type Decided = Outcome<PollResults>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let results = async {
             let poll = ctx.poll(self.poll_id).await?;
@@ -128,7 +128,7 @@ impl Command for GetVoters {
     type Outcome = Outcome<PollVoters>;
     type Decided = Outcome<PollVoters>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let voters = async {
             let poll = ctx.poll(self.poll_id).await?;

@@ -21,7 +21,7 @@ use crate::domain::event::{NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::events::results_broadcast;
 use crate::domain::polling::ids::PollId;
 use crate::domain::polling::model::Poll;
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
 use crate::store::{Command, EventStore, StoreError};
 
 /// Open-text answers carried in a results broadcast (GET results has all).
@@ -111,7 +111,7 @@ impl Command for EmitResults {
     type Outcome = Outcome<()>;
     type Decided = Outcome<()>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let emitted = async {
             let poll = ctx.poll(self.poll_id).await?;

@@ -13,7 +13,7 @@ use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
 use crate::domain::polling::input::PollDraft;
 use crate::domain::polling::model::{Poll, Session};
 use crate::domain::polling::{decide, Command as Rule, DomainEvent, State};
-use crate::store::polling::PollingTx;
+use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
 /// `POST /v1/sessions`: a new session in draft. Its join code is made
@@ -28,7 +28,7 @@ impl Command for CreateSession {
     type Outcome = Outcome<Session>;
     type Decided = Outcome<Session>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let ctx = Ctx::new(tx, &self.stamp);
         let mut session = self.session.clone();
         while ctx.tx.session_by_slug(&session.slug).await?.is_some() {
@@ -64,7 +64,7 @@ impl Command for MoveSession {
     type Outcome = Outcome<SessionView>;
     type Decided = Outcome<SessionView>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         settle(move_session(&mut ctx, self.session_id, self.presenter, self.to).await)
     }
@@ -117,7 +117,7 @@ impl Command for CreatePoll {
     type Outcome = Outcome<Poll>;
     type Decided = Outcome<Poll>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let rule = Rule::CreatePoll {
             poll_id: self.poll_id,

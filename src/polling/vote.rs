@@ -21,7 +21,8 @@ use crate::domain::polling::events::{error_general, vote_rejected};
 use crate::domain::polling::ids::{ParticipantId, PollId, SessionId, VoteId};
 use crate::domain::polling::model::{Participant, Poll, Session, Vote};
 use crate::domain::polling::{decide, Command as Rule, DomainEvent, RejectReason, Rejection, State};
-use crate::store::polling::{BallotReads, PollingTx, Voters};
+use crate::store::tx::{BallotReads, Voters};
+use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
 /// A vote as the participant cast it, with who it is from (its token).
@@ -54,7 +55,7 @@ impl Command for CastVote {
     type Outcome = Outcome<Accepted>;
     type Decided = Outcome<Accepted>;
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let (events, mut outcomes) = vote_batch(&mut ctx, std::slice::from_ref(&self.ballot)).await?;
         let outcome = outcomes

@@ -17,8 +17,8 @@
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use super::polling::PollingTx;
-use super::{AppendOutcome, AppendRequest, EventStore, IdempotencyKey, StoreError};
+use super::error::StoreError;
+use super::tx::Tx;
 use crate::domain::event::{NewEvent, StoredEvent};
 
 /// What an Idempotency-Key keeps of a request's first answer, as the edge
@@ -31,7 +31,7 @@ pub struct Remembered(pub String);
 pub type Remember<O> = Box<dyn Fn(&O) -> Option<Remembered> + Send + Sync>;
 
 /// A unit of work run inside one store transaction: in the writer's batch
-/// by [`execute`], or on a read-only snapshot by [`query`].
+/// by `store::execute`, or on a read-only snapshot by `store::query`.
 #[async_trait]
 pub trait Command: Send + Sync + 'static {
     /// What the caller gets once the transaction has committed.
@@ -41,7 +41,7 @@ pub trait Command: Send + Sync + 'static {
 
     /// Reads and writes what it needs and decides: the events to append,
     /// and the rest of its outcome.
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError>;
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError>;
 
     /// The outcome, once the events have their ids (a publish answers with
     /// its stored event; most commands only pass `decided` on).
@@ -80,7 +80,7 @@ pub trait TxCommand: Send + Sync {
     /// See [`Command::known_event_count`].
     fn known_event_count(&self) -> Option<usize>;
     /// Runs the command; its events, to be given ids.
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<Vec<NewEvent>, StoreError>;
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<Vec<NewEvent>, StoreError>;
     /// Inside the transaction, once the events have ids: settles the
     /// outcome, and says what an Idempotency-Key keeps of it.
     fn settle(&mut self, events: &[StoredEvent]) -> Option<Remembered>;
@@ -126,7 +126,7 @@ impl<C: Command> TxCommand for Typed<C> {
         self.command.known_event_count()
     }
 
-    async fn run(&mut self, tx: &mut dyn PollingTx) -> Result<Vec<NewEvent>, StoreError> {
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<Vec<NewEvent>, StoreError> {
         let (events, decided) = self.command.run(tx).await?;
         self.decided = Some(decided);
         Ok(events)
@@ -147,56 +147,30 @@ impl<C: Command> TxCommand for Typed<C> {
     }
 }
 
-/// What became of an [`execute`].
-#[derive(Debug)]
-pub enum Answer<O> {
-    /// The command committed; here is its outcome.
-    Fresh(O),
-    /// The Idempotency-Key was seen before with the same request: nothing
-    /// ran; here is what it kept of the first answer.
-    Replayed(Remembered),
-    /// The key was seen before with a different request: nothing ran.
-    KeyReused,
+/// The simplest command: append these events; its outcome is the events
+/// as stored, with their ids.
+pub struct Append {
+    pub events: Vec<NewEvent>,
 }
 
-/// An Idempotency-Key, and what to keep of the outcome with it.
-pub struct Idempotent<O> {
-    pub key: IdempotencyKey,
-    pub remember: Remember<O>,
-}
+#[async_trait]
+impl Command for Append {
+    type Outcome = Vec<StoredEvent>;
+    type Decided = ();
 
-/// Runs `command` in the writer's transaction and returns its outcome once
-/// committed.
-pub async fn execute<C: Command>(
-    store: &dyn EventStore,
-    command: C,
-    idempotency: Option<Idempotent<C::Outcome>>,
-) -> Result<Answer<C::Outcome>, StoreError> {
-    let (key, remember) = match idempotency {
-        Some(Idempotent { key, remember }) => (Some(key), Some(remember)),
-        None => (None, None),
-    };
-    let (typed, outcome) = Typed::new(command, remember);
-    let request = AppendRequest {
-        command: Box::new(typed),
-        idempotency: key,
-    };
-    match store.append(request).await? {
-        AppendOutcome::Committed => outcome
-            .await
-            .map(Answer::Fresh)
-            .map_err(|_| StoreError::Internal("a command committed without its outcome".into())),
-        AppendOutcome::Replayed(remembered) => Ok(Answer::Replayed(remembered)),
-        AppendOutcome::KeyReused => Ok(Answer::KeyReused),
+    async fn run(&mut self, _tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, ()), StoreError> {
+        Ok((std::mem::take(&mut self.events), ()))
     }
-}
 
-/// Runs `command` on a consistent read-only snapshot; its events, if any,
-/// are discarded.
-pub async fn query<C: Command>(store: &dyn EventStore, command: C) -> Result<C::Outcome, StoreError> {
-    let (typed, outcome) = Typed::new(command, None);
-    store.read(Box::new(typed)).await?;
-    outcome
-        .await
-        .map_err(|_| StoreError::Internal("a query ended without its outcome".into()))
+    fn outcome(_: (), events: &[StoredEvent]) -> Vec<StoredEvent> {
+        events.to_vec()
+    }
+
+    fn touches_tables(&self) -> bool {
+        false
+    }
+
+    fn known_event_count(&self) -> Option<usize> {
+        Some(self.events.len())
+    }
 }

@@ -1,212 +1,31 @@
-//! The event log: one trait, two backends (`postgres` for durability and
-//! several nodes, `memory` for the zero-setup default).
+//! Storage: the event log and the tables commands read and write, behind
+//! one trait with two backends, `postgres/` (durable, several nodes) and
+//! `memory/` (the zero-setup default).
 //!
-//! Every write goes through [`EventStore::append`], which resolves only after
-//! the events are committed with their final ids; every read is by id range.
-//! Idempotency keys live here too, because a key must be recorded in the
-//! same transaction as the events it produced.
+//! ```text
+//! command.rs      what a command is: decide in a transaction, a typed outcome
+//! execute.rs      run one in the writer's batch, or a query on a snapshot
+//! event_store.rs  the EventStore trait: append, read by id range, bus, hints
+//! tx/             the repositories a command sees inside its transaction
+//! error.rs        StoreError: retry, refused, full, or a bug; with its cause
+//! postgres/ memory/  the two backends
+//! ```
+//!
+//! This module only declares and re-exports: every file imports the file
+//! that defines what it uses, so that nothing imports its own parent.
 
-pub mod command;
+mod command;
+mod error;
+mod event_store;
+mod execute;
 pub mod memory;
-mod memory_polling;
-mod migrations;
-pub mod polling;
 pub mod postgres;
-mod postgres_polling;
-mod postgres_votes;
+pub mod tx;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use std::sync::Arc;
-
-use tokio::sync::{broadcast, watch};
-
-pub use command::{Answer, Command, Idempotent, Remember, Remembered, TxCommand};
-
-use crate::domain::event::{EventId, NewEvent, StoredEvent};
-use crate::domain::topic::TopicFilter;
-
-/// A client's `Idempotency-Key`, scoped to the caller and fingerprinted
-/// with the request, so a retry is recognised and a reuse is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey {
-    /// Whose key it is: the caller's identity.
-    pub scope: String,
-    pub key: String,
-    /// Hash of the route and body; a different request under the same key is a conflict.
-    pub fingerprint: String,
-}
-
-/// The simplest command: append these events; its outcome is the events
-/// as stored, with their ids.
-pub struct Append {
-    pub events: Vec<NewEvent>,
-}
-
-#[async_trait]
-impl Command for Append {
-    type Outcome = Vec<StoredEvent>;
-    type Decided = ();
-
-    async fn run(&mut self, _tx: &mut dyn polling::PollingTx) -> Result<(Vec<NewEvent>, ()), StoreError> {
-        Ok((std::mem::take(&mut self.events), ()))
-    }
-
-    fn outcome(_: (), events: &[StoredEvent]) -> Vec<StoredEvent> {
-        events.to_vec()
-    }
-
-    fn touches_tables(&self) -> bool {
-        false
-    }
-
-    fn known_event_count(&self) -> Option<usize> {
-        Some(self.events.len())
-    }
-}
-
-/// One command: its events are committed together or not at all.
-pub struct AppendRequest {
-    pub command: Box<dyn TxCommand>,
-    pub idempotency: Option<IdempotencyKey>,
-}
-
-/// What became of an [`AppendRequest`].
-#[derive(Debug)]
-pub enum AppendOutcome {
-    /// The command's events were committed (the tail gets them from the
-    /// store's committed batches); its outcome went to its own channel.
-    Committed,
-    /// The key was seen before with the same request: nothing appended,
-    /// here is what it kept of the first answer.
-    Replayed(Remembered),
-    /// The key was seen before with a different request: nothing appended.
-    KeyReused,
-}
-
-/// Where the log starts and ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBounds {
-    /// Every id up to this one has been dropped by retention (0: none).
-    pub pruned_through: EventId,
-    /// The highest committed id (or `pruned_through` when the log is empty).
-    pub head: EventId,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot be reached now; the client should retry.
-    #[error("event store unavailable: {0}")]
-    Unavailable(String),
-    /// The in-memory store holds as many rows as it may: nothing new can
-    /// be added until some go (a restart), or until it runs on Postgres.
-    #[error("the store is full: {0}")]
-    Full(String),
-    /// The database refused a value of this one command (a data
-    /// exception: SQLSTATE class 22). Only that command fails; the client
-    /// sent something the edge's validation should have caught.
-    #[error("the event store refused a value: {0}")]
-    Rejected(String),
-    /// Anything else: a bug or a broken schema. Logged, never shown in detail.
-    #[error("event store failure: {0}")]
-    Internal(String),
-}
-
-/// How long an idempotency key is remembered (CONTRACT §6).
-pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-
-#[async_trait]
-pub trait EventStore: Send + Sync + 'static {
-    /// Runs the request's command in the writer's transaction and commits
-    /// its events with their ids; the command's outcome goes to its own
-    /// channel (see [`command::execute`]). Ids are assigned in commit order
-    /// across every writer of the store.
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
-
-    /// Runs a command on a consistent read-only snapshot; its events, if
-    /// any, are discarded, its outcome goes to its own channel (see
-    /// [`command::query`]).
-    async fn read(&self, command: Box<dyn TxCommand>) -> Result<(), StoreError>;
-
-    /// Events with `after < id <= up_to` whose topic passes `filter`, in id
-    /// order, at most `limit` of them.
-    async fn read_range(
-        &self,
-        after: EventId,
-        up_to: EventId,
-        filter: &TopicFilter,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
-
-    /// How many events `read_range` would return without a limit.
-    async fn count_range(
-        &self,
-        after: EventId,
-        up_to: EventId,
-        filter: &TopicFilter,
-    ) -> Result<u64, StoreError>;
-
-    async fn bounds(&self) -> Result<LogBounds, StoreError>;
-
-    /// The one maintenance path that removes events: drops the prefix of the
-    /// log older than `cutoff`, and idempotency keys older than their window.
-    /// Returns how many events were dropped.
-    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// Records a revocation (see [`crate::revocation`]).
-    async fn revoke(&self, revocation: &crate::revocation::Revocation) -> Result<(), StoreError>;
-
-    /// The revocations still in force.
-    async fn revocations(&self) -> Result<Vec<crate::revocation::Revocation>, StoreError>;
-
-    /// Whether the store answers (for `/readyz`).
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Hints that new events may be committed: the value is the highest id
-    /// known to be committed. Readers treat it as a wake-up, not as truth.
-    fn commit_hints(&self) -> watch::Receiver<EventId>;
-
-    /// The batches this node commits, as they commit: the tail publishes
-    /// them without reading them back when nothing from another node came
-    /// in between. A lagging receiver just reads the store instead.
-    fn committed_batches(&self) -> broadcast::Receiver<CommittedBatch>;
-
-    /// Messages other nodes sent on the cluster bus (`crate::cluster`);
-    /// a single-node store never delivers any.
-    fn bus_messages(&self) -> broadcast::Receiver<String>;
-
-    /// Sends a message to every node's [`EventStore::bus_messages`],
-    /// this one's included. At most about 7,000 bytes (NOTIFY's limit).
-    async fn bus_send(&self, message: &str) -> Result<(), StoreError>;
-
-    /// Whether other nodes may share this store (and its bus).
-    fn is_shared(&self) -> bool;
-
-    /// `"postgres"` or `"memory"`, for logs and metrics.
-    fn kind(&self) -> &'static str;
-}
-
-/// Events one node just committed, and where the log stood before them.
-#[derive(Debug, Clone)]
-pub struct CommittedBatch {
-    /// Every event with an id up to this one was committed before the
-    /// batch; the batch's ids are all greater.
-    pub after: EventId,
-    pub events: Arc<[StoredEvent]>,
-}
-
-/// Batches kept for a tail that is busy; past that it reads the store.
-pub(crate) const COMMITTED_BATCH_BACKLOG: usize = 1024;
-
-/// Decides a keyed request against what the store already remembers.
-pub(crate) fn replay_or_conflict(
-    key: &IdempotencyKey,
-    fingerprint: &str,
-    remembered: &Remembered,
-) -> AppendOutcome {
-    if key.fingerprint == fingerprint {
-        AppendOutcome::Replayed(remembered.clone())
-    } else {
-        AppendOutcome::KeyReused
-    }
-}
+pub use command::{Append, Command, Remember, Remembered, TxCommand, Typed};
+pub use error::{Cause, StoreError};
+pub use event_store::{
+    AppendOutcome, AppendRequest, CommittedBatch, EventStore, IdempotencyKey, LogBounds, IDEMPOTENCY_WINDOW,
+};
+pub use execute::{execute, query, Answer, Idempotent};
+pub use tx::Tx;

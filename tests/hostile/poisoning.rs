@@ -9,8 +9,8 @@ use futures::future::join_all;
 use pollcast::domain::event::{now_millis, TraceId};
 use pollcast::polling::session::CreateSession;
 use pollcast::polling::{new_session, Stamp};
-use pollcast::store::command::{execute, Answer};
 use pollcast::store::StoreError;
+use pollcast::store::{execute, Answer};
 use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestApp};
@@ -156,7 +156,7 @@ async fn a_command_the_database_refuses_fails_alone_in_its_batch() {
     let (poisoned, published) = tokio::join!(join_all(poison), join_all(publishes));
     for outcome in poisoned {
         assert!(
-            matches!(outcome, Err(StoreError::Rejected(_))),
+            matches!(outcome, Err(StoreError::Rejected { .. })),
             "the refused command gets its own error: {outcome:?}"
         );
     }

@@ -1,90 +1,22 @@
-//! [`PollingTx`] on plain maps, for the memory store. The caller holds the
-//! store's lock for the whole command, which is what makes it a transaction.
-
-use std::collections::{HashMap, HashSet};
+//! The repositories of `store::tx` on plain maps, for the memory store.
+//! The caller holds the store's lock for the whole command, which is what
+//! makes it a transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::polling::{PollingTx, PresenceConnection, VoteRecord, Voters};
-use super::StoreError;
+use super::tables::PollingTables;
 use crate::domain::event::EventId;
-use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, SessionId};
+use crate::domain::polling::ids::{ParticipantId, PollId, SessionId};
 use crate::domain::polling::model::{Choice, Participant, Poll, PollKind, Session, Tally, Vote};
+use crate::store::error::StoreError;
+use crate::store::tx::{
+    ConnectionRepo, LogRepo, ParticipantRepo, PollRepo, PresenceConnection, SessionRepo, VersionRepo,
+    VoteRecord, VoteRepo, Voters,
+};
 
 type R<T> = Result<T, StoreError>;
-
-#[derive(Default)]
-pub struct PollingTables {
-    sessions: HashMap<SessionId, Session>,
-    slugs: HashMap<String, SessionId>,
-    polls: HashMap<PollId, Poll>,
-    session_polls: HashMap<SessionId, Vec<PollId>>,
-    participants: HashMap<ParticipantId, Participant>,
-    /// Votes per poll, in the order accepted.
-    votes: HashMap<PollId, Vec<Vote>>,
-    /// The one-vote-per-participant-per-poll rule, as a unique index would.
-    voted: HashSet<(PollId, ParticipantId)>,
-    option_counts: HashMap<OptionId, i64>,
-    rating_counts: HashMap<(PollId, i32), i64>,
-    connections: HashMap<Uuid, PresenceConnection>,
-    /// Participants present per session, kept with every change.
-    present_counts: HashMap<SessionId, i64>,
-    /// Current version per (topic, entity) of generic topics.
-    entity_versions: HashMap<(String, String), i64>,
-    /// Rows that stay (sessions, polls, participants, votes, versions), and
-    /// how many may.
-    rows: usize,
-    max_rows: usize,
-}
-
-impl PollingTables {
-    pub fn with_max_rows(max_rows: usize) -> Self {
-        PollingTables {
-            max_rows,
-            ..PollingTables::default()
-        }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Room for `more` rows, or `Full`.
-    fn make_room(&mut self, more: usize) -> R<()> {
-        if self.rows + more > self.max_rows {
-            return Err(StoreError::Full(format!(
-                "the in-memory store holds its maximum of {} rows",
-                self.max_rows
-            )));
-        }
-        self.rows += more;
-        Ok(())
-    }
-
-    /// Stores one vote and bumps its counters; `false` for a second vote of
-    /// the same participant on the same poll.
-    fn record(&mut self, vote: &Vote) -> bool {
-        if !self.voted.insert((vote.poll_id, vote.participant_id)) {
-            return false;
-        }
-        self.votes.entry(vote.poll_id).or_default().push(vote.clone());
-        if let Some(poll) = self.polls.get_mut(&vote.poll_id) {
-            poll.vote_count += 1;
-        }
-        match &vote.choice {
-            Choice::Options(ids) => {
-                for id in ids {
-                    *self.option_counts.entry(*id).or_default() += 1;
-                }
-            }
-            Choice::Rating(value) => *self.rating_counts.entry((vote.poll_id, *value)).or_default() += 1,
-            Choice::Text(_) => {}
-        }
-        true
-    }
-}
 
 /// A command's view of the tables, with the log's head at its start.
 pub struct MemTx<'a> {
@@ -109,11 +41,14 @@ impl MemTx<'_> {
 }
 
 #[async_trait]
-impl PollingTx for MemTx<'_> {
+impl LogRepo for MemTx<'_> {
     async fn head_event_id(&mut self) -> R<EventId> {
         Ok(self.head)
     }
+}
 
+#[async_trait]
+impl SessionRepo for MemTx<'_> {
     async fn session(&mut self, id: SessionId) -> R<Option<Session>> {
         Ok(self.tables.sessions.get(&id).cloned())
     }
@@ -138,7 +73,10 @@ impl PollingTx for MemTx<'_> {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl PollRepo for MemTx<'_> {
     async fn poll(&mut self, id: PollId) -> R<Option<Poll>> {
         Ok(self.tables.polls.get(&id).cloned())
     }
@@ -190,7 +128,10 @@ impl PollingTx for MemTx<'_> {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl ParticipantRepo for MemTx<'_> {
     async fn participant(&mut self, id: ParticipantId) -> R<Option<Participant>> {
         Ok(self.tables.participants.get(&id).cloned())
     }
@@ -223,7 +164,10 @@ impl PollingTx for MemTx<'_> {
     async fn present_count(&mut self, session: SessionId) -> R<i64> {
         Ok(self.tables.present_counts.get(&session).copied().unwrap_or(0))
     }
+}
 
+#[async_trait]
+impl VoteRepo for MemTx<'_> {
     async fn voters(&mut self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
         let mut voters = Voters::default();
         for &(participant, poll) in ballots {
@@ -308,7 +252,10 @@ impl PollingTx for MemTx<'_> {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl ConnectionRepo for MemTx<'_> {
     async fn open_connection(&mut self, connection: &PresenceConnection) -> R<()> {
         self.tables.connections.insert(connection.id, connection.clone());
         Ok(())
@@ -355,7 +302,10 @@ impl PollingTx for MemTx<'_> {
     async fn live_nodes(&mut self, _node: Uuid, _now: DateTime<Utc>, _before: DateTime<Utc>) -> R<usize> {
         Ok(1)
     }
+}
 
+#[async_trait]
+impl VersionRepo for MemTx<'_> {
     async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64> {
         let key = (topic.to_string(), entity_id.to_string());
         Ok(self.tables.entity_versions.get(&key).copied().unwrap_or(0))

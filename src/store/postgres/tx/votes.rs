@@ -19,15 +19,18 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::polling::{BallotReads, Voters};
-use super::postgres::classify;
-use super::postgres_polling::{
-    options_by_poll, participant_from_row, poll_from_row, session_from_row, PgTx, OPTIONS_OF, POLL_COLUMNS,
-    SESSION_COLUMNS,
+use async_trait::async_trait;
+
+use super::super::error::during;
+use super::rows::{
+    choice_from_json, options_by_poll, participant_from_row, poll_from_row, session_from_row, OPTIONS_OF,
+    POLL_COLUMNS, SESSION_COLUMNS,
 };
-use super::StoreError;
-use crate::domain::polling::ids::{OptionId, ParticipantId, PollId};
+use super::PgTx;
+use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, VoteId};
 use crate::domain::polling::model::{Choice, Poll, PollKind, Tally, Vote};
+use crate::store::error::StoreError;
+use crate::store::tx::{BallotReads, VoteRecord, VoteRepo, Voters};
 
 type R<T> = Result<T, StoreError>;
 
@@ -104,13 +107,13 @@ impl PgTx<'_> {
     /// their futures are first polled.
     async fn prepare_all(&self, statements: &[&str]) -> R<()> {
         let prepared = statements.iter().map(|sql| self.tx.prepare_cached(sql));
-        try_join_all(prepared).await.map_err(classify)?;
+        try_join_all(prepared).await.map_err(during("prepare all"))?;
         Ok(())
     }
 
     /// The polls, their options and sessions, and the voters, in one
     /// round trip.
-    pub(super) async fn read_ballot_inputs(
+    async fn read_ballot_inputs(
         &self,
         polls: &[PollId],
         ballots: &[(ParticipantId, PollId)],
@@ -141,7 +144,7 @@ impl PgTx<'_> {
         Ok(BallotReads { polls: found, voters })
     }
 
-    pub(super) async fn read_voters(&self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
+    async fn read_voters(&self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
         let participants: Vec<Uuid> = ballots.iter().map(|(p, _)| p.0).collect();
         let polls: Vec<Uuid> = ballots.iter().map(|(_, p)| p.0).collect();
         // Sent unnamed (parse, bind and execute in one message), so it is
@@ -157,7 +160,7 @@ impl PgTx<'_> {
                 &[(&participants, Type::UUID_ARRAY), (&polls, Type::UUID_ARRAY)],
             )
             .await
-            .map_err(classify)?;
+            .map_err(during("read voters"))?;
         let mut voters = Voters::default();
         for row in &rows {
             let participant = participant_from_row(row);
@@ -170,7 +173,7 @@ impl PgTx<'_> {
     }
 
     /// For each vote, whether it was recorded.
-    pub(super) async fn insert_votes(&self, votes: &[Vote]) -> R<Vec<bool>> {
+    async fn insert_votes(&self, votes: &[Vote]) -> R<Vec<bool>> {
         self.insert_votes_and_tally(votes, &[], 0)
             .await
             .map(|(recorded, _)| recorded)
@@ -178,7 +181,7 @@ impl PgTx<'_> {
 
     /// Records the votes and reads the polls' tallies after them, in one
     /// round trip (see the module header for why the tallies see the votes).
-    pub(super) async fn insert_votes_and_tally(
+    async fn insert_votes_and_tally(
         &self,
         votes: &[Vote],
         polls: &[&Poll],
@@ -221,7 +224,7 @@ impl PgTx<'_> {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(super) async fn read_tally(&self, poll: &Poll, text_limit: usize) -> R<Tally> {
+    async fn read_tally(&self, poll: &Poll, text_limit: usize) -> R<Tally> {
         let rows = self.read_tally_rows(poll, text_limit as i64).await?;
         Ok(tally_from_rows(poll, &rows))
     }
@@ -319,5 +322,73 @@ fn tally_from_rows(poll: &Poll, rows: &[Row]) -> Tally {
                 ..Tally::default()
             }
         }
+    }
+}
+
+#[async_trait]
+impl VoteRepo for PgTx<'_> {
+    async fn voters(&mut self, ballots: &[(ParticipantId, PollId)]) -> R<Voters> {
+        self.read_voters(ballots).await
+    }
+
+    async fn record_votes(&mut self, votes: &[Vote]) -> R<Vec<bool>> {
+        self.insert_votes(votes).await
+    }
+
+    async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally> {
+        self.read_tally(poll, text_limit).await
+    }
+
+    async fn ballot_reads(
+        &mut self,
+        polls: &[PollId],
+        ballots: &[(ParticipantId, PollId)],
+    ) -> R<BallotReads> {
+        self.read_ballot_inputs(polls, ballots).await
+    }
+
+    async fn record_votes_and_tally(
+        &mut self,
+        votes: &[Vote],
+        polls: &[&Poll],
+        text_limit: usize,
+    ) -> R<(Vec<bool>, Vec<Tally>)> {
+        self.insert_votes_and_tally(votes, polls, text_limit).await
+    }
+
+    async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>> {
+        let rows = self
+            .query(
+                "SELECT id, submitted_at FROM votes WHERE poll_id = $1 ORDER BY submitted_at DESC, id DESC LIMIT 1",
+                &[&poll.0],
+            )
+            .await?;
+        Ok(rows.first().map(|r| (VoteId(r.get(0)).to_string(), r.get(1))))
+    }
+
+    async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>> {
+        let rows = self
+            .query(
+                "SELECT v.id, v.participant_id, v.choice, v.submitted_at, v.client_submitted_at, p.display_name
+                   FROM votes v JOIN participants p ON p.id = v.participant_id
+                  WHERE v.poll_id = $1 ORDER BY v.submitted_at, v.id",
+                &[&poll.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VoteRecord {
+                    vote: Vote {
+                        id: VoteId(r.get(0)),
+                        poll_id: poll,
+                        participant_id: ParticipantId(r.get(1)),
+                        choice: choice_from_json(&r.get::<_, Value>(2))?,
+                        submitted_at: r.get(3),
+                        client_submitted_at: r.get(4),
+                    },
+                    display_name: r.get(5),
+                })
+            })
+            .collect()
     }
 }

@@ -7,25 +7,28 @@ use tokio_postgres::Client;
 /// Every migration, in order. A file is never edited once released: changes
 /// come as a new file.
 const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_events", include_str!("../../sql/0001_events.sql")),
-    ("0002_polling", include_str!("../../sql/0002_polling.sql")),
-    ("0003_nodes", include_str!("../../sql/0003_nodes.sql")),
+    ("0001_events", include_str!("../../../sql/0001_events.sql")),
+    ("0002_polling", include_str!("../../../sql/0002_polling.sql")),
+    ("0003_nodes", include_str!("../../../sql/0003_nodes.sql")),
     (
         "0004_entity_versions",
-        include_str!("../../sql/0004_entity_versions.sql"),
+        include_str!("../../../sql/0004_entity_versions.sql"),
     ),
     (
         "0005_votes_without_foreign_keys",
-        include_str!("../../sql/0005_votes_without_foreign_keys.sql"),
+        include_str!("../../../sql/0005_votes_without_foreign_keys.sql"),
     ),
-    ("0006_revocations", include_str!("../../sql/0006_revocations.sql")),
+    (
+        "0006_revocations",
+        include_str!("../../../sql/0006_revocations.sql"),
+    ),
     (
         "0007_prune_with_custom_plans",
-        include_str!("../../sql/0007_prune_with_custom_plans.sql"),
+        include_str!("../../../sql/0007_prune_with_custom_plans.sql"),
     ),
     (
         "0008_idempotency_answers",
-        include_str!("../../sql/0008_idempotency_answers.sql"),
+        include_str!("../../../sql/0008_idempotency_answers.sql"),
     ),
 ];
 

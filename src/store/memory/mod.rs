@@ -9,105 +9,28 @@
 //! refused (`StoreError::Full`). Publishing 50 KB events with stalled
 //! subscribers once took it from 9 MB to 1.29 GB in 20 s.
 
-use std::collections::{HashMap, VecDeque};
+mod log;
+mod tables;
+mod tx;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
 
-use super::memory_polling::{MemTx, PollingTables};
-use super::{
-    replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore, LogBounds, Remembered,
-    StoreError, TxCommand, COMMITTED_BATCH_BACKLOG, IDEMPOTENCY_WINDOW,
-};
+pub use log::MemoryBudget;
+
 use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
 use crate::revocation::Revocation;
-
-/// How much the memory store keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct MemoryBudget {
-    /// Events kept; the oldest go first.
-    pub max_events: usize,
-    /// Bytes of events kept (see [`event_size`]); the oldest go first.
-    pub max_bytes: usize,
-    /// Live polling rows and idempotency keys; new ones are refused past it.
-    pub max_rows: usize,
-}
-
-impl Default for MemoryBudget {
-    fn default() -> Self {
-        MemoryBudget {
-            max_events: 100_000,
-            max_bytes: 64 << 20,
-            max_rows: 1_000_000,
-        }
-    }
-}
-
-/// About how many bytes an event takes in memory: its text plus the
-/// allocations around it.
-fn event_size(event: &StoredEvent) -> usize {
-    event.payload.get().len()
-        + event.topic.as_str().len()
-        + event.event_type.as_str().len()
-        + event.trace_id.as_str().len()
-        + event.entity.as_ref().map_or(0, |e| e.entity_id.len())
-        + 160
-}
-
-#[derive(Default)]
-struct Log {
-    /// Events in id order; ids are dense here, but readers never rely on it.
-    events: VecDeque<StoredEvent>,
-    /// The sum of [`event_size`] over `events`.
-    bytes: usize,
-    budget: MemoryBudget,
-    next_id: EventId,
-    pruned_through: EventId,
-    keys: HashMap<(String, String), RememberedKey>,
-    polling: PollingTables,
-    revocations: Vec<Revocation>,
-}
-
-struct RememberedKey {
-    fingerprint: String,
-    answer: Remembered,
-    at: DateTime<Utc>,
-}
-
-impl Log {
-    /// Index of the first event with an id greater than `after`.
-    fn position_after(&self, after: EventId) -> usize {
-        self.events.partition_point(|e| e.id <= after)
-    }
-
-    fn matching<'a>(
-        &'a self,
-        after: EventId,
-        up_to: EventId,
-        filter: &'a TopicFilter,
-    ) -> impl Iterator<Item = &'a StoredEvent> + 'a {
-        self.events
-            .range(self.position_after(after)..)
-            .take_while(move |e| e.id <= up_to)
-            .filter(move |e| filter.matches(e.topic.as_str()))
-    }
-
-    /// Drops the oldest events while the log is over its budget.
-    fn enforce_budget(&mut self) -> usize {
-        let mut dropped = 0;
-        while self.events.len() > self.budget.max_events || self.bytes > self.budget.max_bytes {
-            let Some(oldest) = self.events.pop_front() else {
-                break;
-            };
-            self.bytes -= event_size(&oldest);
-            self.pruned_through = oldest.id;
-            dropped += 1;
-        }
-        dropped
-    }
-}
+use crate::store::command::TxCommand;
+use crate::store::error::StoreError;
+use crate::store::event_store::{
+    replay_or_conflict, AppendOutcome, AppendRequest, CommittedBatch, EventStore, LogBounds,
+    COMMITTED_BATCH_BACKLOG, IDEMPOTENCY_WINDOW,
+};
+use log::{event_size, Log, RememberedKey};
+use tables::PollingTables;
+use tx::MemTx;
 
 pub struct MemoryStore {
     /// An async lock: commands await while holding it, which is what makes
@@ -324,7 +247,7 @@ mod tests {
             TraceId::generate(),
             &serde_json::json!({ "blob": "x".repeat(size) }),
         );
-        crate::store::command::execute(store, crate::store::Append { events: vec![event] }, None)
+        crate::store::execute(store, crate::store::Append { events: vec![event] }, None)
             .await
             .unwrap();
     }

@@ -1,30 +1,15 @@
-//! What live polling needs from a store, inside one transaction: read and
-//! write sessions, polls, participants, votes, counters and presence rows.
-//! Postgres implements it on a transaction; the memory store on its maps.
-//! Writes only ever happen inside the writer's batch, under the log lock.
+//! Live polling's tables: sessions, polls, participants and votes with
+//! their counters. Postgres implements them on a transaction; the memory
+//! store on its maps.
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use super::StoreError;
-use crate::domain::event::EventId;
 use crate::domain::polling::ids::{ParticipantId, PollId, SessionId};
 use crate::domain::polling::model::{Participant, Poll, Session, Tally, Vote};
-
-/// One open participant stream, on some node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PresenceConnection {
-    pub id: Uuid,
-    pub node_id: Uuid,
-    pub session_id: SessionId,
-    pub participant_id: ParticipantId,
-    pub opened_at: DateTime<Utc>,
-    /// Refreshed by its node while the node lives.
-    pub last_seen: DateTime<Utc>,
-}
+use crate::store::error::StoreError;
 
 /// A vote as the presenter sees it (non-anonymous polls only).
 #[derive(Debug, Clone, PartialEq)]
@@ -52,16 +37,16 @@ pub struct BallotReads {
 }
 
 #[async_trait]
-pub trait PollingTx: Send {
-    /// The highest event id visible to this transaction.
-    async fn head_event_id(&mut self) -> R<EventId>;
-
+pub trait SessionRepo: Send {
     async fn session(&mut self, id: SessionId) -> R<Option<Session>>;
     async fn session_by_slug(&mut self, slug: &str) -> R<Option<Session>>;
     async fn insert_session(&mut self, session: &Session) -> R<()>;
     /// Writes status, started_at and ended_at.
     async fn update_session(&mut self, session: &Session) -> R<()>;
+}
 
+#[async_trait]
+pub trait PollRepo: Send {
     async fn poll(&mut self, id: PollId) -> R<Option<Poll>>;
     /// The session's polls in order.
     async fn polls_of(&mut self, session: SessionId) -> R<Vec<Poll>>;
@@ -70,7 +55,10 @@ pub trait PollingTx: Send {
     async fn insert_poll(&mut self, poll: &Poll) -> R<()>;
     /// Writes status, activated_at and closed_at.
     async fn update_poll(&mut self, poll: &Poll) -> R<()>;
+}
 
+#[async_trait]
+pub trait ParticipantRepo: Send {
     async fn participant(&mut self, id: ParticipantId) -> R<Option<Participant>>;
     async fn insert_participant(&mut self, participant: &Participant) -> R<()>;
     /// Stores new participants and counts the present ones in their
@@ -84,7 +72,12 @@ pub trait PollingTx: Send {
     }
     async fn set_present(&mut self, id: ParticipantId, present: bool) -> R<()>;
     async fn present_count(&mut self, session: SessionId) -> R<i64>;
+}
 
+/// Votes and their tallies. Its default methods read polls and sessions
+/// too, one at a time; a store may answer them in one round trip.
+#[async_trait]
+pub trait VoteRepo: SessionRepo + PollRepo + Send {
     /// For each `(participant, poll)` of a vote batch: the participant, if
     /// it exists, and whether it already voted on that poll. One lookup for
     /// the whole batch.
@@ -97,7 +90,7 @@ pub trait PollingTx: Send {
     async fn tally(&mut self, poll: &Poll, text_limit: usize) -> R<Tally>;
 
     /// Everything a vote batch is decided on: the named polls with their
-    /// sessions, and the voters (see [`PollingTx::voters`]). A store may
+    /// sessions, and the voters (see [`VoteRepo::voters`]). A store may
     /// answer all of it at once; this default reads one thing at a time.
     async fn ballot_reads(
         &mut self,
@@ -117,7 +110,7 @@ pub trait PollingTx: Send {
         Ok(BallotReads { polls: found, voters })
     }
 
-    /// [`PollingTx::record_votes`], then the tallies of `polls` as they
+    /// [`VoteRepo::record_votes`], then the tallies of `polls` as they
     /// stand after it, in order. A store may send it all at once; this
     /// default runs one statement at a time.
     async fn record_votes_and_tally(
@@ -137,21 +130,4 @@ pub trait PollingTx: Send {
     /// a vote batch does not pay for it).
     async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>>;
     async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>>;
-
-    async fn open_connection(&mut self, connection: &PresenceConnection) -> R<()>;
-    async fn close_connection(&mut self, id: Uuid) -> R<()>;
-    async fn connection_count(&mut self, participant: ParticipantId) -> R<i64>;
-    /// Marks this node's rows as alive now.
-    async fn touch_connections(&mut self, node_id: Uuid, now: DateTime<Utc>) -> R<()>;
-    /// Deletes rows not touched since `before` (their node stopped) and
-    /// returns the participants they belonged to.
-    async fn expire_connections(&mut self, before: DateTime<Utc>) -> R<Vec<ParticipantId>>;
-    /// Records this node's heartbeat, forgets nodes silent since `before`,
-    /// and returns how many nodes are alive (this one included).
-    async fn live_nodes(&mut self, node_id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> R<usize>;
-
-    /// The current version of an entity on a generic topic; 0 before its
-    /// first versioned event.
-    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64>;
-    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()>;
 }

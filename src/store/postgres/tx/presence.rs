@@ -1,0 +1,105 @@
+//! Presence rows, node heartbeats and topic entity versions on Postgres.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::PgTx;
+use crate::domain::polling::ids::ParticipantId;
+use crate::store::error::StoreError;
+use crate::store::tx::{ConnectionRepo, PresenceConnection, VersionRepo};
+
+type R<T> = Result<T, StoreError>;
+
+#[async_trait]
+impl ConnectionRepo for PgTx<'_> {
+    async fn open_connection(&mut self, c: &PresenceConnection) -> R<()> {
+        self.execute(
+            "INSERT INTO presence_connections (id, node_id, session_id, participant_id, opened_at, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING",
+            &[
+                &c.id,
+                &c.node_id,
+                &c.session_id.0,
+                &c.participant_id.0,
+                &c.opened_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn close_connection(&mut self, id: Uuid) -> R<()> {
+        self.execute("DELETE FROM presence_connections WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
+    async fn connection_count(&mut self, participant: ParticipantId) -> R<i64> {
+        let rows = self
+            .query(
+                "SELECT count(*) FROM presence_connections WHERE participant_id = $1",
+                &[&participant.0],
+            )
+            .await?;
+        Ok(rows[0].get(0))
+    }
+
+    async fn touch_connections(&mut self, node_id: Uuid, now: DateTime<Utc>) -> R<()> {
+        self.execute(
+            "UPDATE presence_connections SET last_seen = $2 WHERE node_id = $1",
+            &[&node_id, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn expire_connections(&mut self, before: DateTime<Utc>) -> R<Vec<ParticipantId>> {
+        let rows = self
+            .query(
+                "DELETE FROM presence_connections WHERE last_seen < $1 RETURNING participant_id",
+                &[&before],
+            )
+            .await?;
+        let mut participants: Vec<ParticipantId> = rows.iter().map(|r| ParticipantId(r.get(0))).collect();
+        participants.sort();
+        participants.dedup();
+        Ok(participants)
+    }
+
+    async fn live_nodes(&mut self, node_id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> R<usize> {
+        self.execute(
+            "INSERT INTO nodes (node_id, last_seen) VALUES ($1, $2)
+             ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen",
+            &[&node_id, &now],
+        )
+        .await?;
+        self.execute("DELETE FROM nodes WHERE last_seen < $1", &[&before])
+            .await?;
+        let rows = self.query("SELECT count(*) FROM nodes", &[]).await?;
+        Ok(rows[0].get::<_, i64>(0).max(1) as usize)
+    }
+}
+
+#[async_trait]
+impl VersionRepo for PgTx<'_> {
+    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64> {
+        let rows = self
+            .query(
+                "SELECT version FROM entity_versions WHERE topic = $1 AND entity_id = $2",
+                &[&topic, &entity_id],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |row| row.get(0)))
+    }
+
+    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()> {
+        self.execute(
+            "INSERT INTO entity_versions (topic, entity_id, version) VALUES ($1, $2, $3)
+             ON CONFLICT (topic, entity_id) DO UPDATE SET version = excluded.version",
+            &[&topic, &entity_id, &version],
+        )
+        .await?;
+        Ok(())
+    }
+}
