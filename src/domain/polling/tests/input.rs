@@ -1,6 +1,20 @@
-//! Parsing client input: poll definitions, titles and display names.
+//! Parsing client input ("parse, don't validate"): poll definitions, and
+//! the required texts and display names of sessions and participants.
+//! Plain input → value or field error; no rules involved.
 
 use super::*;
+use crate::domain::polling::input::{display_name, required_text};
+
+/// The field a refused definition names.
+fn field_of(input: Value) -> &'static str {
+    parse_poll(input).expect_err("the definition is refused").field
+}
+
+/// A multiple-choice definition with `n` options.
+fn choice_input(n: usize) -> Value {
+    let texts: Vec<String> = (1..=n).map(|i| format!("Option {i}")).collect();
+    json!({ "question": "Pick one", "pollType": "multiple_choice", "options": texts })
+}
 
 // ------------------------------------------------------- poll definitions
 

@@ -1,4 +1,6 @@
-//! Results: percentages, averages and text answers of a tally.
+//! Results: what a poll's tally shows (`GET …/results` and the results of
+//! `vote:accepted`): percentages of the voters, average ratings and their
+//! distribution, open-text answers without their authors.
 
 use super::*;
 
@@ -34,7 +36,7 @@ fn percentages_are_shares_of_the_votes() {
 #[test]
 fn percentages_are_rounded_to_two_decimals() {
     let state = active_session();
-    let poll = choice_poll(&state, PollStatus::Open, false);
+    let poll = single_choice_poll(&state, PollStatus::Open);
     let r = tally_of(&poll, &[1, 2, 0]).results_json(&poll);
     let shares: Vec<f64> = r["voteBreakdown"]
         .as_array()
@@ -48,7 +50,7 @@ fn percentages_are_rounded_to_two_decimals() {
 #[test]
 fn with_no_votes_every_percentage_is_zero() {
     let state = active_session();
-    let poll = choice_poll(&state, PollStatus::Open, false);
+    let poll = single_choice_poll(&state, PollStatus::Open);
     let r = tally_of(&poll, &[0, 0, 0]).results_json(&poll);
     assert_eq!(r["currentVoteCount"], 0);
     for item in r["voteBreakdown"].as_array().unwrap() {

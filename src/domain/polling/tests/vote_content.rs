@@ -1,63 +1,61 @@
-//! Vote content: every way a vote's data can be invalid for its poll.
+//! Vote content: every way a vote's data can be wrong for its poll, each
+//! refused with its content reason (`invalid_option`, `invalid_rating`,
+//! `invalid_text`), and which reasons count as content problems at all.
 
 use super::*;
+use crate::domain::polling::input::parse_choice;
 
-// -------------------------------------------------------- vote: content
+// ---------------------------------------------------------------- options
 
 #[test]
 fn an_unknown_option_is_invalid_option() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, false));
+    let (state, poll) = voting_on(single_choice_poll);
     let data = json!({ "selectedOptionIds": [OptionId::new().to_string()] });
-    assert_eq!(
-        reason_of(submit(&state, &poll, data)),
-        RejectReason::InvalidOption
-    );
+    given(&state)
+        .when(vote(&state, &poll, data))
+        .then_rejected(RejectReason::InvalidOption);
 }
 
 #[test]
 fn an_option_of_another_poll_is_invalid_option() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, false));
-    let other = choice_poll(&state, PollStatus::Open, false);
+    let (state, poll) = voting_on(single_choice_poll);
+    let other = single_choice_poll(&state, PollStatus::Open);
     let data = json!({ "selectedOptionIds": [option_id(&other, 0)] });
-    assert_eq!(
-        reason_of(submit(&state, &poll, data)),
-        RejectReason::InvalidOption
-    );
+    given(&state)
+        .when(vote(&state, &poll, data))
+        .then_rejected(RejectReason::InvalidOption);
 }
 
 #[test]
 fn an_empty_selection_is_invalid_option() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, true));
+    let (state, poll) = voting_on(multiple_choice_poll);
     let data = json!({ "selectedOptionIds": [] });
-    assert_eq!(
-        reason_of(submit(&state, &poll, data)),
-        RejectReason::InvalidOption
-    );
+    given(&state)
+        .when(vote(&state, &poll, data))
+        .then_rejected(RejectReason::InvalidOption);
 }
 
 #[test]
 fn two_options_on_a_single_choice_poll_is_invalid_option() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, false));
+    let (state, poll) = voting_on(single_choice_poll);
     let data = json!({ "selectedOptionIds": [option_id(&poll, 0), option_id(&poll, 1)] });
-    assert_eq!(
-        reason_of(submit(&state, &poll, data)),
-        RejectReason::InvalidOption
-    );
+    given(&state)
+        .when(vote(&state, &poll, data))
+        .then_rejected(RejectReason::InvalidOption);
 }
 
 #[test]
 fn the_same_option_twice_is_invalid_option() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, true));
+    let (state, poll) = voting_on(multiple_choice_poll);
     let data = json!({ "selectedOptionIds": [option_id(&poll, 1), option_id(&poll, 1)] });
-    assert_eq!(
-        reason_of(submit(&state, &poll, data)),
-        RejectReason::InvalidOption
-    );
+    given(&state)
+        .when(vote(&state, &poll, data))
+        .then_rejected(RejectReason::InvalidOption);
 }
 
 #[test]
 fn missing_or_garbage_option_data_is_invalid_option() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, true));
+    let (state, poll) = voting_on(multiple_choice_poll);
     for data in [
         json!(null),
         json!({}),
@@ -70,30 +68,28 @@ fn missing_or_garbage_option_data_is_invalid_option() {
         json!({ "selectedOptionIds": [option_id(&poll, 0), "not-a-uuid"] }),
         json!({ "ratingValue": 3 }),
     ] {
-        assert_eq!(
-            reason_of(submit(&state, &poll, data.clone())),
-            RejectReason::InvalidOption,
-            "{data}"
-        );
+        given(&state)
+            .when(vote(&state, &poll, data))
+            .then_rejected(RejectReason::InvalidOption);
     }
 }
+
+// ---------------------------------------------------------------- ratings
 
 #[test]
 fn a_rating_below_the_scale_is_invalid_rating() {
     let (state, poll) = voting_on(rating_poll);
-    assert_eq!(
-        reason_of(submit(&state, &poll, json!({ "ratingValue": 0 }))),
-        RejectReason::InvalidRating
-    );
+    given(&state)
+        .when(vote(&state, &poll, json!({ "ratingValue": 0 })))
+        .then_rejected(RejectReason::InvalidRating);
 }
 
 #[test]
 fn a_rating_above_the_scale_is_invalid_rating() {
     let (state, poll) = voting_on(rating_poll);
-    assert_eq!(
-        reason_of(submit(&state, &poll, json!({ "ratingValue": 6 }))),
-        RejectReason::InvalidRating
-    );
+    given(&state)
+        .when(vote(&state, &poll, json!({ "ratingValue": 6 })))
+        .then_rejected(RejectReason::InvalidRating);
 }
 
 #[test]
@@ -109,24 +105,21 @@ fn a_non_integer_or_missing_rating_is_invalid_rating() {
         json!(null),
         json!(3),
     ] {
-        assert_eq!(
-            reason_of(submit(&state, &poll, data.clone())),
-            RejectReason::InvalidRating,
-            "{data}"
-        );
+        given(&state)
+            .when(vote(&state, &poll, data))
+            .then_rejected(RejectReason::InvalidRating);
     }
 }
+
+// ------------------------------------------------------------------ texts
 
 #[test]
 fn an_empty_or_blank_text_is_invalid_text() {
     let (state, poll) = voting_on(text_poll);
     for text in ["", "   ", "\n\t "] {
-        let data = json!({ "textResponse": text });
-        assert_eq!(
-            reason_of(submit(&state, &poll, data)),
-            RejectReason::InvalidText,
-            "{text:?}"
-        );
+        given(&state)
+            .when(vote(&state, &poll, json!({ "textResponse": text })))
+            .then_rejected(RejectReason::InvalidText);
     }
 }
 
@@ -134,7 +127,9 @@ fn an_empty_or_blank_text_is_invalid_text() {
 fn a_text_over_500_characters_is_invalid_text() {
     let (state, poll) = voting_on(text_poll);
     let data = json!({ "textResponse": "é".repeat(501) });
-    assert_eq!(reason_of(submit(&state, &poll, data)), RejectReason::InvalidText);
+    given(&state)
+        .when(vote(&state, &poll, data))
+        .then_rejected(RejectReason::InvalidText);
 }
 
 #[test]
@@ -146,12 +141,24 @@ fn a_missing_or_non_string_text_is_invalid_text() {
         json!({ "textResponse": 5 }),
         json!({ "textResponse": ["a"] }),
     ] {
-        assert_eq!(
-            reason_of(submit(&state, &poll, data.clone())),
-            RejectReason::InvalidText,
-            "{data}"
-        );
+        given(&state)
+            .when(vote(&state, &poll, data))
+            .then_rejected(RejectReason::InvalidText);
     }
+}
+
+// ---------------------------------------------------------------- reasons
+
+#[test]
+fn parse_choice_names_the_content_rule_that_failed() {
+    let state = active_session();
+    let poll = rating_poll(&state, PollStatus::Open);
+    let (reason, message) = parse_choice(&poll, &json!({ "ratingValue": 9 })).unwrap_err();
+    assert_eq!(reason, RejectReason::InvalidRating);
+    assert!(
+        message.contains("ratingValue") && message.contains('1') && message.contains('5'),
+        "{message}"
+    );
 }
 
 #[test]

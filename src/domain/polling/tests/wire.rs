@@ -1,6 +1,34 @@
-//! The events' wire form: topic, type and payload of every event.
+//! The events' wire form: the topic, type and payload each domain event is
+//! stored and streamed with, the voter's own confirmation and rejection,
+//! and the results broadcast that never names a voter.
 
 use super::*;
+use crate::domain::event::{NewEvent, TraceId};
+use crate::domain::polling::events::{results_broadcast, vote_confirmation, vote_rejected};
+
+fn trace() -> TraceId {
+    TraceId::from_stored("4bf92f3577b34da6a3ce929d0e0e4736".into())
+}
+
+fn payload(event: &NewEvent) -> Value {
+    serde_json::from_str(event.payload.get()).unwrap()
+}
+
+/// The event as stored: its topic, its type and its payload.
+fn wire(event: &DomainEvent) -> (String, String, Value) {
+    let stored = event.to_new_event(&trace(), None);
+    (
+        stored.topic.as_str().to_string(),
+        stored.event_type.as_str().to_string(),
+        payload(&stored),
+    )
+}
+
+fn assert_has_fields(payload: &Value, fields: &[&str]) {
+    for field in fields {
+        assert!(payload.get(*field).is_some(), "missing {field} in {payload}");
+    }
+}
 
 // ------------------------------------------------------------- wire form
 
@@ -59,7 +87,7 @@ fn session_ended_carries_the_final_participant_count() {
 #[test]
 fn poll_created_carries_the_whole_definition() {
     let state = active_session();
-    let poll = choice_poll(&state, PollStatus::Draft, true);
+    let poll = multiple_choice_poll(&state, PollStatus::Draft);
     let (topic, kind, p) = wire(&DomainEvent::PollCreated(poll.clone()));
     assert_eq!(
         (topic, kind),
@@ -155,7 +183,7 @@ fn poll_activated_and_poll_closed_carry_their_fields() {
 
 #[test]
 fn participant_joined_and_disconnected_carry_their_fields() {
-    let state = with_participant(active_session(), true);
+    let state = active_session().with_present_participant();
     let who = state.participant.clone().unwrap();
     let joined = DomainEvent::ParticipantJoined {
         participant: who.clone(),
@@ -202,34 +230,29 @@ fn participant_joined_and_disconnected_carry_their_fields() {
 
 #[test]
 fn an_anonymous_joiner_has_a_null_display_name() {
-    let events = decide(
-        &active_session(),
-        Command::Join {
-            participant_id: ParticipantId::new(),
-            display_name: None,
-            at: now(),
-        },
-    )
-    .unwrap();
+    let events = given(&active_session())
+        .when(join(ParticipantId::new(), None))
+        .events();
     let (_, _, p) = wire(&events[0]);
     assert_eq!(p["displayName"], Value::Null);
 }
 
 #[test]
 fn the_vote_confirmation_goes_to_the_voter_with_its_identity_and_results() {
-    let (state, poll) = voting_on(|s, st| choice_poll(s, st, false));
-    let events = submit(
-        &state,
-        &poll,
-        json!({ "selectedOptionIds": [option_id(&poll, 0)] }),
-    )
-    .unwrap();
+    let (state, poll) = voting_on(single_choice_poll);
+    let events = given(&state)
+        .when(vote(
+            &state,
+            &poll,
+            json!({ "selectedOptionIds": [option_id(&poll, 0)] }),
+        ))
+        .events();
     let DomainEvent::VoteAccepted { vote, .. } = &events[0] else {
         panic!("{events:?}")
     };
     let results = tally_of(&poll, &[1, 0, 0]).results_json(&poll);
     let stored = events[0].to_new_event(&trace(), Some(&results));
-    let voter = participant_id(&state);
+    let voter = the_participant(&state);
     assert_eq!(stored.topic.as_str(), format!("participant:{voter}"));
     assert_eq!(stored.event_type.as_str(), "vote:accepted");
     let p = payload(&stored);
@@ -260,7 +283,7 @@ fn the_vote_confirmation_goes_to_the_voter_with_its_identity_and_results() {
 fn the_results_broadcast_never_names_the_voter() {
     for anonymous in [true, false] {
         for make in [
-            (|s: &State, st: PollStatus| choice_poll(s, st, false)) as fn(&State, PollStatus) -> Poll,
+            single_choice_poll as fn(&State, PollStatus) -> Poll,
             rating_poll,
             text_poll,
         ] {
@@ -271,7 +294,7 @@ fn the_results_broadcast_never_names_the_voter() {
                 PollKind::RatingScale { .. } => json!({ "ratingValue": 4 }),
                 PollKind::OpenText => json!({ "textResponse": "hi" }),
             };
-            let events = submit(&state, &poll, data).unwrap();
+            let events = given(&state).when(vote(&state, &poll, data)).events();
             let DomainEvent::VoteAccepted { vote, .. } = &events[0] else {
                 panic!("{events:?}")
             };
@@ -282,7 +305,7 @@ fn the_results_broadcast_never_names_the_voter() {
             assert_eq!(broadcast.topic.as_str(), format!("session:{}", state.session.id));
             assert_eq!(broadcast.event_type.as_str(), "vote:accepted");
             let text = broadcast.payload.get();
-            let voter = participant_id(&state).to_string();
+            let voter = the_participant(&state).to_string();
             assert!(!text.contains(&voter), "voter id in {text}");
             assert!(!text.contains("participantId"), "participantId key in {text}");
             let p = payload(&broadcast);
@@ -347,10 +370,10 @@ fn vote_rejected_goes_to_the_voter_with_its_reason() {
 
 #[test]
 fn every_event_payload_carries_the_session_id_and_the_trace_id() {
-    let state = with_participant(active_session(), true);
+    let state = active_session().with_present_participant();
     let sid = state.session.id;
     let poll = rating_poll(&state, PollStatus::Open);
-    let voter = participant_id(&state);
+    let voter = the_participant(&state);
     let events = vec![
         DomainEvent::SessionCreated(state.session.clone()),
         DomainEvent::SessionStarted {
