@@ -14,7 +14,7 @@ async fn only_the_right_people_may_do_each_thing() {
     mine.activate(&app, &poll).await;
     let alice = mine.join(&app, None).await;
     let mallory = theirs.join(&app, None).await;
-    let poll_path = |s: &str| format!("/v1/polls/{}/{s}", poll["pollId"].as_str().unwrap());
+    let path_to = |action: &str| poll_path(&poll, action);
     let start = format!("/v1/sessions/{}/start", mine.id);
 
     // Presenter commands: no token 401, participant or other presenter 403.
@@ -26,34 +26,34 @@ async fn only_the_right_people_may_do_each_thing() {
         403
     );
     assert_eq!(
-        post(&app, Some(&theirs.presenter), &poll_path("close"), json!({}))
+        post(&app, Some(&theirs.presenter), &path_to("close"), json!({}))
             .await
             .0,
         403
     );
     assert_eq!(
-        post(&app, Some(&alice.token), &poll_path("close"), json!({}))
+        post(&app, Some(&alice.token), &path_to("close"), json!({}))
             .await
             .0,
         403
     );
     let generic = app.demo_token();
     assert_eq!(
-        post(&app, Some(&generic), &poll_path("close"), json!({})).await.0,
+        post(&app, Some(&generic), &path_to("close"), json!({})).await.0,
         403
     );
 
     // Votes: only a participant of the poll's session, only as itself.
-    let data = json!({"voteData": {"selectedOptionIds": [option_id(&poll, 0)]}});
-    assert_eq!(post(&app, None, &poll_path("votes"), data.clone()).await.0, 401);
+    let data = json!({"voteData": selecting(&poll, 0)});
+    assert_eq!(post(&app, None, &path_to("votes"), data.clone()).await.0, 401);
     assert_eq!(
-        post(&app, Some(&mine.presenter), &poll_path("votes"), data.clone())
+        post(&app, Some(&mine.presenter), &path_to("votes"), data.clone())
             .await
             .0,
         403
     );
     assert_eq!(
-        post(&app, Some(&mallory.token), &poll_path("votes"), data.clone())
+        post(&app, Some(&mallory.token), &path_to("votes"), data.clone())
             .await
             .0,
         403
@@ -61,13 +61,13 @@ async fn only_the_right_people_may_do_each_thing() {
     let mut as_other = data.clone();
     as_other["participantId"] = json!(mallory.id);
     assert_eq!(
-        post(&app, Some(&alice.token), &poll_path("votes"), as_other)
+        post(&app, Some(&alice.token), &path_to("votes"), as_other)
             .await
             .0,
         403
     );
     assert_eq!(
-        post(&app, Some(&alice.token), &poll_path("votes"), data.clone())
+        post(&app, Some(&alice.token), &path_to("votes"), data.clone())
             .await
             .0,
         201
@@ -104,21 +104,18 @@ async fn only_the_right_people_may_do_each_thing() {
 
     // Results: anyone in the session; voter identities: the presenter, on
     // non-anonymous polls only.
-    assert_eq!(get(&app, Some(&alice.token), &poll_path("results")).await.0, 200);
+    assert_eq!(get(&app, Some(&alice.token), &path_to("results")).await.0, 200);
+    assert_eq!(get(&app, Some(&mallory.token), &path_to("results")).await.0, 403);
+    assert_eq!(get(&app, None, &path_to("results")).await.0, 401);
     assert_eq!(
-        get(&app, Some(&mallory.token), &poll_path("results")).await.0,
-        403
-    );
-    assert_eq!(get(&app, None, &poll_path("results")).await.0, 401);
-    assert_eq!(
-        get(&app, Some(&mine.presenter), &poll_path("votes")).await.0,
+        get(&app, Some(&mine.presenter), &path_to("votes")).await.0,
         403,
         "anonymous poll"
     );
-    assert_eq!(get(&app, Some(&alice.token), &poll_path("votes")).await.0, 403);
+    assert_eq!(get(&app, Some(&alice.token), &path_to("votes")).await.0, 403);
     mine.activate(&app, &named).await;
-    let named_path = format!("/v1/polls/{}/votes", named["pollId"].as_str().unwrap());
-    let named_data = json!({"voteData": {"selectedOptionIds": [option_id(&named, 2)]}});
+    let named_path = poll_path(&named, "votes");
+    let named_data = json!({"voteData": selecting(&named, 2)});
     assert_eq!(
         post(&app, Some(&alice.token), &named_path, named_data).await.0,
         201
@@ -133,10 +130,7 @@ async fn only_the_right_people_may_do_each_thing() {
 async fn the_admin_key_guards_session_creation_when_set() {
     let app = TestApp::spawn_with(Backend::Memory, |c| c.admin_key = Some("let-me-in".into())).await;
     let (status, body) = post(&app, None, "/v1/sessions", json!({"title": "No key"})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str().unwrap()),
-        (401, "unauthorized")
-    );
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
     let response = app
         .http
         .post(app.url("/v1/sessions"))
@@ -153,22 +147,13 @@ async fn the_admin_key_guards_session_creation_when_set() {
 #[tokio::test]
 async fn a_generic_token_never_reads_a_participants_own_topic() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let session = create_session(&app, "Private").await;
-    session.start(&app).await;
-    let poll = session.choice_poll(&app, false).await;
-    session.activate(&app, &poll).await;
+    let (session, poll) = session_with_open_poll(&app, "Private", false).await;
     let voter = session.join(&app, None).await;
     let firehose_token = app.token(&[], &["*:*", "participant:*"]);
     let firehose = app
         .subscribe_with(&app.token(&[], &["*:*"]), &["*:*"], None)
         .await;
-    let (status, _) = vote(
-        &app,
-        &voter,
-        &poll,
-        json!({"selectedOptionIds": [option_id(&poll, 0)]}),
-    )
-    .await;
+    let (status, _) = vote(&app, &voter, &poll, selecting(&poll, 0)).await;
     assert_eq!(status, 201);
 
     // Asked for by name: refused, even with a permission that covers it.

@@ -9,13 +9,10 @@ async fn the_state_machine_refuses_what_it_does_not_allow(backend: Backend) {
     let p = |s: &str| format!("/v1/sessions/{}/{s}", session.id);
     let first = session.choice_poll(&app, true).await;
     let second = session.choice_poll(&app, true).await;
-    let activate = |poll: &Value| format!("/v1/polls/{}/activate", poll["pollId"].as_str().unwrap());
+    let activate = |poll: &Value| poll_path(poll, "activate");
     // A poll opens only in an active session; a draft session cannot end.
     let (status, body) = post(&app, Some(&session.presenter), &activate(&first), json!({})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str().unwrap()),
-        (409, "conflict")
-    );
+    assert_eq!((status, error_code(&body)), (409, "conflict"));
     assert_eq!(
         post(&app, Some(&session.presenter), &p("end"), json!({})).await.0,
         409
@@ -64,27 +61,15 @@ async fn the_state_machine_refuses_what_it_does_not_allow(backend: Backend) {
         json!({}),
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str().unwrap()),
-        (409, "conflict")
-    );
+    assert_eq!((status, error_code(&body)), (409, "conflict"));
 }
 on_both_stores!(state_machine, the_state_machine_refuses_what_it_does_not_allow);
 
 async fn a_snapshot_and_a_stream_from_its_last_event_id_meet_exactly(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let session = create_session(&app, "Snapshot").await;
-    let poll = session.choice_poll(&app, true).await;
-    session.start(&app).await;
-    session.activate(&app, &poll).await;
+    let (session, poll) = session_with_open_poll(&app, "Snapshot", true).await;
     let voter = session.join(&app, None).await;
-    vote(
-        &app,
-        &voter,
-        &poll,
-        json!({"selectedOptionIds": [option_id(&poll, 2)]}),
-    )
-    .await;
+    vote(&app, &voter, &poll, selecting(&poll, 2)).await;
     // Let the coalesced results broadcast of that vote go out first.
     tokio::time::sleep(Duration::from_millis(400)).await;
 

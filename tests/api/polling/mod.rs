@@ -2,16 +2,19 @@
 //! voters, concurrency, authorization, bad input, presence, snapshots.
 //!
 //! Split by concern into the modules below; this file holds the stream
-//! assertions they share.
+//! assertions and small readers they share. The setup (a session, its
+//! polls and participants, `session_with_open_poll`) is in `polling_helpers`.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::helpers::{data, Backend, SseClient, TestApp};
 use crate::on_both_stores;
-use crate::polling_helpers::{create_session, get, option_id, post, vote, Participant};
+use crate::polling_helpers::{
+    create_session, get, option_id, poll_path, post, selecting, session_with_open_poll, vote, Participant,
+    Session,
+};
 
 mod access;
 mod input;
@@ -45,10 +48,6 @@ async fn next_on(client: &mut SseClient, topic: &str) -> eventsource_stream::Eve
     }
 }
 
-fn keys(value: &Value) -> HashSet<String> {
-    value.as_object().unwrap().keys().cloned().collect()
-}
-
 fn assert_fields(payload: &Value, fields: &[&str]) {
     for field in fields {
         assert!(payload.get(field).is_some(), "missing {field} in {payload}");
@@ -57,4 +56,16 @@ fn assert_fields(payload: &Value, fields: &[&str]) {
         payload["sessionId"].is_string(),
         "every payload carries sessionId: {payload}"
     );
+}
+
+/// The code of an error body, `{"error": {"code": …}}`.
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// The one number `sql` returns, on the test's own database.
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap().get(0)
 }

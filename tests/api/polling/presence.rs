@@ -1,6 +1,8 @@
 //! Participants joining and leaving: presence with its grace period, a
 //! room joining at once, and a crashed node's streams expiring.
 
+use std::collections::HashSet;
+
 use super::*;
 
 async fn a_returning_participant_is_counted_again(backend: Backend) {
@@ -43,10 +45,7 @@ on_both_stores!(presence, a_returning_participant_is_counted_again);
 async fn a_room_joining_at_once_is_counted_exactly(backend: Backend) {
     const ROOM: usize = 150;
     let app = TestApp::spawn(backend).await;
-    let session = create_session(&app, "Keynote").await;
-    let poll = session.choice_poll(&app, true).await;
-    session.start(&app).await;
-    session.activate(&app, &poll).await;
+    let (session, poll) = session_with_open_poll(&app, "Keynote", true).await;
     let over = create_session(&app, "Yesterday").await;
     over.start(&app).await;
     over.end(&app).await;
@@ -138,10 +137,7 @@ async fn a_room_joining_at_once_is_counted_exactly(backend: Backend) {
     // The tokens are the participants': they vote as themselves.
     let option = option_id(&poll, 0);
     for body in joined.iter().take(3) {
-        let participant = Participant {
-            id: body["participantId"].as_str().unwrap().into(),
-            token: body["participantToken"].as_str().unwrap().into(),
-        };
+        let participant = Participant::from_joined(body);
         let (status, vote) = vote(
             &app,
             &participant,
@@ -177,10 +173,5 @@ async fn a_crashed_nodes_streams_expire_and_their_participants_leave() {
     let left = expect(&mut room, &["participant:disconnected"]).await;
     assert_eq!(left[0]["participantId"], ghost.id);
     assert_eq!(left[0]["participantCount"], 0);
-    let rows: i64 = db
-        .query_one("SELECT count(*) FROM presence_connections", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM presence_connections").await, 0);
 }

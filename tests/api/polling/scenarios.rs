@@ -58,10 +58,7 @@ on_both_stores!(
 /// and the results; only the voter hears its confirmation with its id.
 async fn a_participant_joins_and_votes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let session = create_session(&app, "Quiz").await;
-    let poll = session.choice_poll(&app, false).await;
-    session.start(&app).await;
-    session.activate(&app, &poll).await;
+    let (session, poll) = session_with_open_poll(&app, "Quiz", false).await;
     let mut room = session.watch(&app, None, None).await;
     assert_eq!(room.next().await.event, "connection:established");
 
@@ -77,13 +74,7 @@ async fn a_participant_joins_and_votes(backend: Backend) {
 
     let mut own = session.watch(&app, Some(&ann.token), None).await;
     own.next().await;
-    let (status, confirmation) = vote(
-        &app,
-        &ann,
-        &poll,
-        json!({"selectedOptionIds": [option_id(&poll, 1)]}),
-    )
-    .await;
+    let (status, confirmation) = vote(&app, &ann, &poll, selecting(&poll, 1)).await;
     assert_eq!(status, 201, "{confirmation}");
     assert_eq!(confirmation["participantId"], ann.id);
 
@@ -126,17 +117,8 @@ async fn a_participant_joins_and_votes(backend: Backend) {
     assert_eq!(breakdown[0]["voteCount"], 0);
 
     // A second vote is refused, by HTTP and on the voter's own topic.
-    let (status, refusal) = vote(
-        &app,
-        &ann,
-        &poll,
-        json!({"selectedOptionIds": [option_id(&poll, 0)]}),
-    )
-    .await;
-    assert_eq!(
-        (status, refusal["error"]["code"].as_str().unwrap()),
-        (409, "duplicate_vote")
-    );
+    let (status, refusal) = vote(&app, &ann, &poll, selecting(&poll, 0)).await;
+    assert_eq!((status, error_code(&refusal)), (409, "duplicate_vote"));
     let event = next_on(&mut own, &own_topic).await;
     assert_eq!(event.event, "vote:rejected");
     let rejected = [data(&event)["payload"].clone()];
@@ -168,13 +150,7 @@ async fn a_client_reconnects_after_a_disconnect_and_replays(backend: Backend) {
 
     let mut bobs = session.watch(&app, Some(&bob.token), None).await;
     bobs.next().await;
-    let (status, _) = vote(
-        &app,
-        &bob,
-        &first,
-        json!({"selectedOptionIds": [option_id(&first, 0)]}),
-    )
-    .await;
+    let (status, _) = vote(&app, &bob, &first, selecting(&first, 0)).await;
     assert_eq!(status, 201);
     let seen = bobs.next_stored().await;
     assert_eq!(seen.event, "vote:accepted");

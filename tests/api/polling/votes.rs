@@ -9,10 +9,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_votes_end_with_exact_counts_and_one_vote_each() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let session = create_session(&app, "Storm").await;
-    let poll = session.choice_poll(&app, true).await;
-    session.start(&app).await;
-    session.activate(&app, &poll).await;
+    let (session, poll) = session_with_open_poll(&app, "Storm", true).await;
     let mut participants = Vec::new();
     for _ in 0..300 {
         participants.push(session.join(&app, None).await);
@@ -23,7 +20,7 @@ async fn concurrent_votes_end_with_exact_counts_and_one_vote_each() {
         let times = if n % 5 == 0 { 2 } else { 1 };
         for t in 0..times {
             let http = app.http.clone();
-            let url = app.url(&format!("/v1/polls/{}/votes", poll["pollId"].as_str().unwrap()));
+            let url = app.url(&poll_path(&poll, "votes"));
             let token = participant.token.clone();
             let option = options[(n + t) % 3].clone();
             tasks.push(tokio::spawn(async move {
@@ -58,39 +55,15 @@ async fn concurrent_votes_end_with_exact_counts_and_one_vote_each() {
         json!({"selectedOptionIds": [options[0].clone()]}),
     )
     .await;
-    assert_eq!(
-        (status, late["error"]["code"].as_str().unwrap()),
-        (409, "poll_closed")
-    );
+    assert_eq!((status, error_code(&late)), (409, "poll_closed"));
 
     let db = app.db.as_ref().unwrap().client().await;
-    let votes: i64 = db
-        .query_one("SELECT count(*) FROM votes", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let distinct: i64 = db
-        .query_one("SELECT count(DISTINCT participant_id) FROM votes", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let counter: i64 = db
-        .query_one("SELECT vote_count FROM polls", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let option_sum: i64 = db
-        .query_one("SELECT sum(vote_count)::bigint FROM poll_options", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let votes = count(&db, "SELECT count(*) FROM votes").await;
+    let distinct = count(&db, "SELECT count(DISTINCT participant_id) FROM votes").await;
+    let counter = count(&db, "SELECT vote_count FROM polls").await;
+    let option_sum = count(&db, "SELECT sum(vote_count)::bigint FROM poll_options").await;
     assert_eq!((votes, distinct, counter, option_sum), (300, 300, 300, 300));
-    let (_, results) = get(
-        &app,
-        Some(&session.presenter),
-        &format!("/v1/polls/{}/results", poll["pollId"].as_str().unwrap()),
-    )
-    .await;
+    let (_, results) = get(&app, Some(&session.presenter), &poll_path(&poll, "results")).await;
     assert_eq!(results["currentVoteCount"], 300);
     let total: i64 = results["voteBreakdown"]
         .as_array()
@@ -113,16 +86,10 @@ async fn every_vote_rejection_reason_is_answered_and_told_to_the_voter(backend: 
     own.next().await;
 
     let cases: Vec<(&Value, Value, u16, &str, Option<&Value>)> = vec![
+        (&choice, selecting(&choice, 0), 409, "poll_not_active", None),
         (
             &choice,
-            json!({"selectedOptionIds": [option_id(&choice, 0)]}),
-            409,
-            "poll_not_active",
-            None,
-        ),
-        (
-            &choice,
-            json!({"selectedOptionIds": [option_id(&other, 0)]}),
+            selecting(&other, 0),
             422,
             "invalid_option",
             Some(&choice),
@@ -163,21 +130,14 @@ async fn every_vote_rejection_reason_is_answered_and_told_to_the_voter(backend: 
             }
         }
         let (got, body) = vote(&app, &eve, poll, vote_data).await;
-        assert_eq!(
-            (got, body["error"]["code"].as_str().unwrap()),
-            (status, reason),
-            "{body}"
-        );
+        assert_eq!((got, error_code(&body)), (status, reason), "{body}");
         let event = next_on(&mut own, &format!("participant:{}", eve.id)).await;
         assert_eq!(event.event, "vote:rejected");
         assert_eq!(data(&event)["payload"]["reason"], reason);
     }
     session.close(&app, &text).await;
     let (status, body) = vote(&app, &eve, &text, json!({"textResponse": "late"})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str().unwrap()),
-        (409, "poll_closed")
-    );
+    assert_eq!((status, error_code(&body)), (409, "poll_closed"));
 }
 on_both_stores!(
     rejections,
@@ -197,22 +157,16 @@ async fn retried_commands_with_an_idempotency_key_happen_once() {
     let first: Value = create("session-key-1").await.unwrap().json().await.unwrap();
     let again: Value = create("session-key-1").await.unwrap().json().await.unwrap();
     assert_eq!(first, again);
-    let session = crate::polling_helpers::Session {
-        id: first["sessionId"].as_str().unwrap().into(),
-        slug: first["slug"].as_str().unwrap().into(),
-        presenter: first["presenterToken"].as_str().unwrap().into(),
-    };
-    let poll = session.choice_poll(&app, true).await;
-    session.start(&app).await;
-    session.activate(&app, &poll).await;
+    let session = Session::from_created(&first);
+    let poll = session.open_choice_poll(&app, true).await;
     let voter = session.join(&app, None).await;
-    let url = app.url(&format!("/v1/polls/{}/votes", poll["pollId"].as_str().unwrap()));
+    let url = app.url(&poll_path(&poll, "votes"));
     let send = || {
         app.http
             .post(&url)
             .bearer_auth(&voter.token)
             .header("Idempotency-Key", "vote-1")
-            .json(&json!({"voteData": {"selectedOptionIds": [option_id(&poll, 0)]}}))
+            .json(&json!({"voteData": selecting(&poll, 0)}))
             .send()
     };
     let a = send().await.unwrap();
@@ -226,30 +180,19 @@ async fn retried_commands_with_an_idempotency_key_happen_once() {
     );
     assert_eq!(a, b.json::<Value>().await.unwrap());
     let db = app.db.as_ref().unwrap().client().await;
-    let sessions: i64 = db
-        .query_one("SELECT count(*) FROM sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let votes: i64 = db
-        .query_one("SELECT count(*) FROM votes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let sessions = count(&db, "SELECT count(*) FROM sessions").await;
+    let votes = count(&db, "SELECT count(*) FROM votes").await;
     assert_eq!((sessions, votes), (1, 1));
 }
 
 #[tokio::test]
 async fn votes_beyond_the_rate_are_429_with_retry_after() {
     let app = TestApp::spawn_with(Backend::Memory, |c| c.vote_rate = 1).await;
-    let session = create_session(&app, "Rate").await;
-    let poll = session.choice_poll(&app, true).await;
-    session.start(&app).await;
-    session.activate(&app, &poll).await;
+    let (session, poll) = session_with_open_poll(&app, "Rate", true).await;
     let voter = session.join(&app, None).await;
-    let data = json!({"selectedOptionIds": [option_id(&poll, 0)]});
+    let data = selecting(&poll, 0);
     assert_eq!(vote(&app, &voter, &poll, data.clone()).await.0, 201);
-    let path = format!("/v1/polls/{}/votes", poll["pollId"].as_str().unwrap());
+    let path = poll_path(&poll, "votes");
     let response = app
         .http
         .post(app.url(&path))
