@@ -1,5 +1,6 @@
 //! Helpers for the live polling tests: a session with its presenter, its
-//! participants, and one-line calls for the REST commands.
+//! participants, one-line calls for the REST commands, and the setup most
+//! voting tests start from (`session_with_open_poll`).
 
 use serde_json::{json, Value};
 
@@ -40,14 +41,38 @@ pub async fn get(app: &TestApp, token: Option<&str>, path: &str) -> (u16, Value)
 pub async fn create_session(app: &TestApp, title: &str) -> Session {
     let (status, body) = post(app, None, "/v1/sessions", json!({ "title": title })).await;
     assert_eq!(status, 201, "{body}");
-    Session {
-        id: body["sessionId"].as_str().unwrap().into(),
-        slug: body["slug"].as_str().unwrap().into(),
-        presenter: body["presenterToken"].as_str().unwrap().into(),
+    Session::from_created(&body)
+}
+
+/// A new session, started, with one open multiple-choice poll (options A,
+/// B, C): create → choice poll → start → activate. Returns the session and
+/// the poll.
+pub async fn session_with_open_poll(app: &TestApp, title: &str, anonymous: bool) -> (Session, Value) {
+    let session = create_session(app, title).await;
+    let poll = session.open_choice_poll(app, anonymous).await;
+    (session, poll)
+}
+
+impl Participant {
+    /// The participant from the body of a `201` join.
+    pub fn from_joined(body: &Value) -> Participant {
+        Participant {
+            id: body["participantId"].as_str().unwrap().into(),
+            token: body["participantToken"].as_str().unwrap().into(),
+        }
     }
 }
 
 impl Session {
+    /// The session from the body of a `201` to `POST /v1/sessions`.
+    pub fn from_created(body: &Value) -> Session {
+        Session {
+            id: body["sessionId"].as_str().unwrap().into(),
+            slug: body["slug"].as_str().unwrap().into(),
+            presenter: body["presenterToken"].as_str().unwrap().into(),
+        }
+    }
+
     pub async fn start(&self, app: &TestApp) -> Value {
         let (status, body) = post(
             app,
@@ -98,23 +123,33 @@ impl Session {
         body
     }
 
+    /// A multiple-choice poll with options A, B, C.
     pub async fn choice_poll(&self, app: &TestApp, anonymous: bool) -> Value {
-        self.create_poll(
-            app,
-            json!({"question": "Pick one", "pollType": "multiple_choice", "options": ["A", "B", "C"], "isAnonymous": anonymous}),
-        )
-        .await
+        self.create_poll(app, choice_definition(anonymous)).await
+    }
+
+    /// Creates the poll, starts the session and activates the poll.
+    pub async fn open_poll(&self, app: &TestApp, definition: Value) -> Value {
+        let poll = self.create_poll(app, definition).await;
+        self.start(app).await;
+        self.activate(app, &poll).await;
+        poll
+    }
+
+    /// `open_poll` for a multiple-choice poll with options A, B, C.
+    pub async fn open_choice_poll(&self, app: &TestApp, anonymous: bool) -> Value {
+        self.open_poll(app, choice_definition(anonymous)).await
     }
 
     pub async fn activate(&self, app: &TestApp, poll: &Value) -> Value {
-        let path = format!("/v1/polls/{}/activate", poll["pollId"].as_str().unwrap());
+        let path = poll_path(poll, "activate");
         let (status, body) = post(app, Some(&self.presenter), &path, json!({})).await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     pub async fn close(&self, app: &TestApp, poll: &Value) -> Value {
-        let path = format!("/v1/polls/{}/close", poll["pollId"].as_str().unwrap());
+        let path = poll_path(poll, "close");
         let (status, body) = post(app, Some(&self.presenter), &path, json!({})).await;
         assert_eq!(status, 200, "{body}");
         body
@@ -133,10 +168,7 @@ impl Session {
         )
         .await;
         assert_eq!(status, 201, "{body}");
-        Participant {
-            id: body["participantId"].as_str().unwrap().into(),
-            token: body["participantToken"].as_str().unwrap().into(),
-        }
+        Participant::from_joined(&body)
     }
 
     /// The session stream, as a participant (counts as presence) or anonymous.
@@ -160,12 +192,26 @@ impl Session {
     }
 }
 
+fn choice_definition(anonymous: bool) -> Value {
+    json!({"question": "Pick one", "pollType": "multiple_choice", "options": ["A", "B", "C"], "isAnonymous": anonymous})
+}
+
+/// `/v1/polls/{pollId}/{action}`: `activate`, `close`, `votes`, `results`.
+pub fn poll_path(poll: &Value, action: &str) -> String {
+    format!("/v1/polls/{}/{action}", poll["pollId"].as_str().unwrap())
+}
+
 pub fn option_id(poll: &Value, index: usize) -> String {
     poll["options"][index]["optionId"].as_str().unwrap().into()
 }
 
+/// The `voteData` that selects the poll's option at `index`.
+pub fn selecting(poll: &Value, index: usize) -> Value {
+    json!({"selectedOptionIds": [option_id(poll, index)]})
+}
+
 pub async fn vote(app: &TestApp, participant: &Participant, poll: &Value, vote_data: Value) -> (u16, Value) {
-    let path = format!("/v1/polls/{}/votes", poll["pollId"].as_str().unwrap());
+    let path = poll_path(poll, "votes");
     post(
         app,
         Some(&participant.token),
