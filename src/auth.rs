@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::polling::ids::{ParticipantId, PresenterId, SessionId};
 use crate::domain::topic::{is_tenant_name, Selector, Topic};
 use crate::revocation::RevocationList;
+pub use crate::revocation::TokenFacts;
 
 /// The claims pollcast reads. Unknown claims are ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -71,18 +72,6 @@ impl Role {
             Role::Presenter { session, .. } | Role::Participant { session, .. } => *session,
         }
     }
-}
-
-/// What a revocation can name of a token, and when it stops being valid.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenFacts {
-    pub jti: Option<String>,
-    pub subject: Option<String>,
-    pub tenant: Option<String>,
-    /// `iat`, seconds since the epoch.
-    pub issued_at: Option<u64>,
-    /// `exp`, seconds since the epoch.
-    pub expires_at: u64,
 }
 
 /// Who is calling, after the token checked out.

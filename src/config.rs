@@ -170,7 +170,7 @@ pub struct ServeConfig {
     /// A proxy (address or CIDR block, repeatable) whose `X-Forwarded-For`
     /// names the real client, for the per-address limits.
     #[arg(long = "trusted-proxy", env = "POLLCAST_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_ip_net)]
-    pub trusted_proxies: Vec<crate::http::connections::IpNet>,
+    pub trusted_proxies: Vec<crate::net::IpNet>,
 
     /// Replay reads from the store a node runs at once for reconnecting
     /// streams; the others wait their turn, in order. Keeps a reconnect
@@ -226,8 +226,8 @@ pub struct TokenArgs {
     pub jti: Option<String>,
 }
 
-fn parse_ip_net(raw: &str) -> Result<crate::http::connections::IpNet, String> {
-    crate::http::connections::IpNet::parse(raw)
+fn parse_ip_net(raw: &str) -> Result<crate::net::IpNet, String> {
+    crate::net::IpNet::parse(raw)
 }
 
 /// Parses `15s`, `100ms`, `24h`, `1h 30m`; zero is refused, since every

@@ -42,6 +42,7 @@ pub mod fanout;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod polling;
 pub mod revocation;
 pub mod rooms;

@@ -15,7 +15,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::TokenFacts;
+/// What a revocation can name of a token, and when it stops being valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub jti: Option<String>,
+    pub subject: Option<String>,
+    pub tenant: Option<String>,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: Option<u64>,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
 
 /// One revocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

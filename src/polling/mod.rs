@@ -21,6 +21,7 @@ pub mod presence;
 mod projection;
 pub mod queries;
 pub mod results;
+mod retry;
 pub mod session;
 pub mod vote;
 
@@ -178,25 +179,4 @@ impl Polling {
     pub fn take_vote_budget(&self, participant: ParticipantId) -> Result<(), Duration> {
         self.inner.vote_limit.check(&participant)
     }
-}
-
-/// Runs a background command (presence, results), retrying through short
-/// outages: these have no client waiting to retry them. Returns its
-/// outcome once it committed.
-pub(crate) async fn run_with_retry<C: Command>(
-    store: &Arc<dyn EventStore>,
-    make: impl Fn() -> C,
-) -> Option<C::Outcome> {
-    for attempt in 0..6u32 {
-        match execute(&**store, make(), None).await {
-            Ok(Answer::Fresh(outcome)) => return Some(outcome),
-            Ok(_) => return None,
-            Err(error) => {
-                tracing::warn!(%error, attempt, "background polling update failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
-            }
-        }
-    }
-    tracing::error!("background polling update failed for good");
-    None
 }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use super::context::{Ctx, SessionKey, Stamp};
 use super::projection::apply;
-use super::run_with_retry;
+use super::retry::run_with_retry;
 use crate::domain::event::{now_millis, NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::ids::{ParticipantId, SessionId};
 use crate::domain::polling::{decide, Command as Rule};

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::context::{settle, Ctx, Stamp, Stop};
 use super::outcome::Outcome;
-use super::run_with_retry;
+use super::retry::run_with_retry;
 use crate::domain::event::{NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::events::results_broadcast;
 use crate::domain::polling::ids::PollId;

@@ -6,52 +6,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::events::DomainEvent;
 use super::ids::{ParticipantId, PollId, VoteId};
 use super::input::{parse_choice, PollDraft};
 use super::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
-use super::DomainEvent;
-
-/// Why a vote was refused: exactly the catalog's reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    PollClosed,
-    DuplicateVote,
-    PollNotActive,
-    InvalidOption,
-    InvalidRating,
-    InvalidText,
-}
-
-impl RejectReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::PollClosed => "poll_closed",
-            RejectReason::DuplicateVote => "duplicate_vote",
-            RejectReason::PollNotActive => "poll_not_active",
-            RejectReason::InvalidOption => "invalid_option",
-            RejectReason::InvalidRating => "invalid_rating",
-            RejectReason::InvalidText => "invalid_text",
-        }
-    }
-
-    /// Content problems are 422; state problems (the poll's or the
-    /// participant's) are 409.
-    pub fn is_content(self) -> bool {
-        matches!(
-            self,
-            RejectReason::InvalidOption | RejectReason::InvalidRating | RejectReason::InvalidText
-        )
-    }
-}
-
-/// A command the rules refused; nothing changes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rejection {
-    /// A refused vote: answered with its reason and told to the voter's topic.
-    Vote { reason: RejectReason, message: String },
-    /// A transition the state machine does not allow (409 `conflict`).
-    Conflict(String),
-}
+use super::rejection::{RejectReason, Rejection};
 
 #[derive(Debug, Clone)]
 pub enum Command {

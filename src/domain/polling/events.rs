@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::decide::RejectReason;
 use super::ids::{ParticipantId, PollId, SessionId};
 use super::model::{Participant, Poll, Session, Vote};
+use super::rejection::RejectReason;
 use crate::domain::event::{format_timestamp, EventType, NewEvent, TraceId};
 use crate::domain::topic::Topic;
 

@@ -5,9 +5,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::decide::RejectReason;
 use super::ids::OptionId;
 use super::model::{Choice, Poll, PollKind, PollOption};
+use super::rejection::RejectReason;
 
 pub const MAX_TITLE: usize = 200;
 pub const MAX_QUESTION: usize = 500;

@@ -7,9 +7,11 @@ pub mod events;
 pub mod ids;
 pub mod input;
 pub mod model;
+pub mod rejection;
 
-pub use decide::{decide, Command, RejectReason, Rejection, State};
+pub use decide::{decide, Command, State};
 pub use events::DomainEvent;
+pub use rejection::{RejectReason, Rejection};
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::ConnectionLimits;
+use super::limits::ConnectionLimits;
 
 /// Where connection times are counted from (the first use, on tokio's clock).
 fn epoch() -> Instant {

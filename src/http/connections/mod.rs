@@ -34,9 +34,12 @@
 
 mod activity;
 mod address;
+mod limits;
 
+pub use crate::net::IpNet;
 pub use activity::{Activity, InFlight, Tracked, TrackedBody, Verdict};
-pub use address::{client_address, IpNet};
+pub use address::client_address;
+pub use limits::ConnectionLimits;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -52,39 +55,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use crate::domain::event::TraceId;
+use crate::net::canonical;
 use activity::now_ms;
-use address::canonical;
-
-/// The settings of [`Connections`] (flags `--head-timeout`,
-/// `--idle-timeout`, `--max-connections`, `--max-connections-per-address`,
-/// `--trusted-proxy`).
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// From a connection's accept, or the first byte of a later request,
-    /// to the end of that request's head.
-    pub head_timeout: Duration,
-    /// How long a kept-alive connection may send nothing.
-    pub idle_timeout: Duration,
-    /// Open connections on this node, all states together.
-    pub max_connections: usize,
-    /// Open connections from one peer address (trusted proxies excepted).
-    pub max_per_address: usize,
-    /// Peers whose `X-Forwarded-For` names the real client.
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl ConnectionLimits {
-    /// Generous limits for embedding and tests.
-    pub fn unlimited() -> Self {
-        ConnectionLimits {
-            head_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(75),
-            max_connections: usize::MAX,
-            max_per_address: usize::MAX,
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
 
 /// The open connections of this node.
 pub struct Connections {

@@ -31,13 +31,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::decide::{decide, Command, RejectReason, Rejection, State};
+use super::decide::{decide, Command, State};
 use super::events::DomainEvent;
 use super::ids::{OptionId, ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use super::input::{FieldError, PollDraft, PollInput};
 use super::model::{
     Choice, Participant, Poll, PollKind, PollOption, PollStatus, Session, SessionStatus, Tally, Vote,
 };
+use super::rejection::{RejectReason, Rejection};
 
 // ------------------------------------------------------------------ times
 
