@@ -14,6 +14,8 @@ pub const SLOW_CONSUMERS_DROPPED: &str = "pollcast_slow_consumers_dropped_total"
 pub const TCP_CONNECTIONS: &str = "pollcast_tcp_connections";
 pub const TCP_REFUSED: &str = "pollcast_tcp_connections_refused_total";
 pub const TIMED_OUT: &str = "pollcast_connections_timed_out_total";
+pub const VOTE_BATCH_SIZE: &str = "pollcast_vote_batch_size";
+pub const JOIN_BATCH_SIZE: &str = "pollcast_join_batch_size";
 
 /// The process-wide recorder. Installed once: the `metrics` facade has one
 /// global recorder, and tests start many servers in one process.
@@ -46,6 +48,8 @@ fn describe() {
         SLOW_CONSUMERS_DROPPED,
         "Streams closed because their buffer was full"
     );
+    metrics::describe_histogram!(VOTE_BATCH_SIZE, "Votes judged and committed per vote batch");
+    metrics::describe_histogram!(JOIN_BATCH_SIZE, "Joins committed per join batch");
     metrics::describe_gauge!(TCP_CONNECTIONS, "Open TCP connections on this node, all states");
     metrics::describe_counter!(
         TCP_REFUSED,

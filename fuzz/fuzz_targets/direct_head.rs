@@ -73,8 +73,10 @@ fn reference(data: &[u8]) -> Result<Reference, httparse::Error> {
     })
 }
 
-/// The stream a path (without its query) names, by the documented rule.
+/// The stream a path (without its query) names, by the documented rule:
+/// one trailing `/` is ignored, the session id is passed on as written.
 fn expected_target(path: &str) -> Option<StreamTarget> {
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     if path == "/v1/events" {
         return Some(StreamTarget::Topics);
     }
@@ -82,8 +84,7 @@ fn expected_target(path: &str) -> Option<StreamTarget> {
     if id.is_empty() || id.contains('/') {
         return None;
     }
-    let decoded = percent_encoding::percent_decode_str(id).decode_utf8().ok()?;
-    Some(StreamTarget::Session(decoded.into_owned()))
+    Some(StreamTarget::Session(id.to_owned()))
 }
 
 fn check_raw(data: &[u8]) {

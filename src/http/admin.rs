@@ -11,7 +11,7 @@ use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
 use super::request::{Body, RequestContext};
-use super::AppState;
+use super::state::AppState;
 use crate::domain::topic::is_tenant_name;
 use crate::revocation::Revocation;
 use crate::streams::CloseReason;

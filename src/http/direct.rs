@@ -15,7 +15,7 @@
 //! come from one place, the warp routes.
 
 use std::io::{self, IoSlice};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -23,12 +23,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+use tracing::Instrument;
+
+use crate::domain::event::TraceId;
 
 use super::connections::{client_address, InFlight, Slot};
-use super::request::RequestContext;
+use super::request::{self, RequestContext};
+use super::routes::{self, Route};
+use super::state::AppState;
 use super::stream::{open_topics, EventStream, SSE_HEADERS};
-use super::AppState;
 
 /// Largest request head the sniffer reads before handing over to hyper
 /// (which then answers 431 if it is too large for it too).
@@ -95,28 +98,36 @@ impl DirectStreams {
             &request.headers,
             &self.state.connections.limits().trusted_proxies,
         );
-        let Some(stream) = self.open(&request, client, on_slow.clone()).await else {
+        let trace_id = request::trace_id(&request.headers);
+        let span = request::span(&trace_id, "GET", request.target.route());
+        let ctx =
+            RequestContext::traced(request.headers.clone(), &request.query, trace_id).from_client(client);
+        let opened = self
+            .open(&request.target, &ctx, on_slow.clone())
+            .instrument(span.clone())
+            .await;
+        let Some(stream) = opened else {
             return Sniffed::Hyper(Rewind::new(head, socket));
         };
         drop(head);
-        let request_id = request_id(&request.headers);
         drop(request);
         let _busy = InFlight::start(&slot.activity);
-        serve_stream(socket, stream, &request_id, on_slow).await;
+        serve_stream(socket, stream, &ctx.trace_id, on_slow)
+            .instrument(span)
+            .await;
         Sniffed::Served
     }
 
     async fn open(
         &self,
-        request: &StreamRequest,
-        client: IpAddr,
+        target: &StreamTarget,
+        ctx: &RequestContext,
         on_slow: CancellationToken,
     ) -> Option<EventStream> {
-        let ctx = RequestContext::new(request.headers.clone(), &request.query).from_client(client);
-        match &request.target {
-            StreamTarget::Topics => open_topics(&self.state, &ctx, Some(on_slow)).ok(),
+        match target {
+            StreamTarget::Topics => open_topics(&self.state, ctx, Some(on_slow)).ok(),
             StreamTarget::Session(raw) => {
-                super::polling::open_session_stream(raw, &self.state, &ctx, Some(on_slow))
+                super::polling::open_session_stream(raw, &self.state, ctx, Some(on_slow))
                     .await
                     .ok()
             }
@@ -129,8 +140,18 @@ impl DirectStreams {
 pub enum StreamTarget {
     /// `GET /v1/events`
     Topics,
-    /// `GET /v1/sessions/{id}/events`, with the id percent-decoded.
+    /// `GET /v1/sessions/{id}/events`, with the id as written in the path.
     Session(String),
+}
+
+impl StreamTarget {
+    /// The route's path pattern, for the request's span.
+    pub fn route(&self) -> &'static str {
+        match self {
+            StreamTarget::Topics => "/v1/events",
+            StreamTarget::Session(_) => "/v1/sessions/{id}/events",
+        }
+    }
 }
 
 /// A parsed stream request head.
@@ -219,40 +240,27 @@ fn candidate(request: &httparse::Request) -> Option<StreamRequest> {
     })
 }
 
-/// The stream a request target names, if any.
+/// The stream a request target names, if any, from the route table.
 fn stream_target(target: &str) -> Option<StreamTarget> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
-    if path == "/v1/events" {
-        return Some(StreamTarget::Topics);
+    match routes::resolve(&http::Method::GET, path)? {
+        Route::TopicStream => Some(StreamTarget::Topics),
+        Route::SessionStream { session } => Some(StreamTarget::Session(session)),
+        _ => None,
     }
-    let session = path.strip_prefix("/v1/sessions/")?.strip_suffix("/events")?;
-    if session.is_empty() || session.contains('/') {
-        return None;
-    }
-    let decoded = percent_encoding::percent_decode_str(session).decode_utf8().ok()?;
-    Some(StreamTarget::Session(decoded.into_owned()))
-}
-
-/// The request's `X-Request-Id`, or a new one (as the tower layer does on
-/// the hyper path).
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned)
 }
 
 /// The response head of a direct stream: chunked, so that proxies keeping
 /// upstream connections alive see where the response ends.
-fn response_head(request_id: &str) -> Vec<u8> {
+fn response_head(trace_id: &TraceId) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     for (name, value) in SSE_HEADERS {
         head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     let date = httpdate::fmt_http_date(SystemTime::now());
-    head.extend_from_slice(format!("x-request-id: {request_id}\r\ndate: {date}\r\n").as_bytes());
+    let trace = trace_id.as_str();
+    head.extend_from_slice(format!("{}: {trace}\r\ndate: {date}\r\n", request::TRACE_HEADER).as_bytes());
     head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
     head
 }
@@ -264,10 +272,10 @@ fn response_head(request_id: &str) -> Vec<u8> {
 async fn serve_stream(
     socket: TcpStream,
     mut stream: EventStream,
-    request_id: &str,
+    trace_id: &TraceId,
     on_slow: CancellationToken,
 ) {
-    let head = response_head(request_id);
+    let head = response_head(trace_id);
     if write_or_give_up(&socket, &[&head], &on_slow).await.is_err() {
         return;
     }
@@ -493,13 +501,13 @@ mod tests {
     }
 
     #[test]
-    fn a_session_stream_is_a_candidate_with_its_id_decoded() {
+    fn a_session_stream_is_a_candidate_with_its_id_as_written() {
         let Some(HeadVerdict::Candidate(request)) =
             verdict("GET /v1/sessions/AB%2DCD/events HTTP/1.1\r\nHost: x\r\n\r\n")
         else {
             panic!("expected a candidate");
         };
-        assert_eq!(request.target, StreamTarget::Session("AB-CD".into()));
+        assert_eq!(request.target, StreamTarget::Session("AB%2DCD".into()));
     }
 
     #[test]
@@ -550,11 +558,12 @@ mod tests {
 
     #[test]
     fn the_response_head_is_chunked_sse() {
-        let head = String::from_utf8(response_head("r-1")).unwrap();
+        let trace = TraceId::generate();
+        let head = String::from_utf8(response_head(&trace)).unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(head.contains("content-type: text/event-stream\r\n"));
         assert!(head.contains("x-accel-buffering: no\r\n"));
-        assert!(head.contains("x-request-id: r-1\r\n"));
+        assert!(head.contains(&format!("x-trace-id: {}\r\n", trace.as_str())));
         assert!(head.ends_with("transfer-encoding: chunked\r\n\r\n"));
     }
 }

@@ -158,7 +158,7 @@ impl ApiError {
 
 /// A request no route took: `404`, or `405` with `Allow` when the path has
 /// routes (`allowed`, as the header lists them) but not for `method`.
-pub fn unrouted(allowed: Option<&'static str>, method: &http::Method, trace_id: &TraceId) -> Response {
+pub fn unrouted(allowed: Option<&str>, method: &http::Method, trace_id: &TraceId) -> Response {
     match allowed {
         Some(allowed) if !allowed.split(", ").any(|m| m == method.as_str()) => {
             let mut response = ApiError::new(
@@ -167,9 +167,9 @@ pub fn unrouted(allowed: Option<&'static str>, method: &http::Method, trace_id: 
                 format!("{method} is not allowed here; allowed: {allowed}"),
             )
             .into_response(trace_id);
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allowed));
+            if let Ok(allowed) = HeaderValue::from_str(allowed) {
+                response.headers_mut().insert(ALLOW, allowed);
+            }
             response
         }
         _ => ApiError::not_found("no such resource").into_response(trace_id),

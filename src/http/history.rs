@@ -9,8 +9,8 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::RequestContext;
+use super::state::AppState;
 use super::stream::read_filter;
-use super::AppState;
 use crate::domain::event::{parse_event_id, EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
 use crate::fanout::hub::Attach;

@@ -6,8 +6,8 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::AppState;
-use crate::domain::event::TraceId;
+use super::request::RequestContext;
+use super::state::AppState;
 
 fn json(body: &'static str) -> Response {
     let mut response = Response::new(body.into());
@@ -21,12 +21,12 @@ pub fn healthz() -> Response {
     json(r#"{"status":"ok"}"#)
 }
 
-pub async fn readyz(state: AppState) -> Response {
+pub async fn readyz(state: AppState, ctx: RequestContext) -> Response {
     match state.store.ping().await {
         Ok(()) => json(r#"{"status":"ready"}"#),
         Err(error) => {
             tracing::warn!(%error, "not ready");
-            ApiError::unavailable("the event store does not answer").into_response(&TraceId::generate())
+            ApiError::unavailable("the event store does not answer").into_response(&ctx.trace_id)
         }
     }
 }

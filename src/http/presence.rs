@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::request::Body;
 use super::request::RequestContext;
 use super::rooms::{on_stream, parse_connection};
-use super::AppState;
+use super::state::AppState;
 use crate::domain::event::format_timestamp;
 use crate::domain::topic::{is_private, Selector, Topic};
 use crate::rooms::Op;

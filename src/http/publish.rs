@@ -10,7 +10,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{json_response, remember, replayed, Body, RequestContext};
-use super::AppState;
+use super::state::AppState;
 use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent};
 use crate::domain::topic::Topic;
 use crate::store::Tx;

@@ -11,8 +11,8 @@ use warp::Filter;
 
 use std::net::IpAddr;
 
+use super::connections::ConnectionInfo;
 use super::error::ApiError;
-use super::server::ConnectionInfo;
 use crate::auth::{AuthError, Caller, TokenKeys};
 use crate::domain::event::TraceId;
 
@@ -36,6 +36,27 @@ pub fn head_size(method: &http::Method, target_len: usize, headers: &HeaderMap) 
     line + fields + 2
 }
 
+/// The one correlation id of a request: the trace id of its `traceparent`
+/// header, or a new one. It is in the request's log span, in the events it
+/// appends (`traceId`), in its error bodies, and in the [`TRACE_HEADER`] of
+/// its response.
+pub fn trace_id(headers: &HeaderMap) -> TraceId {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceId::from_traceparent)
+        .unwrap_or_else(TraceId::generate)
+}
+
+/// The response header that echoes a request's trace id.
+pub const TRACE_HEADER: &str = "x-trace-id";
+
+/// The span a request's work is logged in, from its head to the end of its
+/// response body (a stream's whole life).
+pub fn span(trace_id: &TraceId, method: &str, path: &str) -> tracing::Span {
+    tracing::info_span!("request", trace_id = trace_id.as_str(), method, path)
+}
+
 /// The parsed basics of one request.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -51,21 +72,22 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Extracts headers, the query string and the client's address; never
-    /// rejects.
+    /// Extracts headers, the query string, the client's address and the
+    /// trace id the connection layer gave the request; never rejects.
     pub fn filter() -> impl Filter<Extract = (RequestContext,), Error = std::convert::Infallible> + Clone {
         let query = warp::query::raw().or(warp::any().map(String::new)).unify();
         warp::header::headers_cloned()
             .and(query)
             .and(warp::ext::optional::<ConnectionInfo>())
             .map(
-                |headers: HeaderMap, query: String, connection: Option<ConnectionInfo>| {
-                    let mut ctx = RequestContext::new(headers, &query);
-                    if let Some(connection) = connection {
+                |headers: HeaderMap, query: String, connection: Option<ConnectionInfo>| match connection {
+                    Some(connection) => {
+                        let mut ctx = RequestContext::traced(headers, &query, connection.trace_id);
                         ctx.headroom = connection.headroom;
                         ctx.client = Some(connection.client);
+                        ctx
                     }
-                    ctx
+                    None => RequestContext::new(headers, &query),
                 },
             )
     }
@@ -78,11 +100,12 @@ impl RequestContext {
 
     /// The context of a request with these headers and raw query string.
     pub fn new(headers: HeaderMap, raw_query: &str) -> RequestContext {
-        let trace_id = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceId::from_traceparent)
-            .unwrap_or_else(TraceId::generate);
+        let trace_id = trace_id(&headers);
+        RequestContext::traced(headers, raw_query, trace_id)
+    }
+
+    /// The same, with its trace id already known.
+    pub fn traced(headers: HeaderMap, raw_query: &str, trace_id: TraceId) -> RequestContext {
         let query = form_urlencoded::parse(raw_query.as_bytes())
             .into_owned()
             .collect();

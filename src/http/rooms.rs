@@ -13,7 +13,7 @@ use warp::reply::{Reply, Response};
 use super::error::ApiError;
 use super::request::Body;
 use super::request::RequestContext;
-use super::AppState;
+use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::topic::Selector;
 use crate::rooms::{Op, RoomChange, RoomError};

@@ -30,31 +30,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::connections::{
-    client_address, AcceptErrorLog, Admission, Connections, InFlight, Slot, Tracked, TrackedBody, Verdict,
+    client_address, AcceptErrorLog, Admission, ConnectionInfo, Connections, InFlight, Slot, Tracked,
+    TrackedBody, Verdict,
 };
 use super::direct::{DirectStreams, Rewind, Sniffed};
 use super::error::ApiError;
+use super::request;
 use crate::domain::event::TraceId;
-
-/// What every request on a hyper connection knows of its connection: one
-/// request extension (each costs an allocation per request).
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// Closes the TCP connection when cancelled: the hub cancels it when
-    /// the connection's stream falls too far behind.
-    pub closer: CancellationToken,
-    /// Where the request comes from (see [`client_address`]): the key of
-    /// the per-address limits.
-    pub client: IpAddr,
-    /// The connection was admitted past the cap: no stream may open on it.
-    pub headroom: bool,
-}
 
 /// Longest a request may take to produce its response head; past it the
 /// client gets `503 unavailable` with `Retry-After`. Streams are not
@@ -170,9 +156,6 @@ impl HyperSide {
                 inner,
                 tracking: tracking.clone(),
             })
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(TraceLayer::new_for_http())
-            .layer(PropagateRequestIdLayer::x_request_id())
             .option_layer(self.cors.clone())
             .layer_fn(|inner| ResponseDeadline { inner })
             .service(warp::service(self.routes.clone()));
@@ -256,15 +239,22 @@ where
             &tracking.connections.limits().trusted_proxies,
         );
         let headroom = tracking.headroom;
+        let trace_id = request::trace_id(request.headers());
+        let span = request::span(&trace_id, request.method().as_str(), request.uri().path());
+        let trace_header = HeaderValue::from_str(trace_id.as_str()).ok();
         request.extensions_mut().insert(ConnectionInfo {
             closer: tracking.closer.clone(),
             client,
             headroom,
+            trace_id,
         });
+        let response = span.in_scope(|| self.inner.call(request));
         TrackedResponse {
-            response: self.inner.call(request),
+            response,
             in_flight: Some(in_flight),
             headroom,
+            span,
+            trace_header,
         }
     }
 }
@@ -278,6 +268,11 @@ pin_project_lite::pin_project! {
         response: F,
         in_flight: Option<InFlight>,
         headroom: bool,
+        // The request's span: entered while the handler runs, then handed
+        // to the body.
+        span: tracing::Span,
+        // The trace id for the response's `request::TRACE_HEADER`.
+        trace_header: Option<HeaderValue>,
     }
 }
 
@@ -289,16 +284,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Poll::Ready(Ok(mut response)) = this.response.poll(cx) else {
+        let polled = {
+            let _entered = this.span.enter();
+            this.response.poll(cx)
+        };
+        let Poll::Ready(Ok(mut response)) = polled else {
             return Poll::Pending;
         };
+        if let Some(trace) = this.trace_header.take() {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(request::TRACE_HEADER), trace);
+        }
         if *this.headroom {
             response
                 .headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         let in_flight = this.in_flight.take().expect("polled after completion");
-        Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, in_flight))))
+        let span = std::mem::replace(this.span, tracing::Span::none());
+        Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, in_flight, span))))
     }
 }
 
@@ -322,8 +327,13 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let trace_id = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|c| c.trace_id.clone());
         Deadline {
             response: tokio::time::timeout(RESPONSE_TIMEOUT, self.inner.call(request)),
+            trace_id,
         }
     }
 }
@@ -333,6 +343,7 @@ pin_project_lite::pin_project! {
     pub struct Deadline<F> {
         #[pin]
         response: tokio::time::Timeout<F>,
+        trace_id: Option<TraceId>,
     }
 }
 
@@ -343,13 +354,15 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().response.poll(cx) {
+        let this = self.project();
+        match this.response.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(response)) => Poll::Ready(response),
             Poll::Ready(Err(_)) => {
                 tracing::warn!("a request took longer than {RESPONSE_TIMEOUT:?} to answer");
                 let error = ApiError::unavailable("the server took too long to answer; retry shortly");
-                Poll::Ready(Ok(error.into_response(&TraceId::generate())))
+                let trace_id = this.trace_id.take().unwrap_or_else(TraceId::generate);
+                Poll::Ready(Ok(error.into_response(&trace_id)))
             }
         }
     }
@@ -376,7 +389,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("traceparent"),
                 HeaderName::from_static("x-admin-key"),
             ])
-            .expose_headers([http::header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
+            .expose_headers([
+                http::header::RETRY_AFTER,
+                HeaderName::from_static(request::TRACE_HEADER),
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }

@@ -66,7 +66,7 @@ pub struct Votes;
 impl BatchKind for Votes {
     type Item = Ballot;
     type Answer = Outcome<Accepted>;
-    const SIZE_METRIC: &'static str = "pollcast_vote_batch_size";
+    const SIZE_METRIC: &'static str = crate::metrics::VOTE_BATCH_SIZE;
 
     async fn decide(
         ctx: &mut Ctx<'_>,
@@ -87,7 +87,7 @@ pub struct Joins;
 impl BatchKind for Joins {
     type Item = Joiner;
     type Answer = Outcome<Joined>;
-    const SIZE_METRIC: &'static str = "pollcast_join_batch_size";
+    const SIZE_METRIC: &'static str = crate::metrics::JOIN_BATCH_SIZE;
 
     async fn decide(
         ctx: &mut Ctx<'_>,

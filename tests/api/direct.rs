@@ -55,7 +55,10 @@ async fn both_paths_serve_the_same_headers_and_events() {
             .http
             .get(app.url("/v1/events?topic=demo:a"))
             .bearer_auth(app.demo_token())
-            .header("X-Request-Id", "req-42")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
             .send()
             .await
             .unwrap();
@@ -64,7 +67,11 @@ async fn both_paths_serve_the_same_headers_and_events() {
         assert_eq!(headers["content-type"], "text/event-stream", "direct={direct}");
         assert_eq!(headers["cache-control"], "no-cache");
         assert_eq!(headers["x-accel-buffering"], "no");
-        assert_eq!(headers["x-request-id"], "req-42", "direct={direct}");
+        // The one correlation id: the traceparent's trace id, echoed.
+        assert_eq!(
+            headers["x-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "direct={direct}"
+        );
         assert!(headers.contains_key("date"));
         let mut client = crate::helpers::SseClient::new(response);
         assert_eq!(client.next().await.event, "connection:established");

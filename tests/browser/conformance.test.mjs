@@ -916,11 +916,11 @@ describe('CORS (pollcast started with --cors-origin <the test page origin>)', ()
           headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
           body: JSON.stringify({ type: 'demo:said', payload: { from: 'page' } }),
         });
-        return { status: res.status, body: await res.json(), requestId: res.headers.get('x-request-id') };
+        return { status: res.status, body: await res.json(), traceId: res.headers.get('x-trace-id') };
       }, [`${server.url}/v1/topics/demo:post/events`, token]);
       assert.equal(answer.status, 201);
       assert.deepEqual(answer.body.payload, { from: 'page' });
-      assert.ok(answer.requestId, 'x-request-id is exposed');
+      assert.equal(answer.traceId, answer.body.traceId, 'x-trace-id is exposed and is the event\'s traceId');
       const [event] = await page.waitEvents('s', 'demo:said', 1);
       assert.equal(event.lastEventId, answer.body.id);
       assert.ok(

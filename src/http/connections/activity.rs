@@ -151,12 +151,19 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         in_flight: InFlight,
+        // The request's span, entered while the body is polled: a
+        // stream's logs carry its trace id for its whole life.
+        span: tracing::Span,
     }
 }
 
 impl<B> TrackedBody<B> {
-    pub fn new(body: B, in_flight: InFlight) -> Self {
-        TrackedBody { body, in_flight }
+    pub fn new(body: B, in_flight: InFlight, span: tracing::Span) -> Self {
+        TrackedBody {
+            body,
+            in_flight,
+            span,
+        }
     }
 }
 
@@ -168,7 +175,9 @@ impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.body.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -80,6 +80,22 @@ struct Entry {
     evict: CancellationToken,
 }
 
+/// What every request on a hyper connection knows of its connection: one
+/// request extension (each costs an allocation per request).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Closes the TCP connection when cancelled: the hub cancels it when
+    /// the connection's stream falls too far behind.
+    pub closer: CancellationToken,
+    /// Where the request comes from (see [`client_address`]): the key of
+    /// the per-address limits.
+    pub client: IpAddr,
+    /// The connection was admitted past the cap: no stream may open on it.
+    pub headroom: bool,
+    /// The request's correlation id (see `request::trace_id`).
+    pub trace_id: TraceId,
+}
+
 /// What [`Connections::admit`] decided for a new connection.
 pub enum Admission {
     Admitted(Slot),

@@ -3,6 +3,7 @@
 //! or query of the polling service, and renders the outcome (`render`).
 //! The session stream is in `stream`.
 
+mod parse;
 mod render;
 mod stream;
 
@@ -17,9 +18,10 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::publish::idempotency_key;
 use super::request::{replayed, Body, RequestContext};
-use super::AppState;
+use super::routes::{PollAction, PollQuery, SessionAction};
+use super::state::AppState;
 use crate::auth::{Caller, Role};
-use crate::domain::polling::ids::{ParticipantId, PollId, PresenterId, SessionId, VoteId};
+use crate::domain::polling::ids::{ParticipantId, PollId, VoteId};
 use crate::domain::polling::input::{display_name, required_text, PollDraft, PollInput, MAX_TITLE};
 use crate::domain::polling::model::{Poll, Session};
 use crate::polling::join::Joiner;
@@ -28,58 +30,10 @@ use crate::polling::poll::{MovePoll, PollMove};
 use crate::polling::queries::{GetResults, GetSnapshot, GetVoters};
 use crate::polling::session::{CreatePoll, CreateSession, MoveSession, Transition};
 use crate::polling::vote::{Ballot, VoteRequest};
-use crate::polling::{new_session, Actor, SessionKey, Stamp};
+use crate::polling::{new_session, Actor, Stamp};
 use crate::store::{Answer, Idempotent};
+use parse::{parse_poll_id, parse_session_id, parse_session_key, presenter_of, role_of};
 use render::Rendered;
-
-/// What each POST route under a session does, once its path is matched.
-#[derive(Debug, Clone, Copy)]
-pub enum SessionAction {
-    Start,
-    End,
-    CreatePoll,
-    Join,
-}
-
-impl SessionAction {
-    /// Its name in an Idempotency-Key's fingerprint. Kept as written
-    /// (fingerprints are stored for a day), not derived from the code.
-    fn fingerprint_name(self) -> &'static str {
-        match self {
-            SessionAction::Start => "Start",
-            SessionAction::End => "End",
-            SessionAction::CreatePoll => "CreatePoll",
-            SessionAction::Join => "Join",
-        }
-    }
-}
-
-/// What each POST route under a poll does.
-#[derive(Debug, Clone, Copy)]
-pub enum PollAction {
-    Activate,
-    Close,
-    Vote,
-}
-
-impl PollAction {
-    /// Its name in an Idempotency-Key's fingerprint (see
-    /// [`SessionAction::fingerprint_name`]).
-    fn fingerprint_name(self) -> &'static str {
-        match self {
-            PollAction::Activate => "Activate",
-            PollAction::Close => "Close",
-            PollAction::Vote => "Vote",
-        }
-    }
-}
-
-/// What each GET route under a poll returns.
-#[derive(Debug, Clone, Copy)]
-pub enum PollQuery {
-    Results,
-    Votes,
-}
 
 /// A store answer as a response: a fresh outcome rendered, a replayed one
 /// as it was kept, a reused key refused.
@@ -109,39 +63,6 @@ fn optional_json<T: serde::de::DeserializeOwned>(ctx: &RequestContext, body: &By
     }
     ctx.require_json()?;
     ctx.json(body)
-}
-
-fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(raw).map_err(ApiError::bad_request)
-}
-
-fn parse_poll_id(raw: &str) -> Result<PollId, ApiError> {
-    PollId::parse(raw).map_err(ApiError::bad_request)
-}
-
-/// A session id, or a join code of letters and digits.
-fn parse_session_key(raw: &str) -> Result<SessionKey, ApiError> {
-    let key = SessionKey::parse(raw);
-    if let SessionKey::Slug(slug) = &key {
-        if slug.is_empty() || slug.len() > 32 || !slug.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ApiError::bad_request("give a session id (UUID) or its join code"));
-        }
-    }
-    Ok(key)
-}
-
-/// The caller's polling role; generic tokens have none here.
-fn role_of(caller: &Caller) -> Result<Role, ApiError> {
-    caller
-        .role
-        .ok_or_else(|| ApiError::forbidden("this token is not a presenter or participant token"))
-}
-
-fn presenter_of(caller: &Caller) -> Result<(SessionId, PresenterId), ApiError> {
-    match role_of(caller)? {
-        Role::Presenter { session, presenter } => Ok((session, presenter)),
-        Role::Participant { .. } => Err(ApiError::forbidden("only the session's presenter may do that")),
-    }
 }
 
 fn route_of(ctx_path: &str) -> String {

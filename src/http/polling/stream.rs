@@ -8,12 +8,13 @@
 use tokio_util::sync::CancellationToken;
 use warp::reply::Response;
 
+use super::super::connections::ConnectionInfo;
 use super::super::error::ApiError;
 use super::super::request::RequestContext;
-use super::super::server::ConnectionInfo;
+use super::super::state::AppState;
 use super::super::stream::{address_permit, sse_response, start_point, EventStream, StartPoint};
-use super::super::AppState;
-use super::{parse_session_id, render, role_of};
+use super::parse::{parse_session_id, role_of};
+use super::render;
 use crate::auth::Role;
 use crate::domain::event::EventId;
 use crate::domain::polling::events::{participant_topic, session_topic};

@@ -20,13 +20,13 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::StartPoint;
+use super::start::StartPoint;
 use crate::auth::{unix_now, TokenFacts};
 use crate::domain::event::EventId;
 use crate::domain::topic::{Topic, TopicFilter};
 use crate::fanout::frame::{self, Frame, PING};
 use crate::fanout::hub::{Attach, Hub, Subscription};
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::limits::StreamPermit;
 use crate::metrics;
 use crate::polling::presence::PresenceGuard;

@@ -215,7 +215,11 @@ impl EventStore for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Job { request, reply })
+            .send(Job {
+                request,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| StoreError::unavailable("the writer stopped"))?;
         answer

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::{ClientWrapper, Pool};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::error::{during, no_connection};
 use super::idempotency::{plan_appends, resolve_outcomes, Outcome, Plan};
@@ -33,6 +34,10 @@ const MAX_BATCH_APPENDS: usize = 512;
 pub struct Job {
     pub request: AppendRequest,
     pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    /// The span of the request that queued it: the batch's span follows
+    /// from it, and a failure of this job is logged in it (with its
+    /// `trace_id`).
+    pub span: tracing::Span,
 }
 
 pub async fn run_writer(
@@ -51,8 +56,15 @@ pub async fn run_writer(
             job.request.command.start();
         }
         metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(jobs.len() as f64);
-        let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-        match commit_batch(&pool, requests, &origin).await {
+        let span = tracing::info_span!("writer_batch", commands = jobs.len());
+        let mut requests = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            span.follows_from(&job.span);
+            requests.push(job.request);
+            replies.push((job.reply, job.span));
+        }
+        match commit_batch(&pool, requests, &origin).instrument(span).await {
             Ok((outcomes, appended)) => {
                 if let Some(batch) = appended {
                     // The batch first: the tail takes it as it is instead
@@ -61,13 +73,19 @@ pub async fn run_writer(
                     let _ = batches.send(batch);
                     hints.send_if_modified(|known| raise(known, head));
                 }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                for ((reply, span), outcome) in replies.into_iter().zip(outcomes) {
+                    if let Err(error) = &outcome {
+                        span.in_scope(
+                            || tracing::debug!(error = %error.report(), "command failed in its batch"),
+                        );
+                    }
                     let _ = reply.send(outcome);
                 }
             }
             Err(error) => {
                 tracing::warn!(error = %error.report(), "append batch failed");
-                for reply in replies {
+                for (reply, span) in replies {
+                    span.in_scope(|| tracing::debug!("its append batch failed"));
                     let _ = reply.send(Err(error.clone()));
                 }
             }

@@ -1,0 +1,50 @@
+//! Path parameters and callers of the polling routes, parsed at the edge
+//! into domain types.
+
+use std::borrow::Cow;
+
+use super::super::error::ApiError;
+use crate::auth::{Caller, Role};
+use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
+use crate::polling::SessionKey;
+
+/// A path parameter percent-decoded (the route table hands them over raw).
+fn decoded(raw: &str) -> Result<Cow<'_, str>, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("the path is not UTF-8 once percent-decoded"))
+}
+
+pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(&decoded(raw)?).map_err(ApiError::bad_request)
+}
+
+pub fn parse_poll_id(raw: &str) -> Result<PollId, ApiError> {
+    PollId::parse(&decoded(raw)?).map_err(ApiError::bad_request)
+}
+
+/// A session id, or a join code of letters and digits.
+pub fn parse_session_key(raw: &str) -> Result<SessionKey, ApiError> {
+    let key = SessionKey::parse(&decoded(raw)?);
+    if let SessionKey::Slug(slug) = &key {
+        if slug.is_empty() || slug.len() > 32 || !slug.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiError::bad_request("give a session id (UUID) or its join code"));
+        }
+    }
+    Ok(key)
+}
+
+/// The caller's polling role; generic tokens have none here.
+pub fn role_of(caller: &Caller) -> Result<Role, ApiError> {
+    caller
+        .role
+        .ok_or_else(|| ApiError::forbidden("this token is not a presenter or participant token"))
+}
+
+/// The session and presenter of a presenter token; any other is refused.
+pub fn presenter_of(caller: &Caller) -> Result<(SessionId, PresenterId), ApiError> {
+    match role_of(caller)? {
+        Role::Presenter { session, presenter } => Ok((session, presenter)),
+        Role::Participant { .. } => Err(ApiError::forbidden("only the session's presenter may do that")),
+    }
+}
