@@ -1,9 +1,10 @@
 //! The HTTP edge: warp filters per resource, one request context, one
 //! error boundary, SSE framing, and the server that runs them.
 //!
-//! Filters only route and extract; handlers parse, authorize and call the
-//! store or the hub, and render their own errors, so warp's rejection
-//! rules only ever decide "no such path" and "wrong method".
+//! Filters only route and extract; handlers parse, authorize, call a
+//! service (`crate::polling`, `crate::topics`), the store or the hub, and
+//! render outcomes and errors themselves, so warp's rejection rules only
+//! ever decide "no such path" and "wrong method".
 
 mod admin;
 pub mod connections;
