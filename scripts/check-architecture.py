@@ -28,7 +28,7 @@ MAX_LINES = 600
 LAYERS = [
     {"domain", "metrics", "net"},
     {"store", "auth", "revocation", "limits", "config"},
-    {"polling", "topics", "fanout", "streams", "rooms", "cluster", "status", "topic_presence"},
+    {"polling", "topics", "fanout", "streams", "rooms", "cluster", "status"},
     {"http"},
     {"lib", "main"},
 ]

@@ -24,8 +24,9 @@
 //!   topics while it stays open, and who is present on a topic.
 //! - [`cluster`]: the bus between nodes (NOTIFY), for room changes and
 //!   presence lists that concern a stream held by another node.
-//! - [`topic_presence`]: `presence:update` events, debounced by the grace
-//!   period.
+//! - [`topics`]: the topics service beside polling: reserved topics, the
+//!   versioned publish, presence on topics (`presence:update` events,
+//!   debounced by the grace period) and history reads, with typed outcomes.
 //! - [`status`]: `system:status` and `system:alert` on the topic `system`.
 //! - [`limits`]: per-token rate and stream limits held across the cluster.
 //! - [`metrics`]: the Prometheus names and recorder.
@@ -49,7 +50,7 @@ pub mod rooms;
 pub mod status;
 pub mod store;
 pub mod streams;
-pub mod topic_presence;
+pub mod topics;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -116,7 +117,7 @@ impl Server {
         );
         let node_id = polling.settings().node_id;
         let presence =
-            topic_presence::Announcer::start(Arc::clone(&store), config.grace_period, shutdown.clone());
+            topics::presence::Announcer::start(Arc::clone(&store), config.grace_period, shutdown.clone());
         let rooms = Rooms::new(
             Arc::clone(&hub),
             store.commit_hints(),

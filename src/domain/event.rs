@@ -55,16 +55,6 @@ impl EventType {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Types only the server sends: its stream frames (`connection:*`),
-    /// its own notices (`system:*`) and who is present (`presence:*`). A
-    /// publisher using one could pass for the server on its topic.
-    pub fn is_server_only(&self) -> bool {
-        matches!(
-            self.0.split(':').next(),
-            Some("connection" | "system" | "presence")
-        )
-    }
 }
 
 /// A W3C trace id: 32 lowercase hex digits, not all zero.

@@ -93,12 +93,6 @@ impl Topic {
     pub fn kind(&self) -> &str {
         self.0.split(':').next().unwrap_or_default()
     }
-
-    /// Topics whose first segment belongs to the live polling domain: only
-    /// the domain itself writes them, never a generic publisher.
-    pub fn is_reserved(&self) -> bool {
-        matches!(self.kind(), "session" | "participant" | "system")
-    }
 }
 
 /// The first segment of topics only their own participant may read (its

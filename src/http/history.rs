@@ -1,6 +1,7 @@
 //! `GET /v1/events/history`: the same events as the stream, as a JSON
 //! array, for clients behind proxies that break streaming. With `wait` it
 //! is a long-poll: it answers as soon as a matching event is committed.
+//! The handler parses and authorizes; [`crate::topics::history`] reads.
 
 use std::time::Duration;
 
@@ -11,19 +12,12 @@ use super::error::ApiError;
 use super::request::RequestContext;
 use super::state::AppState;
 use super::stream::read_filter;
-use crate::domain::event::{parse_event_id, EventId, StoredEvent};
-use crate::domain::topic::TopicFilter;
-use crate::fanout::hub::Attach;
+use crate::domain::event::{parse_event_id, StoredEvent};
+use crate::topics::history::{read, HistoryQuery};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 pub const MAX_WAIT_SECS: f64 = 30.0;
-
-struct HistoryQuery {
-    after: Option<EventId>,
-    limit: usize,
-    wait: Duration,
-}
 
 fn parse_query(ctx: &RequestContext) -> Result<HistoryQuery, ApiError> {
     let after = match ctx.query_one("after")? {
@@ -69,78 +63,9 @@ async fn history(state: &AppState, ctx: &RequestContext) -> Result<Response, Api
     let caller = ctx.caller(&state.keys, true)?;
     let filter = read_filter(ctx, &caller, state.limits.max_topics)?;
     let query = parse_query(ctx)?;
-    let bounds = state.store.bounds().await?;
-    let after = match query.after {
-        None => bounds.pruned_through,
-        Some(after) if after < bounds.pruned_through => {
-            return Err(ApiError::conflict(format!(
-                "events after {after} are no longer retained; resync from a snapshot"
-            )))
-        }
-        Some(after) if after > bounds.head.max(state.hub.high()) => {
-            return Err(ApiError::conflict(format!(
-                "event id {after} is unknown; resync from a snapshot"
-            )))
-        }
-        Some(after) => after,
-    };
-    let mut events = state
-        .store
-        .read_range(after, EventId::MAX, &filter, query.limit)
-        .await?;
-    if events.is_empty() && !query.wait.is_zero() {
-        events = wait_for_events(state, after, &filter, query.limit, query.wait).await?;
-    }
-    Ok(json_array(&events))
-}
-
-/// Waits for the hub to publish a matching event after `after`, then reads
-/// it (and any others) from the store.
-async fn wait_for_events(
-    state: &AppState,
-    after: EventId,
-    filter: &TopicFilter,
-    limit: usize,
-    wait: Duration,
-) -> Result<Vec<StoredEvent>, ApiError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    // Nothing matching exists in (after, cursor].
-    let mut cursor = after;
-    loop {
-        match state.hub.attach(cursor, filter.clone(), None) {
-            Attach::Live {
-                backlog,
-                mut subscription,
-            } => {
-                if !backlog.is_empty() {
-                    return Ok(state.store.read_range(after, EventId::MAX, filter, limit).await?);
-                }
-                // A frame is only a reason to look: it may be an event the
-                // client already has (committed before its request, but
-                // reaching the hub after it attached). Keep waiting until
-                // the store has something after `after`.
-                loop {
-                    tokio::select! {
-                        frame = subscription.frames.recv() => if frame.is_none() { break },
-                        _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-                        _ = state.shutdown.cancelled() => return Ok(Vec::new()),
-                    }
-                    let events = state.store.read_range(after, EventId::MAX, filter, limit).await?;
-                    if !events.is_empty() {
-                        return Ok(events);
-                    }
-                }
-            }
-            // The cursor is older than the hub's ring: check the store up to
-            // where the hub is, then attach from there.
-            Attach::Behind { high } => {
-                let events = state.store.read_range(cursor, high, filter, limit).await?;
-                if !events.is_empty() {
-                    return Ok(events);
-                }
-                cursor = high;
-            }
-        }
+    match read(state.store.as_ref(), &state.hub, &state.shutdown, &filter, &query).await? {
+        Ok(events) => Ok(json_array(&events)),
+        Err(rejection) => Err(ApiError::conflict(rejection.message())),
     }
 }
 

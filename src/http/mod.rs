@@ -5,7 +5,8 @@
 //!   the direct SSE path and the `405` answer alike;
 //! - [`dispatch`]: the warp filter that resolves a route and calls its
 //!   handler; one handler module per resource (`publish`, `polling`, …)
-//!   parses, authorizes, calls a service and renders;
+//!   parses, authorizes, calls a service (`crate::polling`,
+//!   `crate::topics`) and renders;
 //! - [`server`]: accepting connections, their caps and deadlines
 //!   ([`connections`]), the direct SSE path ([`direct`]) and hyper;
 //! - [`state`]: what every handler shares.
@@ -18,6 +19,7 @@ pub mod direct;
 mod dispatch;
 pub mod error;
 mod history;
+pub mod idempotency;
 mod ops;
 mod polling;
 mod presence;

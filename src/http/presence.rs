@@ -1,6 +1,7 @@
 //! `GET /v1/topics/{topic}/presence` (who is on a topic, across nodes) and
 //! `POST /v1/presence/heartbeat` (a client refreshing its stream's
-//! `lastSeen`). The `presence:update` events are `crate::topic_presence`.
+//! `lastSeen`). Who is present, and the `presence:update` events, are
+//! `crate::topics::presence`.
 
 use chrono::Utc;
 use serde::Deserialize;
@@ -13,8 +14,9 @@ use super::request::RequestContext;
 use super::rooms::{on_stream, parse_connection};
 use super::state::AppState;
 use crate::domain::event::format_timestamp;
-use crate::domain::topic::{is_private, Selector, Topic};
+use crate::domain::topic::{Selector, Topic};
 use crate::rooms::Op;
+use crate::topics::presence;
 
 pub async fn list(state: AppState, raw_topic: String, ctx: RequestContext) -> Response {
     present(&state, &raw_topic, &ctx)
@@ -26,9 +28,7 @@ async fn present(state: &AppState, raw_topic: &str, ctx: &RequestContext) -> Res
     let caller = ctx.caller(&state.keys, true)?;
     let name = percent_encoding::percent_decode_str(raw_topic).decode_utf8_lossy();
     let topic = Topic::parse(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if is_private(topic.as_str()) {
-        return Err(ApiError::forbidden("a participant's topic has no presence list"));
-    }
+    presence::check_listable(&topic).map_err(|rejection| ApiError::forbidden(rejection.message()))?;
     let topic = caller.scope_topic(topic);
     if !caller.may_subscribe(&Selector::exact(&topic)) {
         return Err(ApiError::forbidden(format!(
@@ -36,17 +36,12 @@ async fn present(state: &AppState, raw_topic: &str, ctx: &RequestContext) -> Res
             topic.display_name()
         )));
     }
-    let mut present = state.rooms.present_on(topic.as_str());
-    present.extend(state.cluster.present_elsewhere(topic.as_str()).await);
-    present.sort_by_key(|r| r.connected_at);
-    let mut users: Vec<&str> = present.iter().filter_map(|r| r.user_id.as_deref()).collect();
-    users.sort_unstable();
-    users.dedup();
+    let list = presence::present(&state.rooms, &state.cluster, &topic).await;
     let body = json!({
         "topic": topic.display_name(),
-        "connections": present.len(),
-        "users": users.len(),
-        "present": present,
+        "connections": list.present.len(),
+        "users": list.users,
+        "present": list.present,
     });
     Ok(warp::reply::json(&body).into_response())
 }

@@ -344,22 +344,6 @@ pub fn json_response(status: http::StatusCode, body: String) -> warp::reply::Res
     response
 }
 
-/// What an Idempotency-Key keeps of an answer: `<status> <body>`.
-pub fn remember(status: http::StatusCode, body: &str) -> crate::store::Remembered {
-    crate::store::Remembered(format!("{} {body}", status.as_u16()))
-}
-
-/// The answer an Idempotency-Key kept, as it was first given.
-pub fn replayed(remembered: crate::store::Remembered) -> warp::reply::Response {
-    let (status, body) = remembered.0.split_once(' ').unwrap_or(("200", ""));
-    let status = status
-        .parse::<u16>()
-        .ok()
-        .and_then(|s| http::StatusCode::from_u16(s).ok())
-        .unwrap_or(http::StatusCode::OK);
-    json_response(status, body.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::nul_at;

@@ -16,8 +16,8 @@ use serde_json::Value;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::publish::idempotency_key;
-use super::request::{replayed, Body, RequestContext};
+use super::idempotency::{idempotency_key, replayed};
+use super::request::{Body, RequestContext};
 use super::routes::{PollAction, PollQuery, SessionAction};
 use super::state::AppState;
 use crate::auth::{Caller, Role};

@@ -39,7 +39,7 @@ impl Rendered {
     }
 
     pub fn remembered(&self) -> Remembered {
-        super::super::request::remember(self.status, &self.body)
+        super::super::idempotency::remember(self.status, &self.body)
     }
 }
 

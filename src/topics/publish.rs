@@ -1,0 +1,252 @@
+//! A generic publisher's event: checked against the reserved-topic rules
+//! and the version rules, then appended in the writer's transaction. A
+//! publish naming an entity is compared with the entity's current version
+//! and stamped with the next one inside that transaction, so two
+//! publishers racing on one version cannot both win, on any node.
+
+use async_trait::async_trait;
+
+use super::outcome::{PublishOutcome, PublishRejection, Published, MAX_ENTITY_ID};
+use super::reserved;
+use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent, TraceId};
+use crate::domain::topic::Topic;
+use crate::store::{execute, Answer, Command, EventStore, Idempotent, StoreError, Tx};
+
+/// An event as a publisher sent it, on a topic it may write.
+#[derive(Debug)]
+pub struct PublishRequest {
+    pub topic: Topic,
+    pub event_type: EventType,
+    pub payload: serde_json::Value,
+    /// The entity this event changes; its version is kept per topic.
+    pub entity_id: Option<String>,
+    /// The version the publisher last saw (0: the entity must be new).
+    pub expected_version: Option<i64>,
+    pub trace_id: TraceId,
+}
+
+impl PublishRequest {
+    /// The request as a command, or why it is refused before anything is
+    /// read: a server-only event type, then a bad entity or version, then
+    /// a payload that is not an object.
+    pub fn check(self) -> Result<Publish, PublishRejection> {
+        reserved::check_event_type(&self.event_type)?;
+        let check = version_check(self.entity_id, self.expected_version)?;
+        if !self.payload.is_object() {
+            return Err(PublishRejection::PayloadNotObject);
+        }
+        let event = NewEvent::new(self.topic, self.event_type, self.trace_id, &self.payload);
+        Ok(Publish {
+            event: Some(event),
+            check,
+        })
+    }
+}
+
+/// `entityId` / `expectedVersion` of a publish, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionCheck {
+    entity_id: String,
+    expected: Option<i64>,
+}
+
+/// Checks an `entityId` and `expectedVersion` pair: `None` when the publish
+/// names no entity.
+pub fn version_check(
+    entity_id: Option<String>,
+    expected: Option<i64>,
+) -> Result<Option<VersionCheck>, PublishRejection> {
+    let Some(entity_id) = entity_id else {
+        if expected.is_some() {
+            return Err(PublishRejection::VersionWithoutEntity);
+        }
+        return Ok(None);
+    };
+    if entity_id.is_empty()
+        || entity_id.chars().count() > MAX_ENTITY_ID
+        || entity_id.chars().any(char::is_control)
+    {
+        return Err(PublishRejection::BadEntityId);
+    }
+    if expected.is_some_and(|v| v < 0) {
+        return Err(PublishRejection::NegativeVersion);
+    }
+    Ok(Some(VersionCheck { entity_id, expected }))
+}
+
+/// The version an entity at `current` gets from a publish: the next one,
+/// unless the publisher expected another.
+pub fn next_version(check: &VersionCheck, current: i64) -> Result<i64, PublishRejection> {
+    match check.expected {
+        Some(expected) if expected != current => Err(PublishRejection::VersionConflict {
+            entity_id: check.entity_id.clone(),
+            expected,
+            current,
+        }),
+        _ => Ok(current + 1),
+    }
+}
+
+/// A checked publish, to run in the writer's transaction.
+#[derive(Debug)]
+pub struct Publish {
+    event: Option<NewEvent>,
+    check: Option<VersionCheck>,
+}
+
+/// Appends a checked publish; its outcome once committed (or, for a
+/// retried Idempotency-Key, what the key kept).
+pub async fn publish(
+    store: &dyn EventStore,
+    command: Publish,
+    idempotency: Option<Idempotent<PublishOutcome>>,
+) -> Result<Answer<PublishOutcome>, StoreError> {
+    execute(store, command, idempotency).await
+}
+
+#[async_trait]
+impl Command for Publish {
+    type Outcome = PublishOutcome;
+    type Decided = Result<(), PublishRejection>;
+
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+        let Some(mut event) = self.event.take() else {
+            return Err(StoreError::internal("a publish ran twice"));
+        };
+        let Some(check) = self.check.take() else {
+            return Ok((vec![event], Ok(())));
+        };
+        let topic = event.topic.as_str().to_string();
+        let current = tx.entity_version(&topic, &check.entity_id).await?;
+        let version = match next_version(&check, current) {
+            Ok(version) => version,
+            Err(conflict) => return Ok((Vec::new(), Err(conflict))),
+        };
+        tx.set_entity_version(&topic, &check.entity_id, version).await?;
+        event.entity = Some(EntityVersion {
+            entity_id: check.entity_id,
+            version,
+        });
+        Ok((vec![event], Ok(())))
+    }
+
+    fn outcome(decided: Self::Decided, events: &[StoredEvent]) -> PublishOutcome {
+        decided?;
+        // The store hands back exactly the events `run` returned: one.
+        Ok(Published {
+            event: events[0].clone(),
+        })
+    }
+
+    fn touches_tables(&self) -> bool {
+        self.check.is_some()
+    }
+
+    fn known_event_count(&self) -> Option<usize> {
+        // A versioned publish may append nothing (a conflict).
+        self.check.is_none().then_some(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(entity_id: Option<&str>, expected_version: Option<i64>) -> PublishRequest {
+        PublishRequest {
+            topic: Topic::parse("orders:1").unwrap(),
+            event_type: EventType::parse("order:created").unwrap(),
+            payload: json!({"total": 3}),
+            entity_id: entity_id.map(str::to_string),
+            expected_version,
+            trace_id: TraceId::generate(),
+        }
+    }
+
+    #[test]
+    fn an_unversioned_publish_needs_no_tables() {
+        let publish = request(None, None).check().unwrap();
+        assert!(!publish.touches_tables());
+        assert_eq!(publish.known_event_count(), Some(1));
+    }
+
+    #[test]
+    fn a_versioned_publish_reads_its_entity() {
+        let publish = request(Some("order-1"), Some(0)).check().unwrap();
+        assert!(publish.touches_tables());
+        assert_eq!(publish.known_event_count(), None);
+    }
+
+    #[test]
+    fn entity_and_version_are_checked() {
+        assert_eq!(version_check(None, None), Ok(None));
+        assert_eq!(
+            version_check(None, Some(1)),
+            Err(PublishRejection::VersionWithoutEntity)
+        );
+        assert_eq!(
+            version_check(Some(String::new()), None),
+            Err(PublishRejection::BadEntityId)
+        );
+        assert_eq!(
+            version_check(Some("a".repeat(MAX_ENTITY_ID + 1)), None),
+            Err(PublishRejection::BadEntityId)
+        );
+        assert_eq!(
+            version_check(Some("a\nb".into()), None),
+            Err(PublishRejection::BadEntityId)
+        );
+        assert!(version_check(Some("é".repeat(MAX_ENTITY_ID)), None).is_ok());
+        assert_eq!(
+            version_check(Some("a".into()), Some(-1)),
+            Err(PublishRejection::NegativeVersion)
+        );
+        assert_eq!(
+            PublishRejection::BadEntityId.message(),
+            "entityId must be 1 to 200 characters without control characters"
+        );
+    }
+
+    #[test]
+    fn a_server_event_type_is_refused_before_the_version() {
+        let mut input = request(None, Some(1));
+        input.event_type = EventType::parse("presence:update").unwrap();
+        assert_eq!(
+            input.check().unwrap_err(),
+            PublishRejection::ServerOnlyEventType {
+                domain: "presence".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_payload_must_be_an_object() {
+        let mut input = request(None, None);
+        input.payload = json!([1]);
+        assert_eq!(input.check().unwrap_err(), PublishRejection::PayloadNotObject);
+        let mut input = request(None, Some(1));
+        input.payload = json!("x");
+        assert_eq!(input.check().unwrap_err(), PublishRejection::VersionWithoutEntity);
+    }
+
+    #[test]
+    fn the_next_version_follows_the_expected_one() {
+        let check = version_check(Some("order-1".into()), Some(3)).unwrap().unwrap();
+        assert_eq!(next_version(&check, 3), Ok(4));
+        let conflict = next_version(&check, 5).unwrap_err();
+        assert_eq!(
+            conflict,
+            PublishRejection::VersionConflict {
+                entity_id: "order-1".into(),
+                expected: 3,
+                current: 5
+            }
+        );
+        assert_eq!(conflict.message(), "entity `order-1` is at version 5, not 3");
+        // Without an expected version the entity moves on from wherever it is.
+        let check = version_check(Some("order-1".into()), None).unwrap().unwrap();
+        assert_eq!(next_version(&check, 7), Ok(8));
+    }
+}
