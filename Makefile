@@ -30,9 +30,13 @@ $(DEV_SECRET):
 ## Chromium, EventSource conformance included.
 test: lint postgres openapi schemathesis unit clients browser
 
+## Formatting, clippy, and the architecture rules of docs/architecture.md
+## (no import cycles, each layer imports only the layers below it, only
+## src/http knows HTTP, no file over 600 lines).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	python3 scripts/check-architecture.py
 
 postgres:
 	@scripts/ensure-postgres.sh
