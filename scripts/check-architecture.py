@@ -26,7 +26,7 @@ MAX_LINES = 600
 # Layer of a module (first path segment under src/), lowest first. A file
 # may import its own layer and any layer listed before it.
 LAYERS = [
-    {"domain", "metrics", "net"},
+    {"domain", "metrics", "net", "secret"},
     {"store", "auth", "revocation", "limits", "config"},
     {"polling", "topics", "fanout", "streams", "rooms", "cluster", "status"},
     {"http"},

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::secret::{DatabaseUrl, Secret};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pollcast",
@@ -34,12 +36,12 @@ pub struct ServeConfig {
 
     /// Postgres URL. Without it, events live in memory only.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
 
     /// HS256 secret that signs and checks every token. Random per start when
     /// absent, so tokens then die with the process.
     #[arg(long, env = "POLLCAST_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
+    pub token_secret: Option<Secret>,
 
     /// Interval of `: ping` comments on every stream.
     #[arg(long, env = "POLLCAST_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
@@ -106,7 +108,7 @@ pub struct ServeConfig {
     /// Live polling: when set, creating a session requires this key
     /// (`X-Admin-Key` header or bearer).
     #[arg(long, env = "POLLCAST_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
 
     /// Live polling: the stream rows of a node that stopped heartbeating
     /// (it crashed) expire after this long; it heartbeats every third of it.
@@ -197,7 +199,7 @@ pub struct ServeConfig {
 pub struct TokenArgs {
     /// The server's secret (the same as its --token-secret).
     #[arg(long, env = "POLLCAST_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: String,
+    pub token_secret: Secret,
 
     /// Subject: who the token speaks for.
     #[arg(long)]
@@ -274,5 +276,40 @@ mod tests {
     fn a_bad_value_names_its_flag() {
         let err = Cli::try_parse_from(["pollcast", "--heartbeat", "often"]).unwrap_err();
         assert!(err.to_string().contains("--heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let cli = Cli::parse_from([
+            "pollcast",
+            "--database-url",
+            "postgres://pollcast:db-password-1@db.internal:5432/events",
+            "--token-secret",
+            "token-secret-2",
+            "--admin-key",
+            "admin-key-3",
+        ]);
+        let shown = format!("{:?} {:#?}", cli, cli.serve);
+        for secret in ["db-password-1", "token-secret-2", "admin-key-3"] {
+            assert!(!shown.contains(secret), "{secret} printed in {shown}");
+        }
+        // Still useful: where the database is, and that the others are set.
+        assert!(
+            shown.contains("db.internal") && shown.contains("events"),
+            "{shown}"
+        );
+        assert!(shown.contains("Secret([redacted])"), "{shown}");
+        assert_eq!(
+            cli.serve.token_secret.as_ref().map(Secret::expose),
+            Some("token-secret-2")
+        );
+        assert_eq!(
+            cli.serve.admin_key.as_ref().map(Secret::expose),
+            Some("admin-key-3")
+        );
+
+        let token = Cli::parse_from(["pollcast", "token", "--token-secret", "token-secret-4"]);
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("token-secret-4"), "{shown}");
     }
 }

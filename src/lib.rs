@@ -30,6 +30,7 @@
 //! - [`status`]: `system:status` and `system:alert` on the topic `system`.
 //! - [`limits`]: per-token rate and stream limits held across the cluster.
 //! - [`metrics`]: the Prometheus names and recorder.
+//! - [`secret`]: secrets (keys, the database URL) that never print.
 //!
 //! The path of one event: `http` parses and authorizes → `store` commits it
 //! in a batch → `fanout::tail` reads it back in id order → `fanout::hub`
@@ -47,6 +48,7 @@ pub mod net;
 pub mod polling;
 pub mod revocation;
 pub mod rooms;
+pub mod secret;
 pub mod status;
 pub mod store;
 pub mod streams;
@@ -91,7 +93,7 @@ impl Server {
                 "no --token-secret / POLLCAST_TOKEN_SECRET: using a random secret; tokens will not survive a restart \
                  and other nodes will not accept them"
             );
-            TokenKeys::random_secret()
+            secret::Secret::from(TokenKeys::random_secret())
         });
         let head = store.bounds().await?.head;
         let hub = Hub::new(
@@ -103,7 +105,7 @@ impl Server {
             },
         );
         let shutdown = CancellationToken::new();
-        let keys = Arc::new(TokenKeys::new(secret.as_bytes()));
+        let keys = Arc::new(TokenKeys::new(secret.expose().as_bytes()));
         let polling = Polling::start(
             Arc::clone(&store),
             PollingSettings {
@@ -296,7 +298,7 @@ fn raise_open_files_limit() -> usize {
 
 async fn open_store(config: &ServeConfig) -> Result<Arc<dyn EventStore>, StoreError> {
     match &config.database_url {
-        Some(url) => Ok(PostgresStore::connect(url).await?),
+        Some(url) => Ok(PostgresStore::connect(url.expose()).await?),
         None => {
             tracing::warn!(
                 "NO DATABASE_URL: events are kept IN MEMORY ONLY and are lost when the process exits. \

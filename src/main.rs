@@ -44,7 +44,10 @@ fn mint(args: TokenArgs) -> ExitCode {
         tenant: args.tenant,
         ..Claims::default()
     };
-    println!("{}", TokenKeys::new(args.token_secret.as_bytes()).mint(&claims));
+    println!(
+        "{}",
+        TokenKeys::new(args.token_secret.expose().as_bytes()).mint(&claims)
+    );
     ExitCode::SUCCESS
 }
 

@@ -45,7 +45,7 @@ pub fn require_admin(state: &AppState, ctx: &RequestContext) -> Result<(), ApiEr
         ));
     };
     let given = ctx.header("x-admin-key").or_else(|| ctx.bearer(false).ok());
-    if given.is_some_and(|given| same_secret(given, required)) {
+    if given.is_some_and(|given| same_secret(given, required.expose())) {
         Ok(())
     } else {
         Err(ApiError::new(

@@ -59,7 +59,7 @@ pub struct AppShared {
     pub limits: Arc<crate::limits::Limits>,
     /// `--admin-key`: required to create a session when set, and the key
     /// of the admin API.
-    pub admin_key: Option<String>,
+    pub admin_key: Option<crate::secret::Secret>,
     /// Every open TCP connection of this node, with its caps and deadlines.
     pub connections: Arc<Connections>,
     /// Every open stream of this node: what admins and revocations close.

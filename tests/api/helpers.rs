@@ -119,7 +119,7 @@ impl TestApp {
             Backend::Memory => None,
             Backend::Postgres => Some(TestDb::create().await),
         };
-        config.database_url = db.as_ref().map(|d| d.url.clone());
+        config.database_url = db.as_ref().map(|d| d.url.clone().into());
         adjust(&mut config);
         Self::start(config, db).await
     }
@@ -135,7 +135,13 @@ impl TestApp {
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
-            keys: TokenKeys::new(config.token_secret.as_deref().unwrap_or(SECRET).as_bytes()),
+            keys: TokenKeys::new(
+                config
+                    .token_secret
+                    .as_ref()
+                    .map_or(SECRET, |s| s.expose())
+                    .as_bytes(),
+            ),
             db,
         }
     }

@@ -155,7 +155,7 @@ on_both_stores!(presence_on_a_topic, who_is_here_and_who_comes_and_goes);
 async fn presence_is_global_across_nodes() {
     let first = TestApp::spawn_with(Backend::Postgres, |c| c.presence_ttl = Duration::from_millis(600)).await;
     let mut config = crate::helpers::test_config();
-    config.database_url = Some(first.db.as_ref().unwrap().url.clone());
+    config.database_url = Some(first.db.as_ref().unwrap().url.clone().into());
     config.presence_ttl = Duration::from_millis(600);
     let second = TestApp::start(config, None).await;
     let ann = user_token(&first, "ann");

@@ -189,7 +189,7 @@ on_both_stores!(personal_topic, a_token_with_sub_follows_its_personal_topic);
 async fn a_room_changes_through_any_node() {
     let first = TestApp::spawn(Backend::Postgres).await;
     let mut config = crate::helpers::test_config();
-    config.database_url = Some(first.db.as_ref().unwrap().url.clone());
+    config.database_url = Some(first.db.as_ref().unwrap().url.clone().into());
     let second = TestApp::start(config, None).await;
     let token = first.demo_token();
     let (mut stream, connection) = open(&first, &token, &["demo:a"]).await;

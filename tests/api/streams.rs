@@ -393,7 +393,7 @@ async fn shutdown_ends_open_streams_within_seconds() {
 async fn a_second_node_on_the_same_database_delivers_every_event() {
     let first = TestApp::spawn(Backend::Postgres).await;
     let mut config = crate::helpers::test_config();
-    config.database_url = Some(first.db.as_ref().unwrap().url.clone());
+    config.database_url = Some(first.db.as_ref().unwrap().url.clone().into());
     config.tail_poll = Duration::from_secs(60); // only NOTIFY can wake it in time
     let second = TestApp::start(config, None).await;
     let mut on_second = second.subscribe(&["demo:a"], None).await;

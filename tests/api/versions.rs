@@ -87,7 +87,7 @@ on_both_stores!(optimistic_locking, optimistic_locking_per_topic_and_entity);
 async fn racing_creators_on_two_nodes_one_wins() {
     let first = TestApp::spawn(Backend::Postgres).await;
     let mut config = crate::helpers::test_config();
-    config.database_url = Some(first.db.as_ref().unwrap().url.clone());
+    config.database_url = Some(first.db.as_ref().unwrap().url.clone().into());
     let second = TestApp::start(config, None).await;
     let attempts = (0..20).map(|n| {
         let node = if n % 2 == 0 { &first } else { &second };

@@ -124,7 +124,7 @@ async fn a_token_is_not_valid_before_its_nbf() {
 async fn two_nodes() -> (TestApp, TestApp) {
     let a = TestApp::spawn_with(Backend::Postgres, with_admin).await;
     let mut config = crate::helpers::test_config();
-    config.database_url = a.db.as_ref().map(|db: &TestDb| db.url.clone());
+    config.database_url = a.db.as_ref().map(|db: &TestDb| db.url.clone().into());
     with_admin(&mut config);
     let b = TestApp::start(config, None).await;
     (a, b)
