@@ -16,7 +16,7 @@ use std::fmt;
 /// A string shown as `Secret([redacted])` by `Debug`, never printed by
 /// anything else. No `PartialEq` either, so nobody compares one with a
 /// plain, early-exit `==`: the admin key is checked in constant time by
-/// `http::admin::same_secret`.
+/// [`Secret::matches`].
 #[derive(Clone)]
 pub struct Secret(Box<str>);
 
@@ -29,6 +29,18 @@ impl Secret {
     /// the database connection), never for printing.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether a presented value is this secret, in time that does not
+    /// depend on where they differ (both are hashed first, so not even on
+    /// the length).
+    pub fn matches(&self, given: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let (a, b) = (
+            Sha256::digest(given.as_bytes()),
+            Sha256::digest(self.0.as_bytes()),
+        );
+        a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 
@@ -105,6 +117,15 @@ impl fmt::Debug for DatabaseUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_matches_only_itself() {
+        let secret = Secret::from("k-123");
+        assert!(secret.matches("k-123"));
+        assert!(!secret.matches("k-124"));
+        assert!(!secret.matches("k-12"));
+        assert!(!secret.matches(""));
+    }
 
     #[test]
     fn a_secret_debugs_as_redacted_and_exposes_on_request() {

@@ -24,18 +24,6 @@ const DEFAULT_REVOCATION: chrono::Duration = chrono::Duration::days(7);
 /// Longest a revocation may last.
 const MAX_REVOCATION: chrono::Duration = chrono::Duration::days(366);
 
-/// Compares a presented secret with the configured one in time that does
-/// not depend on where they differ (both are hashed first, so not even on
-/// the length).
-pub fn same_secret(given: &str, required: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(required.as_bytes()),
-    );
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The admin key the request presents, if it is the configured one: 401
 /// when it is missing or wrong, 403 when the server has none.
 pub fn require_admin(state: &AppState, ctx: &RequestContext) -> Result<(), ApiError> {
@@ -45,7 +33,7 @@ pub fn require_admin(state: &AppState, ctx: &RequestContext) -> Result<(), ApiEr
         ));
     };
     let given = ctx.header("x-admin-key").or_else(|| ctx.bearer(false).ok());
-    if given.is_some_and(|given| same_secret(given, required.expose())) {
+    if given.is_some_and(|given| required.matches(given)) {
         Ok(())
     } else {
         Err(ApiError::new(
