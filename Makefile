@@ -32,7 +32,7 @@ test: lint postgres openapi schemathesis unit clients browser
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 postgres:
 	@scripts/ensure-postgres.sh
@@ -50,7 +50,7 @@ schemathesis:
 	@scripts/schemathesis.sh
 
 unit: postgres
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 ## Debian's chromium and nginx, Node.js and the pinned npm packages
 ## (installed only when missing).
