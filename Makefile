@@ -35,7 +35,7 @@ test: lint postgres openapi schemathesis unit clients browser
 ## src/http knows HTTP, no file over 600 lines).
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 scripts/check-architecture.py
 
 postgres:
@@ -54,7 +54,7 @@ schemathesis:
 	@scripts/schemathesis.sh
 
 unit: postgres
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 ## Debian's chromium and nginx, Node.js and the pinned npm packages
 ## (installed only when missing).

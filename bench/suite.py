@@ -77,7 +77,7 @@ def prepare():
         log("installing nginx with the Nchan module (Debian packages)")
         sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null")
     sh([str(ROOT / "scripts" / "ensure-postgres.sh")])
-    sh(["cargo", "build", "--release", "--bins"])
+    sh(["cargo", "build", "--release", "--workspace", "--bins"])  # pollcast and pollcast-bench
     WORK.mkdir(parents=True, exist_ok=True)
 
 

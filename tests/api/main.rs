@@ -2,7 +2,6 @@
 //! port-0 listener, on its own Postgres database or on the memory store.
 
 mod authz;
-mod bench_smoke;
 mod catalog;
 mod direct;
 mod errors;

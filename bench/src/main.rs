@@ -203,7 +203,7 @@ pub struct IngestArgs {
 
     /// Sent as X-Admin-Key when creating the session.
     #[arg(long, env = "POLLCAST_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<pollcast::secret::Secret>,
+    pub admin_key: Option<String>,
 
     /// Stop voting after this long even if participants are left.
     #[arg(long, value_parser = parse_duration)]

@@ -36,7 +36,7 @@ pub async fn run(args: IngestArgs) -> Result<Option<Report>, String> {
         Some(Bytes::from_static(br#"{"title":"pollcast-bench ingest"}"#)),
     );
     if let Some(key) = &args.admin_key {
-        let value = HeaderValue::from_str(key.expose()).map_err(|e| format!("--admin-key: {e}"))?;
+        let value = HeaderValue::from_str(key).map_err(|e| format!("--admin-key: {e}"))?;
         create.headers_mut().insert("x-admin-key", value);
     }
     let session = expect_json("create session", client.send(|| create).await, &[201])?;

@@ -1,17 +1,36 @@
 //! A smoke run of the load generator against a real server, so the
 //! benchmark tool cannot rot: a few subscribers, about a second of load.
+//! The server is pollcast's own (its library, on the memory store, on a
+//! port-0 listener in this process); the load generator is the
+//! `pollcast-bench` binary, run as a process of its own.
 
 use std::process::Command;
+use std::time::Duration;
 
+use pollcast::auth::{expiry_in, Claims, TokenKeys};
+use pollcast::config::ServeConfig;
+use pollcast::Server;
 use serde_json::Value;
+use tokio::net::TcpListener;
 
-use crate::helpers::{Backend, TestApp};
+const SECRET: &str = "test-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_measures_a_short_fan_out() {
-    let app = TestApp::spawn(Backend::Memory).await;
-    let token = app.demo_token();
-    let base = app.base.clone();
+    let mut config = ServeConfig::for_tests();
+    config.token_secret = Some(SECRET.into());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::start(&config, listener).await.expect("server starts");
+    let base = format!("http://{}", server.addr());
+    let selectors = vec!["demo:*".to_string()];
+    let token = TokenKeys::new(SECRET.as_bytes()).mint(&Claims {
+        sub: Some("tester".into()),
+        exp: expiry_in(Duration::from_secs(3600)),
+        publish: selectors.clone(),
+        subscribe: selectors,
+        ..Claims::default()
+    });
+
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_pollcast-bench"))
             .args([
@@ -36,6 +55,8 @@ async fn the_load_generator_measures_a_short_fan_out() {
     })
     .await
     .unwrap();
+    server.stop().await;
+
     assert!(
         output.status.success(),
         "{}",
