@@ -113,7 +113,7 @@ class Crate:
         self.globs: dict[tuple[str, ...], list[list[str]]] = {}
         self.text: dict[tuple[str, ...], str] = {}
         for path in sorted(SRC.rglob("*.rs")):
-            if "bin" in path.relative_to(SRC).parts or path.name == "main.rs":
+            if path.name == "main.rs":
                 continue
             module = module_path(path)
             self.files[module] = path

@@ -8,6 +8,9 @@
 //!
 //! # Layout
 //!
+//! Layers, their import rules and the path of a request file by file:
+//! `docs/architecture.md` (checked by `scripts/check-architecture.py`).
+//!
 //! - [`config`]: flags with `POLLCAST_*` environment fallbacks.
 //! - [`domain`]: pure value types and rules (topics, selectors, events, and
 //!   the live polling rules `decide(state, command)`); no IO.
@@ -16,8 +19,9 @@
 //!   the in-memory backend.
 //! - [`fanout`]: the tail (store → hub, in id order), the hub (ring of framed
 //!   events, subscribers), and SSE framing.
-//! - [`http`]: routes, handlers, the error boundary, the SSE stream state
-//!   machine, and the server with its tower layers and graceful shutdown.
+//! - [`http`]: the route table, handlers, the error boundary, the SSE
+//!   stream state machine, and the server with its connection deadlines,
+//!   request spans and graceful shutdown.
 //! - [`polling`]: the live polling service: commands run in store
 //!   transactions, coalesced results broadcasts, presence, vote rate limits.
 //! - [`rooms`]: every open stream by connection id: joining and leaving
@@ -201,7 +205,7 @@ impl Server {
         ));
         tasks.spawn(http::server::serve(
             listener,
-            http::routes(state.clone()),
+            http::router(state.clone()),
             http::server::ServerOptions {
                 cors_origins: config.cors_origins.clone(),
                 direct: config.direct_streams.then(|| {

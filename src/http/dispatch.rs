@@ -19,7 +19,7 @@ use super::state::AppState;
 use super::{admin, error, history, ops, polling, presence, publish, rooms, stream, web};
 
 /// Every route of the server, as one filter for [`super::server::serve`].
-pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn router(state: AppState) -> BoxedFilter<(Response,)> {
     head_limit()
         .or(api(state))
         .unify()

@@ -3,7 +3,7 @@
 //!
 //! - [`routes`]: every route by method and path, read by the warp filter,
 //!   the direct SSE path and the `405` answer alike;
-//! - [`dispatch`]: the warp filter that resolves a route and calls its
+//! - `dispatch`: the warp filter that resolves a route and calls its
 //!   handler; one handler module per resource (`publish`, `polling`, …)
 //!   parses, authorizes, calls a service (`crate::polling`,
 //!   `crate::topics`) and renders;
@@ -32,5 +32,5 @@ pub mod state;
 pub mod stream;
 mod web;
 
-pub use dispatch::routes;
+pub use dispatch::router;
 pub use state::{AppShared, AppState, StreamSettings};
