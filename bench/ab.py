@@ -79,7 +79,7 @@ def main():
     opts = parser.parse_args()
     suite.BIN = Path(opts.after).resolve()
     suite.WORK.mkdir(parents=True, exist_ok=True)
-    suite.sh([str(suite.ROOT / "scripts" / "ensure-postgres.sh")])
+    suite.sh([str(suite.ROOT / "scripts" / "ensure-postgres.sh")], capture=True)
     fresh("pollcast_ab_before")
     fresh("pollcast_ab_after")
     builds = {
