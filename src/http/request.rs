@@ -53,8 +53,8 @@ pub const TRACE_HEADER: &str = "x-trace-id";
 
 /// The span a request's work is logged in, from its head to the end of its
 /// response body (a stream's whole life).
-pub fn span(trace_id: &TraceId, method: &str, path: &str) -> tracing::Span {
-    tracing::info_span!("request", trace_id = trace_id.as_str(), method, path)
+pub fn span(trace_id: &str, method: &str, path: &str) -> tracing::Span {
+    tracing::info_span!("request", trace_id, method, path)
 }
 
 /// The parsed basics of one request.

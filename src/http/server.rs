@@ -240,7 +240,7 @@ where
         );
         let headroom = tracking.headroom;
         let trace_id = request::trace_id(request.headers());
-        let span = request::span(&trace_id, request.method().as_str(), request.uri().path());
+        let span = request::span(trace_id.as_str(), request.method().as_str(), request.uri().path());
         let trace_header = HeaderValue::from_str(trace_id.as_str()).ok();
         request.extensions_mut().insert(ConnectionInfo {
             closer: tracking.closer.clone(),
