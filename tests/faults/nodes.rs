@@ -154,8 +154,10 @@ async fn the_vote_rate_limit_holds_for_the_cluster_not_per_node() {
     let flags = ["--vote-rate", "4", "--presence-ttl", "1500ms"];
     let first = Node::start(&db.url, &flags).await;
     let second = Node::start(&db.url, &flags).await;
-    // Both nodes have seen each other's heartbeat (every TTL / 3).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Both nodes have seen each other's heartbeat (every TTL / 3): both
+    // rows are live, then each node has swept again since, and that sweep
+    // counted both. A fixed wait was not enough on a loaded machine.
+    both_nodes_counted(&db).await;
     let http = http();
     let post = |url: String, bearer: Option<String>, body: serde_json::Value| {
         let http = http.clone();
@@ -226,4 +228,38 @@ async fn the_vote_rate_limit_holds_for_the_cluster_not_per_node() {
     );
     assert!(statuses.contains(&201), "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+/// Waits until each node has run a heartbeat sweep while both nodes' rows
+/// were live (a sweep writes its node's `last_seen` and counts the live
+/// rows in one transaction).
+async fn both_nodes_counted(db: &Database) {
+    let live = "SELECT count(*) FROM nodes WHERE last_seen > now() - interval '1500 milliseconds'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.query(live).trim() != "2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two nodes never both heartbeated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = |db: &Database| db.query("SELECT node_id || ' ' || last_seen FROM nodes ORDER BY node_id");
+    let both_live_at = seen(db);
+    loop {
+        let now = seen(db);
+        let advanced = now
+            .lines()
+            .zip(both_live_at.lines())
+            .all(|(after, before)| after != before);
+        if advanced && now.lines().count() == 2 {
+            // The node reads its sweep's count just after the commit.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes stopped heartbeating"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
