@@ -105,6 +105,13 @@ pub struct ServeConfig {
     #[arg(long, env = "POLLCAST_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
 
+    /// The address the audience opens, as they type it
+    /// (`https://poll.example.org`, or with a path prefix behind a proxy):
+    /// join links are built from it and printed at start. Without it the
+    /// web app builds them from the presenter's own address bar.
+    #[arg(long, env = "POLLCAST_PUBLIC_URL", value_parser = PublicUrl::parse)]
+    pub public_url: Option<PublicUrl>,
+
     /// Live polling: when set, creating a session requires this key
     /// (`X-Admin-Key` header or bearer).
     #[arg(long, env = "POLLCAST_ADMIN_KEY", hide_env_values = true)]
@@ -258,6 +265,41 @@ impl ServeConfig {
     }
 }
 
+/// `--public-url`: an absolute `http` or `https` URL with a host and no
+/// query, fragment or credentials, kept without its trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn parse(raw: &str) -> Result<PublicUrl, String> {
+        let url = url::Url::parse(raw.trim())
+            .map_err(|e| format!("not a URL ({e}): give e.g. https://poll.example.org"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("the public URL must start with http:// or https://".into());
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the public URL needs a host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("the public URL may not carry a query or a fragment".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("the public URL may not carry credentials".into());
+        }
+        Ok(PublicUrl(url.as_str().trim_end_matches('/').to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Where a participant joins a session by its code.
+    pub fn join_url(&self, code: &str) -> String {
+        let code: String = form_urlencoded::byte_serialize(code.as_bytes()).collect();
+        format!("{}/join?code={code}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +353,27 @@ mod tests {
         let token = Cli::parse_from(["pollcast", "token", "--token-secret", "token-secret-4"]);
         let shown = format!("{token:?}");
         assert!(!shown.contains("token-secret-4"), "{shown}");
+    }
+
+    #[test]
+    fn a_public_url_is_an_absolute_web_address_without_query() {
+        let url = PublicUrl::parse("https://poll.example.org/").unwrap();
+        assert_eq!(url.as_str(), "https://poll.example.org");
+        assert_eq!(url.join_url("AB12"), "https://poll.example.org/join?code=AB12");
+        let behind = PublicUrl::parse("http://10.0.0.5:8080/pollcast/").unwrap();
+        assert_eq!(
+            behind.join_url("x y"),
+            "http://10.0.0.5:8080/pollcast/join?code=x+y"
+        );
+        for bad in [
+            "poll.example.org",
+            "ftp://x.org",
+            "https://x.org/?a=1",
+            "https://x.org/#f",
+            "https://u:p@x.org",
+            "",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

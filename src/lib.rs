@@ -170,6 +170,7 @@ impl Server {
             connections: Arc::clone(&connections),
             open_streams: Arc::clone(&open_streams),
             admin_key: config.admin_key.clone(),
+            public_url: config.public_url.clone(),
             catchups: Arc::new(tokio::sync::Semaphore::new(config.max_catchups as usize)),
         });
         metrics::handle();

@@ -67,6 +67,13 @@ async fn serve(config: ServeConfig) -> ExitCode {
         }
     };
     tracing::info!(addr = %server.addr(), "pollcast listening");
+    match &config.public_url {
+        Some(url) => tracing::info!("the audience joins at {}/join", url.as_str()),
+        None => tracing::info!(
+            "no --public-url: join links use the address in the presenter's browser; \
+             set it to the address the audience can reach (see \"Running a real meeting\" in the README)"
+        ),
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: ending streams");
     server.stop().await;

@@ -60,6 +60,9 @@ pub struct AppShared {
     /// `--admin-key`: required to create a session when set, and the key
     /// of the admin API.
     pub admin_key: Option<crate::secret::Secret>,
+    /// `--public-url`: where the audience joins; in the join links of
+    /// session answers when set.
+    pub public_url: Option<crate::config::PublicUrl>,
     /// Every open TCP connection of this node, with its caps and deadlines.
     pub connections: Arc<Connections>,
     /// Every open stream of this node: what admins and revocations close.

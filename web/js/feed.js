@@ -56,6 +56,7 @@ export class SessionState {
       createdAt: snapshot.createdAt,
       startedAt: snapshot.startedAt,
       endedAt: snapshot.endedAt,
+      joinUrl: snapshot.joinUrl,
     };
     this.participantCount = snapshot.participantCount;
     this.activePollId = snapshot.activePollId;

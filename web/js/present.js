@@ -125,7 +125,9 @@ function renderSession() {
   const { session } = state;
   document.title = `${session.title} — presenter — pollcast`;
   setText(ui.title, session.title);
-  const link = new URL(`/join?code=${encodeURIComponent(session.slug)}`, location.origin).href;
+  // The server's --public-url when it has one: the presenter's own
+  // address (often localhost) is not one the audience can reach.
+  const link = session.joinUrl || new URL(`/join?code=${encodeURIComponent(session.slug)}`, location.origin).href;
   ui.joinLink.href = link;
   setText(ui.joinLink, link.replace(/^https?:\/\//, ''));
   setText(ui.joinCode, session.slug);

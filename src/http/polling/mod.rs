@@ -112,7 +112,8 @@ pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) ->
         let title = required_text("title", &input.title, MAX_TITLE)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         let keys = std::sync::Arc::clone(&state.keys);
-        let render = move |session: &Session| render::session_created(session, &keys);
+        let public_url = state.public_url.clone();
+        let render = move |session: &Session| render::session_created(session, &keys, public_url.as_ref());
         let idempotency = idempotent(
             &ctx,
             "anonymous",
@@ -257,7 +258,12 @@ pub async fn get_session(raw_key: String, state: AppState, ctx: RequestContext) 
         let key = parse_session_key(&raw_key)?;
         let stamp = Stamp::new(ctx.trace_id.clone());
         let snapshot = state.polling.query(GetSnapshot { key, stamp }).await?;
-        Ok(render::outcome(&snapshot, render::snapshot, &ctx.trace_id))
+        let public_url = state.public_url.as_ref();
+        Ok(render::outcome(
+            &snapshot,
+            |s| render::snapshot(s, public_url),
+            &ctx.trace_id,
+        ))
     }
     .await;
     respond(&ctx, result)

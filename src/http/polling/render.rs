@@ -12,6 +12,7 @@ use warp::reply::Response;
 
 use super::super::error::ApiError;
 use crate::auth::TokenKeys;
+use crate::config::PublicUrl;
 use crate::domain::event::{format_timestamp, TraceId};
 use crate::domain::polling::model::{Poll, PollStatus, Session};
 use crate::polling::outcome::{
@@ -82,11 +83,15 @@ pub fn remember<T>(
     Box::new(move |outcome: &Outcome<T>| outcome.as_ref().ok().map(|value| render(value).remembered()))
 }
 
-/// `201`: the session, with its presenter's token.
-pub fn session_created(session: &Session, keys: &TokenKeys) -> Rendered {
+/// `201`: the session, with its presenter's token and, with
+/// `--public-url`, its join link.
+pub fn session_created(session: &Session, keys: &TokenKeys, public_url: Option<&PublicUrl>) -> Rendered {
     let mut body = session.to_json();
     body["presenterToken"] =
         json!(keys.presenter_token(session.id, session.presenter_id, session.created_at));
+    if let Some(url) = public_url {
+        body["joinUrl"] = json!(url.join_url(&session.slug));
+    }
     Rendered::json(StatusCode::CREATED, body)
 }
 
@@ -127,7 +132,7 @@ pub fn accepted(accepted: &Accepted) -> Rendered {
 
 /// `200`: the session, its polls with their results, and where its stream
 /// resumes.
-pub fn snapshot(snapshot: &Snapshot) -> Rendered {
+pub fn snapshot(snapshot: &Snapshot, public_url: Option<&PublicUrl>) -> Rendered {
     let polls: Vec<Value> = snapshot
         .polls
         .iter()
@@ -146,6 +151,9 @@ pub fn snapshot(snapshot: &Snapshot) -> Rendered {
     body["polls"] = json!(polls);
     body["participantCount"] = json!(snapshot.participant_count);
     body["lastEventId"] = json!(snapshot.last_event_id.to_string());
+    if let Some(url) = public_url {
+        body["joinUrl"] = json!(url.join_url(&snapshot.session.slug));
+    }
     Rendered::json(StatusCode::OK, body)
 }
 

@@ -104,3 +104,23 @@ on_both_stores!(
     snapshot,
     a_snapshot_and_a_stream_from_its_last_event_id_meet_exactly
 );
+
+#[tokio::test]
+async fn with_a_public_url_sessions_carry_their_join_link() {
+    for backend in [Backend::Memory, Backend::Postgres] {
+        let public = pollcast::config::PublicUrl::parse("https://poll.example.org/room/").unwrap();
+        let app = TestApp::spawn_with(backend, |c| c.public_url = Some(public)).await;
+        let (status, created) = post(&app, None, "/v1/sessions", json!({"title": "All hands"})).await;
+        assert_eq!(status, 201);
+        let slug = created["slug"].as_str().unwrap();
+        let expected = format!("https://poll.example.org/room/join?code={slug}");
+        assert_eq!(created["joinUrl"], expected.as_str(), "{backend:?}");
+        let (status, snapshot) = get(&app, None, &format!("/v1/sessions/{slug}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(snapshot["joinUrl"], expected.as_str(), "{backend:?}");
+    }
+    // Without one, no link: the server does not know the audience's address.
+    let app = TestApp::spawn(Backend::Memory).await;
+    let (_, created) = post(&app, None, "/v1/sessions", json!({"title": "Local"})).await;
+    assert!(created.get("joinUrl").is_none(), "{created}");
+}
