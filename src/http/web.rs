@@ -1,7 +1,11 @@
 //! The live-polling web app: the static files under `web/`, embedded in the
 //! binary at build time and served at `/` (landing), `/present` (presenter
-//! view), `/join` (participant view) and `/assets/…` (styles, scripts,
+//! view), `/screen` (the projector's view), `/join` (participant view) and `/assets/…` (styles, scripts,
 //! icon).
+//!
+//! For work on the pages, `POLLCAST_WEB_DIR=web` serves the same table from
+//! that folder instead, read on every request: edit, reload, no rebuild.
+//! The table still decides which paths exist.
 //!
 //! This module owns the table of those files, their `Content-Type`s and the
 //! headers every one of them carries: `Cache-Control: no-cache` (the files
@@ -27,6 +31,8 @@ const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:;
 
 struct Asset {
     path: &'static str,
+    /// Its file under `web/`.
+    file: &'static str,
     content_type: &'static str,
     body: &'static [u8],
 }
@@ -35,6 +41,7 @@ macro_rules! asset {
     ($path:literal, $content_type:expr, $file:literal) => {
         Asset {
             path: $path,
+            file: $file,
             content_type: $content_type,
             body: include_bytes!(concat!("../../web/", $file)),
         }
@@ -44,8 +51,10 @@ macro_rules! asset {
 const ASSETS: &[Asset] = &[
     asset!("/", HTML, "index.html"),
     asset!("/present", HTML, "present.html"),
+    asset!("/screen", HTML, "screen.html"),
     asset!("/join", HTML, "join.html"),
     asset!("/assets/app.css", CSS, "app.css"),
+    asset!("/assets/screen.css", CSS, "screen.css"),
     asset!("/assets/favicon.svg", SVG, "favicon.svg"),
     asset!("/assets/js/api.js", JS, "js/api.js"),
     asset!("/assets/js/dom.js", JS, "js/dom.js"),
@@ -54,6 +63,7 @@ const ASSETS: &[Asset] = &[
     asset!("/assets/js/home.js", JS, "js/home.js"),
     asset!("/assets/js/present.js", JS, "js/present.js"),
     asset!("/assets/js/join.js", JS, "js/join.js"),
+    asset!("/assets/js/screen.js", JS, "js/screen.js"),
 ];
 
 fn find(path: &str) -> Option<&'static Asset> {
@@ -66,8 +76,19 @@ pub fn serves(path: &str) -> bool {
     find(path).is_some()
 }
 
+/// The folder `POLLCAST_WEB_DIR` names, read once.
+fn web_dir() -> Option<&'static std::path::Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::var_os("POLLCAST_WEB_DIR").map(Into::into))
+        .as_deref()
+}
+
 fn respond(asset: &'static Asset) -> Response {
-    let mut response = Response::new(asset.body.into());
+    let body = match web_dir().and_then(|dir| std::fs::read(dir.join(asset.file)).ok()) {
+        Some(bytes) => bytes.into(),
+        None => asset.body.into(),
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
