@@ -46,7 +46,7 @@ pub enum Route {
     SessionStream { session: String },
     /// `POST /v1/sessions/{key}/start|end|polls|participants`
     SessionAction { key: String, action: SessionAction },
-    /// `POST /v1/polls/{poll}/activate|close|votes`
+    /// `POST /v1/polls/{poll}/activate|close|reveal|votes`
     PollAction { poll: String, action: PollAction },
     /// `GET /v1/polls/{poll}/results|votes`
     PollQuery { poll: String, query: PollQuery },
@@ -85,6 +85,7 @@ impl SessionAction {
 pub enum PollAction {
     Activate,
     Close,
+    Reveal,
     Vote,
 }
 
@@ -95,6 +96,7 @@ impl PollAction {
         match self {
             PollAction::Activate => "Activate",
             PollAction::Close => "Close",
+            PollAction::Reveal => "Reveal",
             PollAction::Vote => "Vote",
         }
     }
@@ -153,6 +155,7 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
             action: match *action {
                 "activate" => PollAction::Activate,
                 "close" => PollAction::Close,
+                "reveal" => PollAction::Reveal,
                 "votes" => PollAction::Vote,
                 _ => return None,
             },

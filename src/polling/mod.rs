@@ -8,6 +8,7 @@
 //! - [`projection`]: what the tables become once events happened;
 //! - [`batches`]: the boxes that turn bursts of votes and joins into one
 //!   command per batch; [`results`]: coalesced results broadcasts;
+//!   [`timers`]: timed polls closing by themselves;
 //!   [`presence`]: who is present, and the node heartbeat;
 //! - [`outcome`]: what comes back, and why a request is refused. Nothing
 //!   here knows HTTP: the edge renders outcomes.
@@ -23,6 +24,7 @@ pub mod queries;
 pub mod results;
 mod retry;
 pub mod session;
+pub mod timers;
 pub mod vote;
 
 pub use context::{Actor, SessionKey, Stamp};
@@ -44,6 +46,7 @@ use join::{Join, Joiner};
 use outcome::{Accepted, Joined, Outcome};
 use presence::Presence;
 use results::ResultsCoalescer;
+use timers::PollTimers;
 use vote::{Ballot, CastVote};
 
 #[derive(Debug, Clone)]
@@ -68,6 +71,7 @@ struct Inner {
     store: Arc<dyn EventStore>,
     settings: PollingSettings,
     results: ResultsCoalescer,
+    timers: PollTimers,
     presence: Presence,
     ballots: BallotBox,
     joins: JoinBox,
@@ -78,6 +82,7 @@ struct Inner {
 impl Polling {
     pub fn start(store: Arc<dyn EventStore>, settings: PollingSettings, stop: CancellationToken) -> Self {
         let results = ResultsCoalescer::start(Arc::clone(&store), settings.results_interval, stop.clone());
+        let timers = PollTimers::start(Arc::clone(&store), stop.clone());
         let (live_nodes, live_nodes_seen) = tokio::sync::watch::channel(1);
         let presence = Presence::start(
             Arc::clone(&store),
@@ -95,6 +100,7 @@ impl Polling {
                 store,
                 settings,
                 results,
+                timers,
                 presence,
                 ballots,
                 joins,
@@ -126,6 +132,11 @@ impl Polling {
         idempotency: Option<Idempotent<C::Outcome>>,
     ) -> Result<Answer<C::Outcome>, StoreError> {
         execute(&*self.inner.store, command, idempotency).await
+    }
+
+    /// A poll was opened with a timer on this node.
+    pub fn timed_poll_opened(&self) {
+        self.inner.timers.poll_opened();
     }
 
     /// Runs a query on a consistent read-only snapshot.

@@ -4,7 +4,7 @@
 
 use crate::domain::event::EventId;
 use crate::domain::polling::ids::SessionId;
-use crate::domain::polling::model::{Participant, Poll, Session, SessionStatus, Tally};
+use crate::domain::polling::model::{Participant, Poll, Session, SessionStatus, Tally, Vote};
 use crate::domain::polling::{RejectReason, Rejection};
 use crate::store::tx::VoteRecord;
 
@@ -17,6 +17,8 @@ pub enum Refusal {
     Forbidden(String),
     /// A transition the rules do not allow now.
     Conflict(String),
+    /// The poll's results are withheld from this caller for now.
+    Withheld,
     /// A vote the rules refused, told to the voter's topic too.
     Vote { reason: RejectReason, message: String },
     /// The rules broke a promise of their own: a bug, not the caller's.
@@ -31,6 +33,7 @@ impl Refusal {
             Refusal::NotFound(_) => "not_found",
             Refusal::Forbidden(_) => "forbidden",
             Refusal::Conflict(_) => "conflict",
+            Refusal::Withheld => "results_withheld",
             Refusal::Vote { reason, .. } => reason.as_str(),
             Refusal::Internal(_) => "internal",
         }
@@ -42,6 +45,7 @@ impl Refusal {
             Refusal::NotFound(message) | Refusal::Internal(message) => message,
             Refusal::Forbidden(message) | Refusal::Conflict(message) => message,
             Refusal::Vote { message, .. } => message,
+            Refusal::Withheld => "the presenter has not shown this poll's results yet",
         }
     }
 }
@@ -80,15 +84,25 @@ pub struct Accepted {
     pub confirmation: String,
 }
 
-/// A session as a client resyncs from it.
+/// A session as a client resyncs from it, seen by one viewer.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub session: Session,
-    /// Each poll in order, with its results so far.
-    pub polls: Vec<(Poll, Tally)>,
+    /// Each poll in order, with what the viewer may see of it.
+    pub polls: Vec<PollView>,
     pub participant_count: i64,
     /// The stream resumes after this id, with nothing missed.
     pub last_event_id: EventId,
+}
+
+/// A poll in a snapshot, as its viewer sees it.
+#[derive(Debug, Clone)]
+pub struct PollView {
+    pub poll: Poll,
+    /// Its results so far; `None` while they are withheld from the viewer.
+    pub tally: Option<Tally>,
+    /// The viewer's own vote on it, when the viewer is a participant.
+    pub my_vote: Option<Vote>,
 }
 
 /// A poll and its results.

@@ -1,13 +1,17 @@
-//! Poll commands: open a poll (closing the one open before it) and close it.
+//! Poll commands: open a poll (closing the one open before it, and timed
+//! or not), close it, reveal its withheld results, and the server's own
+//! close of a timed poll whose time ran out.
 
 use async_trait::async_trait;
 
 use super::context::{require_presenter, settle, Ctx, SessionKey, Stamp, Stop};
 use super::outcome::Outcome;
 use super::projection::apply;
+use super::results::rendered;
 use crate::domain::event::{NewEvent, StoredEvent};
 use crate::domain::polling::ids::{PollId, PresenterId};
-use crate::domain::polling::model::Poll;
+use crate::domain::polling::input::PollDuration;
+use crate::domain::polling::model::{CloseReason, Poll};
 use crate::domain::polling::{decide, Command as Rule};
 use crate::store::Tx;
 use crate::store::{Command, StoreError};
@@ -15,11 +19,16 @@ use crate::store::{Command, StoreError};
 /// What becomes of a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollMove {
-    Activate,
+    /// Open it, for `duration` if it is timed.
+    Activate {
+        duration: Option<PollDuration>,
+    },
     Close,
+    /// Make its withheld results public.
+    Reveal,
 }
 
-/// `POST /v1/polls/{id}/activate` and `/close`.
+/// `POST /v1/polls/{id}/activate`, `/close` and `/reveal`.
 pub struct MovePoll {
     pub poll_id: PollId,
     pub presenter: PresenterId,
@@ -34,7 +43,24 @@ impl Command for MovePoll {
 
     async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
-        settle(move_poll(&mut ctx, self.poll_id, self.presenter, self.to).await)
+        let at = ctx.at();
+        let rule = match self.to {
+            PollMove::Activate { duration } => Rule::ActivatePoll {
+                poll_id: self.poll_id,
+                at,
+                duration,
+            },
+            PollMove::Close => Rule::ClosePoll {
+                poll_id: self.poll_id,
+                at,
+                reason: CloseReason::Presenter,
+            },
+            PollMove::Reveal => Rule::RevealResults {
+                poll_id: self.poll_id,
+                at,
+            },
+        };
+        settle(move_poll(&mut ctx, self.poll_id, Some(self.presenter), rule).await)
     }
 
     fn outcome(decided: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
@@ -42,25 +68,53 @@ impl Command for MovePoll {
     }
 }
 
+/// The server closes a timed poll whose `closesAt` has passed. Refused
+/// (and harmless) when the poll is closed already or not yet due, so any
+/// number of nodes may try: the first to commit closes it, once.
+pub struct CloseDuePoll {
+    pub poll_id: PollId,
+    pub stamp: Stamp,
+}
+
+#[async_trait]
+impl Command for CloseDuePoll {
+    type Outcome = Outcome<Poll>;
+    type Decided = Outcome<Poll>;
+
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+        let mut ctx = Ctx::new(tx, &self.stamp);
+        let rule = Rule::ClosePoll {
+            poll_id: self.poll_id,
+            at: ctx.at(),
+            reason: CloseReason::Timer,
+        };
+        settle(move_poll(&mut ctx, self.poll_id, None, rule).await)
+    }
+
+    fn outcome(decided: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
+        decided
+    }
+}
+
+/// Decides `rule` on the poll's session (as its presenter, unless the
+/// server itself acts) and writes what it says.
 async fn move_poll(
     ctx: &mut Ctx<'_>,
     poll_id: PollId,
-    presenter: PresenterId,
-    to: PollMove,
+    presenter: Option<PresenterId>,
+    rule: Rule,
 ) -> Result<(Vec<NewEvent>, Poll), Stop> {
     let poll = ctx.poll(poll_id).await?;
     // The session comes from the poll, so the rules never see a poll of
     // another session.
     let session = ctx.session(&SessionKey::Id(poll.session_id)).await?;
-    require_presenter(&session, presenter)?;
+    if let Some(presenter) = presenter {
+        require_presenter(&session, presenter)?;
+    }
     let state = ctx.state_of(session, vec![poll]).await?;
-    let at = ctx.at();
-    let rule = match to {
-        PollMove::Activate => Rule::ActivatePoll { poll_id, at },
-        PollMove::Close => Rule::ClosePoll { poll_id, at },
-    };
     let events = decide(&state, rule).map_err(|rejection| Stop::Refused(rejection.into()))?;
     apply(ctx, &state, &events).await?;
+    let appended = rendered(ctx, &events).await?;
     let poll = ctx.poll(poll_id).await?;
-    Ok((ctx.events(&events), poll))
+    Ok((appended, poll))
 }

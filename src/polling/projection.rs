@@ -33,24 +33,40 @@ pub async fn apply(ctx: &mut Ctx<'_>, state: &State, events: &[DomainEvent]) -> 
                 ctx.tx.update_session(&session).await?;
             }
             DomainEvent::PollCreated(poll) => ctx.tx.insert_poll(poll).await?,
-            DomainEvent::PollActivated { poll_id, at, .. } => {
+            DomainEvent::PollActivated {
+                poll_id,
+                at,
+                closes_at,
+                ..
+            } => {
                 if let Some(poll) = state.polls.iter().find(|p| p.id == *poll_id) {
                     let open = Poll {
                         status: PollStatus::Open,
                         activated_at: Some(*at),
+                        closes_at: *closes_at,
                         ..poll.clone()
                     };
                     ctx.tx.update_poll(&open).await?;
                 }
             }
             DomainEvent::PollClosed { poll_id, at, .. } => {
-                if let Some(poll) = state.polls.iter().find(|p| p.id == *poll_id) {
+                // Read again: a reveal in the same command writes after it.
+                if let Some(poll) = ctx.tx.poll(*poll_id).await? {
                     let closed = Poll {
                         status: PollStatus::Closed,
                         closed_at: Some(*at),
-                        ..poll.clone()
+                        ..poll
                     };
                     ctx.tx.update_poll(&closed).await?;
+                }
+            }
+            DomainEvent::PollResultsRevealed { poll_id, at, .. } => {
+                if let Some(poll) = ctx.tx.poll(*poll_id).await? {
+                    let revealed = Poll {
+                        results_revealed_at: Some(*at),
+                        ..poll
+                    };
+                    ctx.tx.update_poll(&revealed).await?;
                 }
             }
             DomainEvent::ParticipantJoined { participant, .. } => {

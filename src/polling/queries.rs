@@ -5,10 +5,11 @@
 use async_trait::async_trait;
 
 use super::context::{require_presenter, settle, Actor, Ctx, SessionKey, Stamp, Stop};
-use super::outcome::{Outcome, PollResults, PollVoters, Refusal, SessionState, Snapshot};
+use super::outcome::{Outcome, PollResults, PollView, PollVoters, Refusal, SessionState, Snapshot};
 use super::results::BROADCAST_TEXTS;
 use crate::domain::event::{NewEvent, StoredEvent};
 use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
+use crate::domain::polling::model::{Session, Viewer};
 use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
@@ -16,9 +17,11 @@ use crate::store::{Command, StoreError};
 /// [`BROADCAST_TEXTS`]).
 const ALL_TEXTS: usize = 100_000;
 
-/// `GET /v1/sessions/{idOrCode}`: where to resync from.
+/// `GET /v1/sessions/{idOrCode}`: where to resync from, as `viewer` may
+/// see it (no token: the audience's view).
 pub struct GetSnapshot {
     pub key: SessionKey,
+    pub viewer: Option<Actor>,
     pub stamp: Stamp,
 }
 
@@ -32,10 +35,22 @@ impl Command for GetSnapshot {
         let snapshot = async {
             let session = ctx.session(&self.key).await?;
             let polls = ctx.tx.polls_of(session.id).await?;
+            let mine = match self.viewer {
+                Some(Actor::Participant(sid, participant)) if sid == session.id => {
+                    let ids: Vec<PollId> = polls.iter().map(|p| p.id).collect();
+                    ctx.tx.votes_by(participant, &ids).await?
+                }
+                _ => Vec::new(),
+            };
             let mut with_results = Vec::with_capacity(polls.len());
             for poll in polls {
-                let tally = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
-                with_results.push((poll, tally));
+                let my_vote = mine.iter().find(|v| v.poll_id == poll.id).cloned();
+                let viewer = viewer_of(self.viewer, &session, my_vote.is_some());
+                let tally = match poll.results_visible_to(viewer) {
+                    true => Some(ctx.tx.tally(&poll, BROADCAST_TEXTS).await?),
+                    false => None,
+                };
+                with_results.push(PollView { poll, tally, my_vote });
             }
             let participant_count = ctx.tx.present_count(session.id).await?;
             let last_event_id = ctx.tx.head_event_id().await?;
@@ -103,6 +118,16 @@ impl Command for GetResults {
                     "this poll belongs to another session".into(),
                 )));
             }
+            let voted = match self.actor {
+                Actor::Participant(_, participant) => {
+                    !ctx.tx.votes_by(participant, &[poll.id]).await?.is_empty()
+                }
+                Actor::Presenter(..) => false,
+            };
+            let session = ctx.session(&SessionKey::Id(poll.session_id)).await?;
+            if !poll.results_visible_to(viewer_of(Some(self.actor), &session, voted)) {
+                return Err(Stop::Refused(Refusal::Withheld));
+            }
             let tally = ctx.tx.tally(&poll, ALL_TEXTS).await?;
             Ok((Vec::new(), PollResults { poll, tally }))
         };
@@ -111,6 +136,18 @@ impl Command for GetResults {
 
     fn outcome(decided: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
         decided
+    }
+}
+
+/// Who `actor` is to `session`'s results: its presenter, one of its
+/// participants (and whether it voted on the poll at hand), or anyone.
+fn viewer_of(actor: Option<Actor>, session: &Session, voted: bool) -> Viewer {
+    match actor {
+        Some(Actor::Presenter(sid, presenter)) if sid == session.id && presenter == session.presenter_id => {
+            Viewer::Presenter
+        }
+        Some(Actor::Participant(sid, _)) if sid == session.id => Viewer::Participant { voted },
+        _ => Viewer::Audience,
     }
 }
 

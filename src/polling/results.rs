@@ -21,6 +21,7 @@ use crate::domain::event::{NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::events::results_broadcast;
 use crate::domain::polling::ids::PollId;
 use crate::domain::polling::model::Poll;
+use crate::domain::polling::DomainEvent;
 use crate::store::Tx;
 use crate::store::{Command, EventStore, StoreError};
 
@@ -118,8 +119,8 @@ impl Command for EmitResults {
             let tally = ctx.tx.tally(&poll, BROADCAST_TEXTS).await?;
             let latest = ctx.tx.latest_vote(poll.id).await?;
             let results = tally.results_json(&poll);
-            let event = results_broadcast(&poll, &results, latest, &ctx.stamp.trace_id);
-            Ok::<_, Stop>((vec![event], ()))
+            let events = results_broadcast(&poll, &results, latest, &ctx.stamp.trace_id);
+            Ok::<_, Stop>((events, ()))
         };
         settle(emitted.await)
     }
@@ -131,17 +132,30 @@ impl Command for EmitResults {
 
 /// The results broadcast of `poll` as its tally stands in this
 /// transaction; none for a poll without votes (its results never moved).
-pub async fn final_results(ctx: &mut Ctx<'_>, poll: &Poll) -> Result<Option<NewEvent>, StoreError> {
+pub async fn final_results(ctx: &mut Ctx<'_>, poll: &Poll) -> Result<Vec<NewEvent>, StoreError> {
     let tally = ctx.tx.tally(poll, BROADCAST_TEXTS).await?;
     if tally.vote_count == 0 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let latest = ctx.tx.latest_vote(poll.id).await?;
     let results = tally.results_json(poll);
-    Ok(Some(results_broadcast(
-        poll,
-        &results,
-        latest,
-        &ctx.stamp.trace_id,
-    )))
+    Ok(results_broadcast(poll, &results, latest, &ctx.stamp.trace_id))
+}
+
+/// Domain events as events to append, with this request's trace id; a
+/// reveal carries its poll's results as they stand in this transaction
+/// (after the command's writes).
+pub async fn rendered(ctx: &mut Ctx<'_>, events: &[DomainEvent]) -> Result<Vec<NewEvent>, StoreError> {
+    let mut appended = Vec::with_capacity(events.len());
+    for event in events {
+        let results = match event {
+            DomainEvent::PollResultsRevealed { poll_id, .. } => match ctx.tx.poll(*poll_id).await? {
+                Some(poll) => Some(ctx.tx.tally(&poll, BROADCAST_TEXTS).await?.results_json(&poll)),
+                None => None,
+            },
+            _ => None,
+        };
+        appended.push(event.to_new_event(&ctx.stamp.trace_id, results.as_ref()));
+    }
+    Ok(appended)
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::context::{require_presenter, settle, Ctx, SessionKey, Stamp, Stop};
 use super::outcome::{Outcome, SessionView};
 use super::projection::{apply, new_slug};
-use super::results::final_results;
+use super::results::{final_results, rendered};
 use crate::domain::event::{NewEvent, StoredEvent};
 use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
 use crate::domain::polling::input::PollDraft;
@@ -91,10 +91,11 @@ async fn move_session(
     // for its interval would reach nobody.
     let last_results = match state.open_poll().filter(|_| to == Transition::End) {
         Some(poll) => final_results(ctx, poll).await?,
-        None => None,
+        None => Vec::new(),
     };
     apply(ctx, &state, &events).await?;
-    let appended = last_results.into_iter().chain(ctx.events(&events)).collect();
+    let mut appended = last_results;
+    appended.extend(rendered(ctx, &events).await?);
     let session = ctx.session(&SessionKey::Id(session_id)).await?;
     let view = SessionView {
         session,

@@ -19,7 +19,7 @@ use super::results::BROADCAST_TEXTS;
 use crate::domain::event::{NewEvent, StoredEvent, TraceId};
 use crate::domain::polling::events::{error_general, vote_rejected};
 use crate::domain::polling::ids::{ParticipantId, PollId, SessionId, VoteId};
-use crate::domain::polling::model::{Participant, Poll, Session, Vote};
+use crate::domain::polling::model::{Participant, Poll, Session, Viewer, Vote};
 use crate::domain::polling::{decide, Command as Rule, DomainEvent, RejectReason, Rejection, State};
 use crate::store::tx::{BallotReads, Voters};
 use crate::store::Tx;
@@ -145,9 +145,12 @@ pub async fn vote_batch(
             *verdict = Verdict::Refuse(RejectReason::DuplicateVote, DUPLICATE.into());
         }
     }
+    // The voter's confirmation carries the results only if a participant
+    // who voted may see them (`always`, `after_vote`, or revealed).
     let results: HashMap<PollId, Value> = voted_polls
         .iter()
         .zip(&tallies)
+        .filter(|(poll, _)| poll.results_visible_to(Viewer::Participant { voted: true }))
         .map(|(poll, tally)| (poll.id, tally.results_json(poll)))
         .collect();
     let mut events = Vec::with_capacity(ballots.len());

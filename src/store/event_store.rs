@@ -126,7 +126,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// Whether other nodes may share this store (and its bus).
     fn is_shared(&self) -> bool;
 
-    /// `"postgres"` or `"memory"`, for logs and metrics.
+    /// `"postgres"` or `"memory"` (which keeps nothing across a restart),
+    /// for logs, metrics and the snapshot's `storage`.
     fn kind(&self) -> &'static str;
 }
 

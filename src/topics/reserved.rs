@@ -1,5 +1,6 @@
 //! Which topics and event types a generic publisher may not write: the
-//! server's own (`system`), live polling's (`session:*`, `participant:*`),
+//! server's own (`system`), live polling's (`session:*`, `participant:*`,
+//! `presenter:*`),
 //! and the event types only the server sends.
 
 use crate::domain::event::EventType;
@@ -11,7 +12,7 @@ use super::outcome::{Owner, PublishRejection};
 pub fn owner(topic: &Topic) -> Option<Owner> {
     match topic.kind() {
         "system" => Some(Owner::Server),
-        "session" | "participant" => Some(Owner::Polling),
+        "session" | "participant" | "presenter" => Some(Owner::Polling),
         _ => None,
     }
 }
@@ -66,6 +67,7 @@ mod tests {
         assert_eq!(owner(&topic("system")), Some(Owner::Server));
         assert_eq!(owner(&topic("session:abc")), Some(Owner::Polling));
         assert_eq!(owner(&topic("participant:abc")), Some(Owner::Polling));
+        assert_eq!(owner(&topic("presenter:abc")), Some(Owner::Polling));
         assert_eq!(owner(&topic("orders:1")), None);
         assert_eq!(owner(&topic("systems:1")), None);
         assert!(check_topic(&topic("orders")).is_ok());

@@ -48,7 +48,7 @@ impl Seen {
             .as_str()
             .map(|t| t.split(':').next().unwrap_or_default())
         {
-            Some(kind @ ("session" | "participant")) => kind.to_string(),
+            Some(kind @ ("session" | "participant" | "presenter")) => kind.to_string(),
             Some(_) => "<topic>".to_string(),
             None => "frame".to_string(),
         };
@@ -190,6 +190,35 @@ async fn run_scenario(app: &TestApp) -> Seen {
     drop(ann_stream); // participant:disconnected after the grace period
     tokio::time::sleep(Duration::from_millis(600)).await;
     session.close(app, &poll).await;
+
+    // Withheld results: counts only on the session topic, the results on
+    // the presenter's, then a reveal; and a timed poll's `closesAt`.
+    let mut presenter_stream = session.watch(app, Some(&session.presenter), None).await;
+    let hidden = session
+        .create_poll(
+            app,
+            json!({"question": "Hidden", "pollType": "multiple_choice", "options": ["A", "B"], "resultsVisibility": "manual"}),
+        )
+        .await;
+    let (status, body) = post(
+        app,
+        Some(&session.presenter),
+        &format!("/v1/polls/{}/activate", hidden["pollId"].as_str().unwrap()),
+        json!({"durationSeconds": 600}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let voter = session.join(app, None).await;
+    let choice = json!({ "selectedOptionIds": [option_id(&hidden, 1)] });
+    assert_eq!(vote(app, &voter, &hidden, choice).await.0, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reveal = format!("/v1/polls/{}/reveal", hidden["pollId"].as_str().unwrap());
+    assert_eq!(
+        post(app, Some(&session.presenter), &reveal, json!({})).await.0,
+        200
+    );
+    session.close(app, &hidden).await;
+    seen.drain(&mut presenter_stream).await;
 
     // Resuming: reconnected, and reset for an id that cannot be replayed.
     let mut resumed = session.watch(app, None, Some("0")).await;

@@ -97,7 +97,8 @@ impl Session {
         body
     }
 
-    /// A rating poll from 1 to 3 and an open-text poll.
+    /// A rating poll from 1 to 3 and an open-text poll whose answers are
+    /// public from the start (open text is `manual` by default).
     pub async fn rating_and_text_polls(&self, app: &TestApp) -> (Value, Value) {
         let rating = self
             .create_poll(
@@ -106,7 +107,10 @@ impl Session {
             )
             .await;
         let text = self
-            .create_poll(app, json!({"question": "Say", "pollType": "open_text"}))
+            .create_poll(
+                app,
+                json!({"question": "Say", "pollType": "open_text", "resultsVisibility": "always"}),
+            )
             .await;
         (rating, text)
     }

@@ -6,10 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::events::DomainEvent;
+use super::events::{DomainEvent, RevealReason};
 use super::ids::{ParticipantId, PollId, VoteId};
-use super::input::{parse_choice, PollDraft};
-use super::model::{Participant, Poll, PollStatus, Session, SessionStatus, Vote};
+use super::input::{parse_choice, PollDraft, PollDuration};
+use super::model::{CloseReason, Participant, Poll, PollStatus, Session, SessionStatus, Vote};
 use super::rejection::{RejectReason, Rejection};
 
 #[derive(Debug, Clone)]
@@ -28,8 +28,18 @@ pub enum Command {
     ActivatePoll {
         poll_id: PollId,
         at: DateTime<Utc>,
+        /// How long the poll stays open, for a timed poll.
+        duration: Option<PollDuration>,
     },
     ClosePoll {
+        poll_id: PollId,
+        at: DateTime<Utc>,
+        /// `Presenter`, or `Timer` when the server closes a timed poll
+        /// (refused unless its time has come).
+        reason: CloseReason,
+    },
+    /// The presenter makes a poll's withheld results public.
+    RevealResults {
         poll_id: PollId,
         at: DateTime<Utc>,
     },
@@ -99,13 +109,25 @@ fn conflict(message: &str) -> Rejection {
     Rejection::Conflict(message.to_string())
 }
 
-fn closing(poll: &Poll, at: DateTime<Utc>) -> DomainEvent {
-    DomainEvent::PollClosed {
+/// The events of closing an open poll: `poll:closed`, and the reveal of
+/// results that were withheld until the close.
+fn closing(poll: &Poll, at: DateTime<Utc>, reason: CloseReason) -> Vec<DomainEvent> {
+    let mut events = vec![DomainEvent::PollClosed {
         poll_id: poll.id,
         session_id: poll.session_id,
         at,
         final_vote_count: poll.vote_count,
+        reason,
+    }];
+    if poll.results_visibility.revealed_at_close() && !poll.results_public() {
+        events.push(DomainEvent::PollResultsRevealed {
+            poll_id: poll.id,
+            session_id: poll.session_id,
+            at,
+            reason: RevealReason::Closed,
+        });
     }
+    events
 }
 
 pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejection> {
@@ -122,8 +144,10 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
         },
         Command::EndSession { at } => match session.status {
             SessionStatus::Active => {
-                let mut events: Vec<DomainEvent> =
-                    state.open_poll().map(|p| closing(p, at)).into_iter().collect();
+                let mut events: Vec<DomainEvent> = state
+                    .open_poll()
+                    .map(|p| closing(p, at, CloseReason::SessionEnded))
+                    .unwrap_or_default();
                 events.push(DomainEvent::SessionEnded {
                     session_id: session.id,
                     at,
@@ -150,9 +174,16 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
                 activated_at: None,
                 closed_at: None,
                 vote_count: 0,
+                results_visibility: draft.results_visibility,
+                results_revealed_at: None,
+                closes_at: None,
             })])
         }
-        Command::ActivatePoll { poll_id, at } => {
+        Command::ActivatePoll {
+            poll_id,
+            at,
+            duration,
+        } => {
             match session.status {
                 SessionStatus::Active => {}
                 SessionStatus::Draft => return Err(conflict("start the session before activating a poll")),
@@ -164,23 +195,45 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
                 PollStatus::Open => return Err(conflict("the poll is already open")),
                 PollStatus::Closed => return Err(conflict("a closed poll does not reopen")),
             }
-            let mut events: Vec<DomainEvent> =
-                state.open_poll().map(|p| closing(p, at)).into_iter().collect();
+            let mut events: Vec<DomainEvent> = state
+                .open_poll()
+                .map(|p| closing(p, at, CloseReason::Replaced))
+                .unwrap_or_default();
             events.push(DomainEvent::PollActivated {
                 poll_id,
                 session_id: session.id,
                 question: poll.question.clone(),
                 at,
+                closes_at: duration.map(|d| d.after(at)),
             });
             Ok(events)
         }
-        Command::ClosePoll { poll_id, at } => {
+        Command::ClosePoll { poll_id, at, reason } => {
             let poll = state.poll(poll_id)?;
             match poll.status {
-                PollStatus::Open => Ok(vec![closing(poll, at)]),
-                PollStatus::Draft => Err(conflict("the poll is not open")),
-                PollStatus::Closed => Err(conflict("the poll is already closed")),
+                PollStatus::Open => {}
+                PollStatus::Draft => return Err(conflict("the poll is not open")),
+                PollStatus::Closed => return Err(conflict("the poll is already closed")),
             }
+            if reason == CloseReason::Timer && poll.closes_at.is_none_or(|due| due > at) {
+                return Err(conflict("the poll's time has not run out"));
+            }
+            Ok(closing(poll, at, reason))
+        }
+        Command::RevealResults { poll_id, at } => {
+            let poll = state.poll(poll_id)?;
+            if poll.results_public() {
+                return Err(conflict("the poll's results are already shown"));
+            }
+            if poll.status == PollStatus::Draft {
+                return Err(conflict("the poll has not been opened"));
+            }
+            Ok(vec![DomainEvent::PollResultsRevealed {
+                poll_id,
+                session_id: session.id,
+                at,
+                reason: RevealReason::Presenter,
+            }])
         }
         Command::Join {
             participant_id,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::ids::{ParticipantId, PollId, SessionId};
-use super::model::{Participant, Poll, Session, Vote};
+use super::model::{CloseReason, Participant, Poll, Session, Vote};
 use super::rejection::RejectReason;
 use crate::domain::event::{format_timestamp, EventType, NewEvent, TraceId};
 use crate::domain::topic::Topic;
@@ -30,12 +30,22 @@ pub enum DomainEvent {
         session_id: SessionId,
         question: String,
         at: DateTime<Utc>,
+        closes_at: Option<DateTime<Utc>>,
     },
     PollClosed {
         poll_id: PollId,
         session_id: SessionId,
         at: DateTime<Utc>,
         final_vote_count: i64,
+        reason: CloseReason,
+    },
+    /// A poll's withheld results became public; its payload carries them,
+    /// filled in by whoever records the event (from the tally then).
+    PollResultsRevealed {
+        poll_id: PollId,
+        session_id: SessionId,
+        at: DateTime<Utc>,
+        reason: RevealReason,
     },
     /// The voter's own confirmation; its results are filled in by whoever
     /// records the vote, from the tally after it.
@@ -56,8 +66,32 @@ pub enum DomainEvent {
     },
 }
 
+/// What made withheld results public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevealReason {
+    /// The presenter revealed them.
+    Presenter,
+    /// The poll closed (`after_vote` and `after_close` polls).
+    Closed,
+}
+
+impl RevealReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevealReason::Presenter => "presenter",
+            RevealReason::Closed => "closed",
+        }
+    }
+}
+
 pub fn session_topic(id: SessionId) -> Topic {
     Topic::from_stored(&format!("session:{id}"))
+}
+
+/// The presenter's own topic for a session: results the audience may not
+/// see yet. Only a presenter token of the session reads it.
+pub fn presenter_topic(id: SessionId) -> Topic {
+    Topic::from_stored(&format!("presenter:{id}"))
 }
 
 pub fn participant_topic(id: ParticipantId) -> Topic {
@@ -122,7 +156,10 @@ impl DomainEvent {
             DomainEvent::PollCreated(poll) => {
                 let mut payload = poll.to_json();
                 if let Some(fields) = payload.as_object_mut() {
-                    fields.remove("status");
+                    // State, not definition: a new poll has neither.
+                    for key in ["status", "resultsRevealed", "closesAt"] {
+                        fields.remove(key);
+                    }
                 }
                 event(session_topic(poll.session_id), "poll:created", trace_id, &payload)
             }
@@ -131,12 +168,14 @@ impl DomainEvent {
                 session_id,
                 question,
                 at,
+                closes_at,
             } => {
                 let payload = json!({
                     "pollId": poll_id.to_string(),
                     "sessionId": session_id.to_string(),
                     "question": question,
                     "activatedAt": ts(at),
+                    "closesAt": closes_at.as_ref().map(ts),
                 });
                 event(session_topic(*session_id), "poll:activated", trace_id, &payload)
             }
@@ -145,14 +184,36 @@ impl DomainEvent {
                 session_id,
                 at,
                 final_vote_count,
+                reason,
             } => {
                 let payload = json!({
                     "pollId": poll_id.to_string(),
                     "sessionId": session_id.to_string(),
                     "closedAt": ts(at),
                     "finalVoteCount": final_vote_count,
+                    "reason": reason.as_str(),
                 });
                 event(session_topic(*session_id), "poll:closed", trace_id, &payload)
+            }
+            DomainEvent::PollResultsRevealed {
+                poll_id,
+                session_id,
+                at,
+                reason,
+            } => {
+                let mut payload = json!({
+                    "pollId": poll_id.to_string(),
+                    "sessionId": session_id.to_string(),
+                    "revealedAt": ts(at),
+                    "reason": reason.as_str(),
+                });
+                merge_results(&mut payload, results);
+                event(
+                    session_topic(*session_id),
+                    "poll:results_revealed",
+                    trace_id,
+                    &payload,
+                )
             }
             DomainEvent::VoteAccepted { vote, session_id } => {
                 let payload = vote_confirmation(vote, *session_id, results);
@@ -218,27 +279,44 @@ pub fn vote_confirmation(vote: &Vote, session_id: SessionId, results: Option<&Va
     payload
 }
 
-/// The broadcast `vote:accepted` on the session topic: results only, never
-/// who voted. `latest` is the newest vote they include.
+/// The broadcast `vote:accepted`: results only, never who voted. `latest`
+/// is the newest vote they include. Public results go to the session
+/// topic; withheld ones go whole to the presenter's topic, and the session
+/// topic hears only how many have answered (`resultsWithheld`).
 pub fn results_broadcast(
     poll: &Poll,
     results: &Value,
     latest: Option<(String, DateTime<Utc>)>,
     trace_id: &TraceId,
-) -> NewEvent {
-    let mut payload = json!({
+) -> Vec<NewEvent> {
+    let header = json!({
         "voteId": latest.as_ref().map(|(id, _)| id.clone()),
         "pollId": poll.id.to_string(),
         "sessionId": poll.session_id.to_string(),
         "submittedAt": latest.as_ref().map(|(_, at)| ts(at)),
     });
-    merge_results(&mut payload, Some(results));
-    event(
-        session_topic(poll.session_id),
-        "vote:accepted",
-        trace_id,
-        &payload,
-    )
+    let mut full = header.clone();
+    merge_results(&mut full, Some(results));
+    if poll.results_public() {
+        return vec![event(
+            session_topic(poll.session_id),
+            "vote:accepted",
+            trace_id,
+            &full,
+        )];
+    }
+    let mut count_only = header;
+    count_only["currentVoteCount"] = results.get("currentVoteCount").cloned().unwrap_or(Value::Null);
+    count_only["resultsWithheld"] = Value::Bool(true);
+    vec![
+        event(presenter_topic(poll.session_id), "vote:accepted", trace_id, &full),
+        event(
+            session_topic(poll.session_id),
+            "vote:accepted",
+            trace_id,
+            &count_only,
+        ),
+    ]
 }
 
 fn merge_results(payload: &mut Value, results: Option<&Value>) {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ids::OptionId;
-use super::model::{Choice, Poll, PollKind, PollOption};
+use super::model::{Choice, Poll, PollKind, PollOption, ResultsVisibility};
 use super::rejection::RejectReason;
 
 pub const MAX_TITLE: usize = 200;
@@ -19,6 +19,36 @@ pub const MAX_DISPLAY_NAME: usize = 80;
 /// Rating scales stay small enough to show as a distribution.
 pub const RATING_BOUNDS: (i32, i32) = (-100, 100);
 pub const MAX_RATING_STEPS: i32 = 100;
+
+/// How long a timed poll stays open: 5 seconds to an hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollDuration(u32);
+
+impl PollDuration {
+    pub const MIN_SECONDS: u32 = 5;
+    pub const MAX_SECONDS: u32 = 3600;
+
+    pub fn parse(seconds: i64) -> Result<Self, FieldError> {
+        let range = Self::MIN_SECONDS as i64..=Self::MAX_SECONDS as i64;
+        if range.contains(&seconds) {
+            Ok(PollDuration(seconds as u32))
+        } else {
+            Err(field_error(
+                "durationSeconds",
+                format!("must be {} to {} seconds", Self::MIN_SECONDS, Self::MAX_SECONDS),
+            ))
+        }
+    }
+
+    pub fn seconds(self) -> u32 {
+        self.0
+    }
+
+    /// When a poll opened at `at` closes.
+    pub fn after(self, at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        at + chrono::Duration::seconds(self.0 as i64)
+    }
+}
 
 /// A field a client got wrong; shown as `"<field>: <message>"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +106,8 @@ pub struct PollInput {
     pub min_rating: Option<i32>,
     #[serde(default)]
     pub max_rating: Option<i32>,
+    #[serde(default)]
+    pub results_visibility: Option<String>,
 }
 
 /// A valid poll definition, before it has ids and a place in its session.
@@ -84,6 +116,7 @@ pub struct PollDraft {
     pub question: String,
     pub kind: PollKind,
     pub is_anonymous: bool,
+    pub results_visibility: ResultsVisibility,
 }
 
 impl PollDraft {
@@ -161,9 +194,23 @@ impl PollDraft {
                 ));
             }
         };
+        let results_visibility = match input.results_visibility.as_deref() {
+            Some(raw) => ResultsVisibility::parse(raw).ok_or_else(|| {
+                let shown: String = raw.chars().take(40).collect();
+                field_error(
+                    "resultsVisibility",
+                    format!("{shown:?} is not one of always, after_vote, after_close, manual"),
+                )
+            })?,
+            // Open-text answers are the audience's own words: each
+            // participant sees only its own until the presenter shows them.
+            None if kind == PollKind::OpenText => ResultsVisibility::Manual,
+            None => ResultsVisibility::Always,
+        };
         Ok(PollDraft {
             question,
             kind,
+            results_visibility,
             // Anonymous unless the presenter says otherwise: the safer default.
             is_anonymous: input.is_anonymous.unwrap_or(true),
         })

@@ -90,6 +90,83 @@ impl PollStatus {
     }
 }
 
+/// Who may see a poll's results while it runs. The presenter always sees
+/// them; everyone else only once they are public (or, for `AfterVote`,
+/// once they voted). The server enforces it: withheld results are never
+/// written to a stream, snapshot or results answer the viewer can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsVisibility {
+    /// Public from the first vote.
+    Always,
+    /// A participant sees them once they voted; everyone at the close.
+    AfterVote,
+    /// Public once the poll closes.
+    AfterClose,
+    /// Public when the presenter reveals them.
+    Manual,
+}
+
+impl ResultsVisibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultsVisibility::Always => "always",
+            ResultsVisibility::AfterVote => "after_vote",
+            ResultsVisibility::AfterClose => "after_close",
+            ResultsVisibility::Manual => "manual",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "always" => ResultsVisibility::Always,
+            "after_vote" => ResultsVisibility::AfterVote,
+            "after_close" => ResultsVisibility::AfterClose,
+            "manual" => ResultsVisibility::Manual,
+            _ => return None,
+        })
+    }
+
+    /// Whether the close of a poll is what makes its results public.
+    pub fn revealed_at_close(self) -> bool {
+        matches!(self, ResultsVisibility::AfterVote | ResultsVisibility::AfterClose)
+    }
+}
+
+/// Who is looking at a poll's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// The session's presenter: sees everything.
+    Presenter,
+    /// A participant of the session, and whether it voted on the poll.
+    Participant { voted: bool },
+    /// Anyone else: a screen, a watcher without a token.
+    Audience,
+}
+
+/// Why a poll closed, as `poll:closed` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The presenter closed it.
+    Presenter,
+    /// The presenter opened another poll.
+    Replaced,
+    /// The session ended while it was open.
+    SessionEnded,
+    /// Its timer ran out.
+    Timer,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Presenter => "presenter",
+            CloseReason::Replaced => "replaced",
+            CloseReason::SessionEnded => "session_ended",
+            CloseReason::Timer => "timer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollOption {
     pub id: OptionId,
@@ -135,6 +212,12 @@ pub struct Poll {
     pub closed_at: Option<DateTime<Utc>>,
     /// Accepted votes so far (kept with the poll, in the vote's transaction).
     pub vote_count: i64,
+    pub results_visibility: ResultsVisibility,
+    /// When the results became public, if they are withheld until then
+    /// (`None` for `Always`: public from the start).
+    pub results_revealed_at: Option<DateTime<Utc>>,
+    /// When a timed poll closes by itself (set on activation).
+    pub closes_at: Option<DateTime<Utc>>,
 }
 
 impl Poll {
@@ -175,7 +258,28 @@ impl Poll {
             "sequenceOrder": self.sequence_order,
             "status": self.status.as_str(),
             "createdAt": format_timestamp(&self.created_at),
+            "resultsVisibility": self.results_visibility.as_str(),
+            "resultsRevealed": self.results_public(),
+            "closesAt": self.closes_at.as_ref().map(format_timestamp),
         })
+    }
+
+    /// Whether everyone may see the results now.
+    pub fn results_public(&self) -> bool {
+        self.results_visibility == ResultsVisibility::Always || self.results_revealed_at.is_some()
+    }
+
+    /// Whether `viewer` may see the results now.
+    pub fn results_visible_to(&self, viewer: Viewer) -> bool {
+        match viewer {
+            Viewer::Presenter => true,
+            Viewer::Participant { voted: true }
+                if self.results_visibility == ResultsVisibility::AfterVote =>
+            {
+                true
+            }
+            Viewer::Participant { .. } | Viewer::Audience => self.results_public(),
+        }
     }
 
     pub fn option_ids(&self) -> Vec<OptionId> {

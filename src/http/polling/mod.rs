@@ -22,10 +22,12 @@ use super::routes::{PollAction, PollQuery, SessionAction};
 use super::state::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::polling::ids::{ParticipantId, PollId, VoteId};
-use crate::domain::polling::input::{display_name, required_text, PollDraft, PollInput, MAX_TITLE};
+use crate::domain::polling::input::{
+    display_name, required_text, PollDraft, PollDuration, PollInput, MAX_TITLE,
+};
 use crate::domain::polling::model::{Poll, Session};
 use crate::polling::join::Joiner;
-use crate::polling::outcome::Joined;
+use crate::polling::outcome::{Joined, Refusal};
 use crate::polling::poll::{MovePoll, PollMove};
 use crate::polling::queries::{GetResults, GetSnapshot, GetVoters};
 use crate::polling::session::{CreatePoll, CreateSession, MoveSession, Transition};
@@ -140,6 +142,14 @@ pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) ->
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+/// The body of `POST /v1/polls/{id}/activate` (optional).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ActivateIn {
+    #[serde(default)]
+    duration_seconds: Option<i64>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -256,12 +266,39 @@ async fn join(
 pub async fn get_session(raw_key: String, state: AppState, ctx: RequestContext) -> Response {
     let result = async {
         let key = parse_session_key(&raw_key)?;
+        // A token is optional: with one, the caller sees what its role may
+        // (a presenter every result, a participant its own votes).
+        // A token, when sent, must be valid and of this session (checked
+        // once the session is found), as on the session's stream.
+        let viewer = match ctx.bearer(true) {
+            Err(crate::auth::AuthError::Missing) => None,
+            _ => {
+                let caller = ctx.caller(&state.keys, true)?;
+                Some(actor_of(role_of(&caller)?))
+            }
+        };
         let stamp = Stamp::new(ctx.trace_id.clone());
-        let snapshot = state.polling.query(GetSnapshot { key, stamp }).await?;
+        let query = GetSnapshot { key, viewer, stamp };
+        let snapshot = state.polling.query(query).await?;
         let public_url = state.public_url.as_ref();
+        let storage = state.store.kind();
+        if matches!(snapshot, Err(Refusal::NotFound(_))) && state.store.kind() == "memory" {
+            // The likeliest reason on the memory store, said plainly.
+            return Err(ApiError::not_found(
+                "no such session: this server keeps sessions in memory only (no --database-url), \
+                 so a restart since the session was created has lost it",
+            ));
+        }
+        if let (Ok(found), Some(Actor::Presenter(session, _) | Actor::Participant(session, _))) =
+            (&snapshot, viewer)
+        {
+            if found.session.id != session {
+                return Err(ApiError::forbidden("this token belongs to another session"));
+            }
+        }
         Ok(render::outcome(
             &snapshot,
-            |s| render::snapshot(s, public_url),
+            |s| render::snapshot(s, public_url, storage),
             &ctx.trace_id,
         ))
     }
@@ -303,7 +340,7 @@ pub async fn poll_action(
             (PollAction::Vote, Role::Presenter { .. }) => {
                 return Err(ApiError::forbidden("only participants vote"))
             }
-            (PollAction::Activate | PollAction::Close, Role::Participant { .. }) => {
+            (PollAction::Activate | PollAction::Close | PollAction::Reveal, Role::Participant { .. }) => {
                 return Err(ApiError::forbidden("only the session's presenter may do that"))
             }
             _ => {}
@@ -314,8 +351,16 @@ pub async fn poll_action(
         // in the documented order: a token with the wrong role is 403, not
         // 400, whatever key it sends.
         let to = match action {
-            PollAction::Activate => PollMove::Activate,
+            PollAction::Activate => {
+                let ActivateIn { duration_seconds } = optional_json(&ctx, &body)?;
+                let duration = duration_seconds
+                    .map(PollDuration::parse)
+                    .transpose()
+                    .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+                PollMove::Activate { duration }
+            }
             PollAction::Close => PollMove::Close,
+            PollAction::Reveal => PollMove::Reveal,
             PollAction::Vote => {
                 let request = vote_request(&state, &ctx, &caller, poll_id, &body)?;
                 let idempotency = idempotent(&ctx, &caller.identity, &route, &body, render::accepted)?;
@@ -332,7 +377,9 @@ pub async fn poll_action(
             }
         };
         let (_, presenter) = presenter_of(&caller)?;
-        optional_json::<Empty>(&ctx, &body)?;
+        if !matches!(to, PollMove::Activate { .. }) {
+            optional_json::<Empty>(&ctx, &body)?;
+        }
         let moved = |poll: &Poll| render::poll(poll, StatusCode::OK);
         let idempotency = idempotent(&ctx, &caller.identity, &route, &body, moved)?;
         let command = MovePoll {
@@ -342,6 +389,9 @@ pub async fn poll_action(
             stamp: Stamp::new(ctx.trace_id.clone()),
         };
         let answer = state.polling.execute(command, idempotency).await?;
+        if matches!(to, PollMove::Activate { duration: Some(_) }) {
+            state.polling.timed_poll_opened();
+        }
         Ok(answered(
             answer,
             |o| render::outcome(&o, moved, trace_id),
@@ -402,6 +452,13 @@ fn vote_request(
     })
 }
 
+fn actor_of(role: Role) -> Actor {
+    match role {
+        Role::Presenter { session, presenter } => Actor::Presenter(session, presenter),
+        Role::Participant { session, participant } => Actor::Participant(session, participant),
+    }
+}
+
 /// `GET /v1/polls/{id}/results` and `GET /v1/polls/{id}/votes`
 pub async fn poll_query(
     query: PollQuery,
@@ -415,10 +472,7 @@ pub async fn poll_query(
         let stamp = Stamp::new(ctx.trace_id.clone());
         let response = match query {
             PollQuery::Results => {
-                let actor = match role_of(&caller)? {
-                    Role::Presenter { session, presenter } => Actor::Presenter(session, presenter),
-                    Role::Participant { session, participant } => Actor::Participant(session, participant),
-                };
+                let actor = actor_of(role_of(&caller)?);
                 let results = state
                     .polling
                     .query(GetResults {

@@ -50,6 +50,7 @@ pub fn refusal(refusal: &Refusal) -> ApiError {
         Refusal::NotFound(message) => ApiError::not_found(*message),
         Refusal::Forbidden(message) => ApiError::forbidden(message.clone()),
         Refusal::Conflict(message) => ApiError::conflict(message.clone()),
+        Refusal::Withheld => ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.message()),
         Refusal::Vote { reason, message } => {
             // Content problems are 422; state problems (the poll's or the
             // participant's) are 409.
@@ -130,24 +131,43 @@ pub fn accepted(accepted: &Accepted) -> Rendered {
     }
 }
 
-/// `200`: the session, its polls with their results, and where its stream
-/// resumes.
-pub fn snapshot(snapshot: &Snapshot, public_url: Option<&PublicUrl>) -> Rendered {
+/// `200`: the session, its polls with the results its caller may see (and
+/// a participant's own votes), where its stream resumes, and whether the
+/// server keeps anything (`storage`).
+pub fn snapshot(snapshot: &Snapshot, public_url: Option<&PublicUrl>, storage: &str) -> Rendered {
     let polls: Vec<Value> = snapshot
         .polls
         .iter()
-        .map(|(poll, tally)| {
-            let mut view = poll.to_json();
-            view["results"] = tally.results_json(poll);
-            view
+        .map(|view| {
+            let poll = &view.poll;
+            let mut body = poll.to_json();
+            // How many answered is shown to everyone, withheld or not.
+            body["voteCount"] = json!(poll.vote_count);
+            body["resultsVisible"] = json!(view.tally.is_some());
+            body["results"] = match &view.tally {
+                Some(tally) => tally.results_json(poll),
+                None => Value::Null,
+            };
+            body["myVote"] = match &view.my_vote {
+                Some(vote) => {
+                    let mut mine = vote.choice.to_json();
+                    mine["voteId"] = json!(vote.id.to_string());
+                    mine["submittedAt"] = json!(format_timestamp(&vote.submitted_at));
+                    mine
+                }
+                None => Value::Null,
+            };
+            body
         })
         .collect();
     let mut body = snapshot.session.to_json();
     body["activePollId"] = json!(snapshot
         .polls
         .iter()
-        .find(|(p, _)| p.status == PollStatus::Open)
-        .map(|(p, _)| p.id.to_string()));
+        .find(|view| view.poll.status == PollStatus::Open)
+        .map(|view| view.poll.id.to_string()));
+    body["storage"] = json!(storage);
+    body["serverTime"] = json!(format_timestamp(&crate::domain::event::now_millis()));
     body["polls"] = json!(polls);
     body["participantCount"] = json!(snapshot.participant_count);
     body["lastEventId"] = json!(snapshot.last_event_id.to_string());

@@ -1,5 +1,6 @@
 //! `GET /v1/sessions/{id}/events`: the session's topic, plus the caller's
-//! own topic with a participant token. No token is needed to watch.
+//! own topic with a participant token, or the presenter's topic (withheld
+//! results) with a presenter token. No token is needed to watch.
 //!
 //! The stream ends right after the session's `session:ended`; a client
 //! that has seen it (or never connected) and asks again gets `204 No
@@ -17,7 +18,7 @@ use super::parse::{parse_session_id, role_of};
 use super::render;
 use crate::auth::Role;
 use crate::domain::event::EventId;
-use crate::domain::polling::events::{participant_topic, session_topic};
+use crate::domain::polling::events::{participant_topic, presenter_topic, session_topic};
 use crate::domain::polling::model::SessionStatus;
 use crate::domain::topic::{Selector, TopicFilter};
 use crate::polling::queries::GetSessionState;
@@ -83,8 +84,13 @@ pub async fn open_session_stream(
         };
         let start = start_point(ctx)?;
         let mut topics = vec![Selector::exact(&session_topic(session_id))];
-        if let Some(Role::Participant { participant, .. }) = role {
-            topics.push(Selector::exact(&participant_topic(participant)));
+        match role {
+            Some(Role::Participant { participant, .. }) => {
+                topics.push(Selector::exact(&participant_topic(participant)))
+            }
+            // Results the audience may not see yet reach the presenter here.
+            Some(Role::Presenter { .. }) => topics.push(Selector::exact(&presenter_topic(session_id))),
+            None => {}
         }
         let filter = TopicFilter::new(topics, None);
         if ended && !missed_anything(state, &start, &filter).await {

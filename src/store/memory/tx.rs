@@ -125,8 +125,20 @@ impl PollRepo for MemTx<'_> {
             stored.status = poll.status;
             stored.activated_at = poll.activated_at;
             stored.closed_at = poll.closed_at;
+            stored.results_revealed_at = poll.results_revealed_at;
+            stored.closes_at = poll.closes_at;
         }
         Ok(())
+    }
+
+    async fn timed_polls(&mut self) -> R<Vec<(PollId, DateTime<Utc>)>> {
+        Ok(self
+            .tables
+            .polls
+            .values()
+            .filter(|p| p.status == crate::domain::polling::model::PollStatus::Open)
+            .filter_map(|p| p.closes_at.map(|at| (p.id, at)))
+            .collect())
     }
 }
 
@@ -250,6 +262,15 @@ impl VoteRepo for MemTx<'_> {
                     .and_then(|p| p.display_name.clone()),
                 vote,
             })
+            .collect())
+    }
+
+    async fn votes_by(&mut self, participant: ParticipantId, polls: &[PollId]) -> R<Vec<Vote>> {
+        Ok(polls
+            .iter()
+            .filter_map(|poll| self.tables.votes.get(poll))
+            .flat_map(|votes| votes.iter().filter(|v| v.participant_id == participant))
+            .cloned()
             .collect())
     }
 }

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_idempotency_answers",
         include_str!("../../../sql/0008_idempotency_answers.sql"),
     ),
+    (
+        "0009_poll_visibility_and_timers",
+        include_str!("../../../sql/0009_poll_visibility_and_timers.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

@@ -53,8 +53,11 @@ pub trait PollRepo: Send {
     async fn open_poll(&mut self, session: SessionId) -> R<Option<Poll>>;
     async fn poll_count(&mut self, session: SessionId) -> R<i64>;
     async fn insert_poll(&mut self, poll: &Poll) -> R<()>;
-    /// Writes status, activated_at and closed_at.
+    /// Writes status, activated_at, closed_at, results_revealed_at and
+    /// closes_at.
     async fn update_poll(&mut self, poll: &Poll) -> R<()>;
+    /// Every open timed poll of every session, with when it closes.
+    async fn timed_polls(&mut self) -> R<Vec<(PollId, DateTime<Utc>)>>;
 }
 
 #[async_trait]
@@ -130,4 +133,6 @@ pub trait VoteRepo: SessionRepo + PollRepo + Send {
     /// a vote batch does not pay for it).
     async fn latest_vote(&mut self, poll: PollId) -> R<Option<(String, DateTime<Utc>)>>;
     async fn votes_of(&mut self, poll: PollId) -> R<Vec<VoteRecord>>;
+    /// The participant's own votes on the given polls.
+    async fn votes_by(&mut self, participant: ParticipantId, polls: &[PollId]) -> R<Vec<Vote>>;
 }

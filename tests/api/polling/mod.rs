@@ -22,6 +22,8 @@ mod lifecycle;
 mod presence;
 mod results;
 mod scenarios;
+mod timers;
+mod visibility;
 mod votes;
 
 /// The next stored events, checked against the expected types in order.

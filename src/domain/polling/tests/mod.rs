@@ -22,6 +22,7 @@ mod poll;
 mod presence;
 mod results;
 mod session;
+mod visibility;
 mod vote;
 mod vote_content;
 mod wire;
@@ -36,7 +37,8 @@ use super::events::DomainEvent;
 use super::ids::{OptionId, ParticipantId, PollId, PresenterId, SessionId, VoteId};
 use super::input::{FieldError, PollDraft, PollInput};
 use super::model::{
-    Choice, Participant, Poll, PollKind, PollOption, PollStatus, Session, SessionStatus, Tally, Vote,
+    Choice, CloseReason, Participant, Poll, PollKind, PollOption, PollStatus, ResultsVisibility, Session,
+    SessionStatus, Tally, Vote,
 };
 use super::rejection::{RejectReason, Rejection};
 
@@ -195,6 +197,9 @@ fn poll(state: &State, kind: PollKind, status: PollStatus) -> Poll {
         activated_at: (status != PollStatus::Draft).then(|| t(11)),
         closed_at: (status == PollStatus::Closed).then(|| t(12)),
         vote_count: 0,
+        results_visibility: ResultsVisibility::Always,
+        results_revealed_at: None,
+        closes_at: None,
     }
 }
 
@@ -267,6 +272,7 @@ fn activate(poll: &Poll) -> Command {
     Command::ActivatePoll {
         poll_id: poll.id,
         at: now(),
+        duration: None,
     }
 }
 
@@ -274,6 +280,7 @@ fn close(poll: &Poll) -> Command {
     Command::ClosePoll {
         poll_id: poll.id,
         at: now(),
+        reason: CloseReason::Presenter,
     }
 }
 

@@ -57,6 +57,7 @@ fn activating_a_draft_poll_in_an_active_session_opens_it() {
             session_id: state.session.id,
             question: poll.question.clone(),
             at: now(),
+            closes_at: None,
         }]);
 }
 
@@ -90,12 +91,14 @@ fn activating_a_poll_while_another_is_open_closes_that_one_first() {
             session_id: state.session.id,
             at: now(),
             final_vote_count: 5,
+            reason: CloseReason::Replaced,
         },
         DomainEvent::PollActivated {
             poll_id: next.id,
             session_id: state.session.id,
             question: next.question.clone(),
             at: now(),
+            closes_at: None,
         },
     ]);
 }
@@ -138,6 +141,7 @@ fn closing_an_open_poll_emits_poll_closed_with_its_final_vote_count() {
             session_id: state.session.id,
             at: now(),
             final_vote_count: 42,
+            reason: CloseReason::Presenter,
         }]);
 }
 

@@ -52,6 +52,7 @@ fn ending_a_session_closes_its_open_poll_first() {
             session_id: state.session.id,
             at: now(),
             final_vote_count: 12,
+            reason: CloseReason::SessionEnded,
         },
         DomainEvent::SessionEnded {
             session_id: state.session.id,

@@ -154,6 +154,7 @@ fn poll_activated_and_poll_closed_carry_their_fields() {
         session_id,
         question: "Q?".into(),
         at: now(),
+        closes_at: None,
     };
     let (topic, kind, p) = wire(&activated);
     assert_eq!(
@@ -162,13 +163,14 @@ fn poll_activated_and_poll_closed_carry_their_fields() {
     );
     assert_eq!(
         p,
-        json!({ "pollId": poll_id.to_string(), "sessionId": session_id.to_string(), "question": "Q?", "activatedAt": NOW_TEXT })
+        json!({ "pollId": poll_id.to_string(), "sessionId": session_id.to_string(), "question": "Q?", "activatedAt": NOW_TEXT, "closesAt": null })
     );
     let closed = DomainEvent::PollClosed {
         poll_id,
         session_id,
         at: now(),
         final_vote_count: 3,
+        reason: CloseReason::Timer,
     };
     let (topic, kind, p) = wire(&closed);
     assert_eq!(
@@ -177,7 +179,7 @@ fn poll_activated_and_poll_closed_carry_their_fields() {
     );
     assert_eq!(
         p,
-        json!({ "pollId": poll_id.to_string(), "sessionId": session_id.to_string(), "closedAt": NOW_TEXT, "finalVoteCount": 3 })
+        json!({ "pollId": poll_id.to_string(), "sessionId": session_id.to_string(), "closedAt": NOW_TEXT, "finalVoteCount": 3, "reason": "timer" })
     );
 }
 
@@ -301,14 +303,20 @@ fn the_results_broadcast_never_names_the_voter() {
             let mut tally = tally_of(&poll, &[1, 0, 0]);
             tally.texts = vec!["hi".into()];
             let results = tally.results_json(&poll);
-            let broadcast = results_broadcast(&poll, &results, Some((vote.id.to_string(), now())), &trace());
+            let broadcasts = results_broadcast(&poll, &results, Some((vote.id.to_string(), now())), &trace());
+            assert_eq!(
+                broadcasts.len(),
+                1,
+                "public results: one frame, on the session topic"
+            );
+            let broadcast = &broadcasts[0];
             assert_eq!(broadcast.topic.as_str(), format!("session:{}", state.session.id));
             assert_eq!(broadcast.event_type.as_str(), "vote:accepted");
             let text = broadcast.payload.get();
             let voter = the_participant(&state).to_string();
             assert!(!text.contains(&voter), "voter id in {text}");
             assert!(!text.contains("participantId"), "participantId key in {text}");
-            let p = payload(&broadcast);
+            let p = payload(broadcast);
             assert_has_fields(
                 &p,
                 &[
@@ -336,7 +344,7 @@ fn a_results_broadcast_with_no_vote_yet_has_null_vote_fields() {
     let state = active_session();
     let poll = rating_poll(&state, PollStatus::Open);
     let results = rating_tally(&[]).results_json(&poll);
-    let p = payload(&results_broadcast(&poll, &results, None, &trace()));
+    let p = payload(&results_broadcast(&poll, &results, None, &trace())[0]);
     assert_eq!(
         (p["voteId"].clone(), p["submittedAt"].clone()),
         (Value::Null, Value::Null)
@@ -392,12 +400,14 @@ fn every_event_payload_carries_the_session_id_and_the_trace_id() {
             session_id: sid,
             question: "Q".into(),
             at: now(),
+            closes_at: None,
         },
         DomainEvent::PollClosed {
             poll_id: poll.id,
             session_id: sid,
             at: now(),
             final_vote_count: 0,
+            reason: CloseReason::Presenter,
         },
         DomainEvent::VoteAccepted {
             vote: Vote {

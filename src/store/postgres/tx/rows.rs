@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, PresenterId, SessionId};
 use crate::domain::polling::model::{
-    Choice, Participant, Poll, PollKind, PollOption, PollStatus, Session, SessionStatus,
+    Choice, Participant, Poll, PollKind, PollOption, PollStatus, ResultsVisibility, Session, SessionStatus,
 };
 use crate::store::error::StoreError;
 
@@ -19,7 +19,8 @@ type R<T> = Result<T, StoreError>;
 pub const SESSION_COLUMNS: &str = "id, slug, title, presenter_id, status, created_at, started_at, ended_at";
 pub const POLL_COLUMNS: &str =
     "id, session_id, question, is_anonymous, poll_type, allow_multiple, min_rating, \
-     max_rating, sequence_order, status, created_at, activated_at, closed_at, vote_count";
+     max_rating, sequence_order, status, created_at, activated_at, closed_at, vote_count, \
+     results_visibility, results_revealed_at, closes_at";
 
 pub const OPTIONS_OF: &str = "SELECT poll_id, id, option_text, sequence_order FROM poll_options
       WHERE poll_id = ANY($1) ORDER BY poll_id, sequence_order";
@@ -83,6 +84,10 @@ pub fn poll_from_row(row: &Row, options: Vec<PollOption>) -> R<Poll> {
         activated_at: row.get(11),
         closed_at: row.get(12),
         vote_count: row.get(13),
+        results_visibility: ResultsVisibility::parse(row.get(14))
+            .ok_or_else(|| corrupt("results visibility"))?,
+        results_revealed_at: row.get(15),
+        closes_at: row.get(16),
     })
 }
 

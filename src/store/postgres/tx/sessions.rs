@@ -1,6 +1,7 @@
 //! Sessions and polls on Postgres.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::rows::{session_from_row, SESSION_COLUMNS};
@@ -93,8 +94,8 @@ impl PollRepo for PgTx<'_> {
         };
         self.execute(
             "INSERT INTO polls (id, session_id, question, poll_type, allow_multiple, is_anonymous, min_rating,
-                                max_rating, sequence_order, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                max_rating, sequence_order, status, created_at, results_visibility)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &p.id.0,
                 &p.session_id.0,
@@ -107,6 +108,7 @@ impl PollRepo for PgTx<'_> {
                 &p.sequence_order,
                 &p.status.as_str(),
                 &p.created_at,
+                &p.results_visibility.as_str(),
             ],
         )
         .await?;
@@ -126,10 +128,29 @@ impl PollRepo for PgTx<'_> {
 
     async fn update_poll(&mut self, p: &Poll) -> R<()> {
         self.execute(
-            "UPDATE polls SET status = $2, activated_at = $3, closed_at = $4 WHERE id = $1",
-            &[&p.id.0, &p.status.as_str(), &p.activated_at, &p.closed_at],
+            "UPDATE polls SET status = $2, activated_at = $3, closed_at = $4,
+                              results_revealed_at = $5, closes_at = $6
+              WHERE id = $1",
+            &[
+                &p.id.0,
+                &p.status.as_str(),
+                &p.activated_at,
+                &p.closed_at,
+                &p.results_revealed_at,
+                &p.closes_at,
+            ],
         )
         .await?;
         Ok(())
+    }
+
+    async fn timed_polls(&mut self) -> R<Vec<(PollId, DateTime<Utc>)>> {
+        let rows = self
+            .query(
+                "SELECT id, closes_at FROM polls WHERE status = 'open' AND closes_at IS NOT NULL",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (PollId(r.get(0)), r.get(1))).collect())
     }
 }

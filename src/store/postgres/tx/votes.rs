@@ -391,4 +391,28 @@ impl VoteRepo for PgTx<'_> {
             })
             .collect()
     }
+
+    async fn votes_by(&mut self, participant: ParticipantId, polls: &[PollId]) -> R<Vec<Vote>> {
+        let ids: Vec<Uuid> = polls.iter().map(|p| p.0).collect();
+        // By (poll, participant): the one-vote constraint's index answers.
+        let rows = self
+            .query(
+                "SELECT id, poll_id, choice, submitted_at, client_submitted_at
+                   FROM votes WHERE poll_id = ANY($1) AND participant_id = $2",
+                &[&ids, &participant.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Vote {
+                    id: VoteId(r.get(0)),
+                    poll_id: PollId(r.get(1)),
+                    participant_id: participant,
+                    choice: choice_from_json(&r.get::<_, Value>(2))?,
+                    submitted_at: r.get(3),
+                    client_submitted_at: r.get(4),
+                })
+            })
+            .collect()
+    }
 }
