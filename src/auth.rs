@@ -350,6 +350,26 @@ impl TokenKeys {
         })
     }
 
+    /// A co-presenter's token: the presenter's powers, with an `iat` and a
+    /// `jti` of its own, so that it can be revoked without the presenter's.
+    pub fn co_presenter_token(
+        &self,
+        session: SessionId,
+        presenter: PresenterId,
+        issued: DateTime<Utc>,
+    ) -> String {
+        self.mint(&Claims {
+            sub: Some(presenter.to_string()),
+            exp: expiry_after(issued, POLLING_TOKEN_TTL),
+            iat: Some(issued.timestamp().max(0) as u64),
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            subscribe: vec![format!("session:{session}")],
+            role: Some("presenter".into()),
+            sid: Some(session.to_string()),
+            ..Claims::default()
+        })
+    }
+
     /// The participant token returned on joining: votes as this participant
     /// and reads the session topic and its own unicast topic. Dated from
     /// `issued` (the join), like the presenter's.

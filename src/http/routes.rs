@@ -44,6 +44,12 @@ pub enum Route {
     GetSession { key: String },
     /// `GET /v1/sessions/{session}/events`: a session's stream.
     SessionStream { session: String },
+    /// `GET /v1/sessions/{key}/qr.svg`: the join link as a QR code.
+    JoinQr { key: String },
+    /// `GET /v1/sessions/{session}/export.csv|json`
+    Export { session: String, format: ExportFormat },
+    /// `POST /v1/sessions/{session}/presenters`: a co-presenter's token.
+    InvitePresenter { session: String },
     /// `POST /v1/sessions/{key}/start|end|polls|participants`
     SessionAction { key: String, action: SessionAction },
     /// `POST /v1/polls/{poll}/activate|close|reveal|votes`
@@ -102,6 +108,13 @@ impl PollAction {
     }
 }
 
+/// The two forms of a session's export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
 /// What each GET route under a poll returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollQuery {
@@ -138,6 +151,18 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
         ["v1", "sessions"] if post => Route::CreateSession,
         ["v1", "sessions", key] if get => Route::GetSession { key: own(key) },
         ["v1", "sessions", session, "events"] if get => Route::SessionStream {
+            session: own(session),
+        },
+        ["v1", "sessions", key, "qr.svg"] if get => Route::JoinQr { key: own(key) },
+        ["v1", "sessions", session, "export.csv"] if get => Route::Export {
+            session: own(session),
+            format: ExportFormat::Csv,
+        },
+        ["v1", "sessions", session, "export.json"] if get => Route::Export {
+            session: own(session),
+            format: ExportFormat::Json,
+        },
+        ["v1", "sessions", session, "presenters"] if post => Route::InvitePresenter {
             session: own(session),
         },
         ["v1", "sessions", key, action] if post => Route::SessionAction {

@@ -112,6 +112,16 @@ pub struct PollResults {
     pub tally: Tally,
 }
 
+/// A session's results as its presenter downloads them.
+#[derive(Debug, Clone)]
+pub struct SessionExport {
+    pub session: Session,
+    /// Every poll in order, with all its results (every text answer).
+    pub polls: Vec<PollResults>,
+    pub participant_count: i64,
+    pub exported_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A non-anonymous poll's votes, for its presenter.
 #[derive(Debug, Clone)]
 pub struct PollVoters {

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 
 use super::context::{require_presenter, settle, Actor, Ctx, SessionKey, Stamp, Stop};
-use super::outcome::{Outcome, PollResults, PollView, PollVoters, Refusal, SessionState, Snapshot};
+use super::outcome::{
+    Outcome, PollResults, PollView, PollVoters, Refusal, SessionExport, SessionState, Snapshot,
+};
 use super::results::BROADCAST_TEXTS;
 use crate::domain::event::{NewEvent, StoredEvent};
 use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
@@ -132,6 +134,46 @@ impl Command for GetResults {
             Ok((Vec::new(), PollResults { poll, tally }))
         };
         settle(results.await)
+    }
+
+    fn outcome(decided: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {
+        decided
+    }
+}
+
+/// `GET /v1/sessions/{id}/export.csv|json`: every poll of a session with
+/// all its results, for its presenter.
+pub struct GetExport {
+    pub session_id: SessionId,
+    pub presenter: PresenterId,
+    pub stamp: Stamp,
+}
+
+#[async_trait]
+impl Command for GetExport {
+    type Outcome = Outcome<SessionExport>;
+    type Decided = Outcome<SessionExport>;
+
+    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
+        let mut ctx = Ctx::new(tx, &self.stamp);
+        let export = async {
+            let session = ctx.session(&SessionKey::Id(self.session_id)).await?;
+            require_presenter(&session, self.presenter)?;
+            let mut polls = Vec::new();
+            for poll in ctx.tx.polls_of(session.id).await? {
+                let tally = ctx.tx.tally(&poll, ALL_TEXTS).await?;
+                polls.push(PollResults { poll, tally });
+            }
+            let participant_count = ctx.tx.present_count(session.id).await?;
+            let export = SessionExport {
+                session,
+                polls,
+                participant_count,
+                exported_at: ctx.at(),
+            };
+            Ok::<_, Stop>((Vec::new(), export))
+        };
+        settle(export.await)
     }
 
     fn outcome(decided: Self::Decided, _: &[StoredEvent]) -> Self::Outcome {

@@ -343,6 +343,49 @@ pub struct Tally {
     pub rating_counts: BTreeMap<i32, i64>,
     /// Open-text answers, oldest first, without their authors.
     pub texts: Vec<String>,
+    /// Open-text answers grouped by [`answer_key`], most frequent first.
+    pub text_groups: Vec<TextGroup>,
+}
+
+/// Open-text answers that say the same thing, as [`answer_key`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextGroup {
+    /// The spelling of the group's first answer.
+    pub text: String,
+    pub count: i64,
+}
+
+/// What makes two answers "the same": case and runs of whitespace do not
+/// count ("Focus", " focus ", "FOCUS" are one answer). Postgres groups
+/// with `lower(regexp_replace(…, '\s+', ' ', 'g'))`, the same rule.
+pub fn answer_key(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Groups answers given oldest first: at most `limit` groups, the most
+/// frequent first, ties in the order they were first given.
+pub fn group_answers<'a>(answers: impl IntoIterator<Item = &'a str>, limit: usize) -> Vec<TextGroup> {
+    let mut groups: Vec<TextGroup> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for answer in answers {
+        match index.entry(answer_key(answer)) {
+            std::collections::hash_map::Entry::Occupied(at) => groups[*at.get()].count += 1,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(groups.len());
+                groups.push(TextGroup {
+                    text: answer.to_string(),
+                    count: 1,
+                });
+            }
+        }
+    }
+    // Stable: equal counts keep the order of first appearance.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    groups.truncate(limit);
+    groups
 }
 
 impl Tally {
@@ -383,6 +426,11 @@ impl Tally {
         });
         if matches!(poll.kind, PollKind::OpenText) {
             results["textResponses"] = json!(self.texts);
+            results["textGroups"] = self
+                .text_groups
+                .iter()
+                .map(|g| json!({ "text": g.text, "count": g.count }))
+                .collect();
         }
         results
     }

@@ -3,7 +3,10 @@
 //! or query of the polling service, and renders the outcome (`render`).
 //! The session stream is in `stream`.
 
+pub mod export;
 mod parse;
+mod presenters;
+pub mod qr;
 mod render;
 mod stream;
 
@@ -36,6 +39,10 @@ use crate::polling::{new_session, Actor, Stamp};
 use crate::store::{Answer, Idempotent};
 use parse::{parse_poll_id, parse_session_id, parse_session_key, presenter_of, role_of};
 use render::Rendered;
+
+pub use export::export;
+pub use presenters::invite_presenter;
+pub use qr::join_qr;
 
 /// A store answer as a response: a fresh outcome rendered, a replayed one
 /// as it was kept, a reused key refused.

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::tables::PollingTables;
 use crate::domain::event::EventId;
 use crate::domain::polling::ids::{ParticipantId, PollId, SessionId};
-use crate::domain::polling::model::{Choice, Participant, Poll, PollKind, Session, Tally, Vote};
+use crate::domain::polling::model::{
+    group_answers, Choice, Participant, Poll, PollKind, Session, Tally, Vote,
+};
 use crate::store::error::StoreError;
 use crate::store::tx::{
     ConnectionRepo, LogRepo, ParticipantRepo, PollRepo, PresenceConnection, SessionRepo, VersionRepo,
@@ -227,14 +229,13 @@ impl VoteRepo for MemTx<'_> {
                     .collect();
             }
             PollKind::OpenText => {
+                let answers = votes.iter().filter_map(|v| match &v.choice {
+                    Choice::Text(t) => Some(t.as_str()),
+                    _ => None,
+                });
                 let skip = votes.len().saturating_sub(text_limit);
-                tally.texts = votes[skip..]
-                    .iter()
-                    .filter_map(|v| match &v.choice {
-                        Choice::Text(t) => Some(t.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                tally.texts = answers.clone().skip(skip).map(str::to_string).collect();
+                tally.text_groups = group_answers(answers, text_limit);
             }
         }
         Ok(tally)

@@ -19,6 +19,7 @@ use crate::polling_helpers::{
 mod access;
 mod input;
 mod lifecycle;
+mod meeting;
 mod presence;
 mod results;
 mod scenarios;

@@ -28,7 +28,7 @@ use super::rows::{
 };
 use super::PgTx;
 use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, VoteId};
-use crate::domain::polling::model::{Choice, Poll, PollKind, Tally, Vote};
+use crate::domain::polling::model::{Choice, Poll, PollKind, Tally, TextGroup, Vote};
 use crate::store::error::StoreError;
 use crate::store::tx::{BallotReads, VoteRecord, VoteRepo, Voters};
 
@@ -88,9 +88,20 @@ const CHOICE_TALLY: &str = "SELECT p.vote_count, o.id, o.vote_count FROM polls p
 const RATING_TALLY: &str = "SELECT p.vote_count, r.rating, r.vote_count FROM polls p
        LEFT JOIN poll_rating_counts r ON r.poll_id = p.id
       WHERE p.id = $1";
+/// The count, the newest answers, and the answers grouped as
+/// `model::answer_key` groups them (case and runs of whitespace ignored),
+/// each group shown with its first spelling, the most frequent first.
 const TEXT_TALLY: &str = "SELECT (SELECT vote_count FROM polls WHERE id = $1),
             ARRAY(SELECT choice->>'textResponse' FROM votes WHERE poll_id = $1
-                   ORDER BY submitted_at DESC, id DESC LIMIT $2)";
+                   ORDER BY submitted_at DESC, id DESC LIMIT $2),
+            grouped.texts, grouped.counts
+       FROM (SELECT array_agg(first ORDER BY n DESC, seen) AS texts,
+                    array_agg(n ORDER BY n DESC, seen) AS counts
+               FROM (SELECT (array_agg(choice->>'textResponse' ORDER BY submitted_at, id))[1] AS first,
+                            count(*) AS n, min(submitted_at) AS seen
+                       FROM votes WHERE poll_id = $1
+                      GROUP BY lower(regexp_replace(choice->>'textResponse', '\\s+', ' ', 'g'))
+                      ORDER BY n DESC, seen LIMIT $2) top) grouped";
 
 fn tally_statement(poll: &Poll) -> &'static str {
     match poll.kind {
@@ -316,9 +327,16 @@ fn tally_from_rows(poll: &Poll, rows: &[Row]) -> Tally {
         }
         PollKind::OpenText => {
             let newest_first: Vec<Option<String>> = rows.first().map(|r| r.get(1)).unwrap_or_default();
+            let texts: Vec<Option<String>> = rows.first().and_then(|r| r.get(2)).unwrap_or_default();
+            let counts: Vec<i64> = rows.first().and_then(|r| r.get(3)).unwrap_or_default();
             Tally {
                 vote_count,
                 texts: newest_first.into_iter().rev().flatten().collect(),
+                text_groups: texts
+                    .into_iter()
+                    .zip(counts)
+                    .filter_map(|(text, count)| Some(TextGroup { text: text?, count }))
+                    .collect(),
                 ..Tally::default()
             }
         }
