@@ -48,13 +48,17 @@ function resultsArePublic(raw) {
   return true; // a server without results visibility always shows them
 }
 
+/** How many have answered, when the server said; null when it did not. */
+function knownCount(raw) {
+  const count = raw.results?.currentVoteCount ?? raw.currentVoteCount ?? raw.voteCount;
+  if (typeof count === 'number') return count;
+  return raw.results === null ? null : 0; // withheld: the count comes with the next vote
+}
+
 function screenPoll(raw) {
-  return {
-    ...raw,
-    closesAt: raw.closesAt ?? null,
-    visible: resultsArePublic(raw),
-    results: { ...blankResults(raw), ...(raw.results ?? {}) },
-  };
+  const results = { ...blankResults(raw), ...(raw.results ?? {}) };
+  results.currentVoteCount = knownCount(raw);
+  return { ...raw, closesAt: raw.closesAt ?? null, visible: resultsArePublic(raw), results };
 }
 
 function copyResults(poll, payload) {
@@ -100,7 +104,7 @@ class ScreenState {
 
   totalResponses() {
     let total = 0;
-    for (const poll of this.polls.values()) total += poll.results.currentVoteCount;
+    for (const poll of this.polls.values()) total += poll.results.currentVoteCount ?? 0;
     return total;
   }
 
@@ -132,13 +136,13 @@ class ScreenState {
           poll.status = 'closed';
           poll.closedAt = p.closedAt;
           poll.closeReason = p.reason ?? null;
-          poll.results.currentVoteCount = Math.max(poll.results.currentVoteCount, p.finalVoteCount ?? 0);
+          poll.results.currentVoteCount = Math.max(poll.results.currentVoteCount ?? 0, p.finalVoteCount ?? 0);
         }
         if (this.activePollId === p.pollId) this.activePollId = null;
         break;
       case 'vote:accepted':
         // Counts only grow: an older aggregate never replaces a newer one.
-        if (!poll || p.currentVoteCount < poll.results.currentVoteCount) break;
+        if (!poll || p.currentVoteCount < (poll.results.currentVoteCount ?? 0)) break;
         if (p.resultsWithheld) {
           poll.visible = false;
           poll.results.currentVoteCount = p.currentVoteCount;
@@ -407,26 +411,52 @@ function textResults() {
   };
 }
 
+const WITHHELD_UNTIL = {
+  after_close: 'They appear when voting closes.',
+  after_vote: 'They appear here when voting closes.',
+  manual: 'The presenter will show them.',
+};
+
 /** While the server withholds a poll's results: the count only. */
-function withheldResults() {
+function withheldResults(poll) {
   const count = h('span', { class: 'withheld-count', testid: 'withheld-count' });
   const noun = h('span', {});
+  const figure = h('p', { class: 'withheld-figure' }, count, ' ', noun);
+  const until = WITHHELD_UNTIL[poll.resultsVisibility];
+  // The room still sees what it is choosing from, without any counts.
+  const options =
+    poll.pollType === 'multiple_choice'
+      ? h(
+          'ol',
+          { class: 'choices plain', testid: 'choice-options' },
+          poll.options.map((o) => h('li', { class: 'choice-label', testid: 'option-label' }, o.optionText)),
+        )
+      : null;
+  options?.classList.toggle('two-columns', poll.options.length > 8);
   return {
     el: h(
       'div',
-      { class: 'withheld', testid: 'results-hidden' },
-      h('p', { class: 'withheld-title' }, 'Results hidden'),
-      h('p', { class: 'withheld-figure' }, count, ' ', noun),
+      { class: 'withheld-view' },
+      options,
+      h(
+        'div',
+        { class: 'withheld', testid: 'results-hidden' },
+        h('p', { class: 'withheld-title' }, 'Results hidden'),
+        figure,
+        until ? h('p', { class: 'withheld-until' }, until) : null,
+      ),
     ),
     update(results) {
-      setText(count, results.currentVoteCount);
-      setText(noun, results.currentVoteCount === 1 ? 'response' : 'responses');
+      const n = results.currentVoteCount;
+      figure.hidden = n === null; // not known until the next vote says
+      setText(count, n ?? '');
+      setText(noun, n === 1 ? 'response' : 'responses');
     },
   };
 }
 
 function resultsFor(poll) {
-  if (!poll.visible) return withheldResults();
+  if (!poll.visible) return withheldResults(poll);
   if (poll.pollType === 'multiple_choice') return choiceResults(poll);
   if (poll.pollType === 'rating_scale') return ratingResults(poll);
   return textResults();
@@ -438,6 +468,12 @@ function formatCountdown(ms) {
   const seconds = Math.max(0, Math.ceil(ms / 1000));
   const m = Math.floor(seconds / 60);
   return `${m}:${String(seconds % 60).padStart(2, '0')}`;
+}
+
+function statusText(poll, review) {
+  if (poll.status === 'open') return 'Vote now';
+  if (review) return 'Earlier results';
+  return poll.closeReason === 'timer' ? 'Time is up · final results' : 'Voting closed · final results';
 }
 
 /** The poll on screen: question, status, countdown, results, vote count. */
@@ -476,10 +512,7 @@ function pollView(poll) {
       setText(position, `Poll ${polls.indexOf(current) + 1} of ${polls.length}`);
       el.dataset.status = current.status;
       status.dataset.state = current.status;
-      setText(
-        status,
-        current.status === 'open' ? 'Vote now' : review ? 'Earlier results' : 'Voting closed · final results',
-      );
+      setText(status, statusText(current, review));
       let grew = false;
       if (showing !== current.visible) {
         results = resultsFor(current);
@@ -489,8 +522,9 @@ function pollView(poll) {
       }
       if (results.update(current.results)) grew = true;
       const n = current.results.currentVoteCount;
-      votes.dataset.count = String(n);
-      setText(votes, current.pollType === 'open_text' ? plural(n, 'answer') : plural(n, 'vote'));
+      votes.hidden = n === null;
+      votes.dataset.count = String(n ?? '');
+      if (n !== null) setText(votes, current.pollType === 'open_text' ? plural(n, 'answer') : plural(n, 'vote'));
       tick(state, current);
       return grew;
     },
@@ -646,17 +680,32 @@ function render() {
   if (grew) fitStage();
 }
 
+const FIT_MIN = 0.6;
+const FIT_MAX = 1.3;
+const FIT_STEP = 0.05;
+
 /**
- * Shrinks the stage's type (the `--fit` factor, down to 0.8) until the poll
- * fits without scrolling: long questions, many options, many answers.
+ * Scales the stage's type (the `--fit` factor) to the poll: up to 1.3× when
+ * a short poll leaves the screen half empty, down to 0.6× for long
+ * questions, many options or many answers, so that nothing scrolls.
  */
 function fitStage() {
   const stage = ui.stage;
+  const setFit = (value) => stage.style.setProperty('--fit', value.toFixed(2));
+  const overflows = () => stage.scrollHeight > stage.clientHeight + 1;
   let fit = 1;
-  stage.style.setProperty('--fit', '1');
-  while (stage.scrollHeight > stage.clientHeight + 1 && fit > 0.8) {
-    fit -= 0.05;
-    stage.style.setProperty('--fit', fit.toFixed(2));
+  setFit(fit);
+  if (overflows()) {
+    while (overflows() && fit > FIT_MIN + 0.001) setFit((fit -= FIT_STEP));
+  } else {
+    // Grow only polls (a welcome or a thank-you is sized already).
+    while (view?.key.startsWith('poll:') && fit < FIT_MAX - 0.001) {
+      setFit((fit += FIT_STEP));
+      if (overflows()) {
+        setFit((fit -= FIT_STEP));
+        break;
+      }
+    }
   }
   stage.dataset.fit = fit.toFixed(2);
 }
