@@ -300,18 +300,19 @@ test('the screen follows a session at 1920×1080: join panel, large poll, live b
     await seeText(screen.getByTestId('screen-question'), 'One word for next year?');
     const words = ['Focus', 'Ship it', 'Calm'];
     for (const [i, textResponse] of words.entries()) await vote(server, word.pollId, voters[i], { textResponse });
-    // Answers show when the server makes them public (open text may be
-    // withheld by default: then the screen shows the count only).
-    await eventually(async () => {
-      if (await screen.getByTestId('results-hidden').isVisible()) {
-        assert.equal(await screen.getByTestId('withheld-count').textContent(), '3');
-        assert.equal(await screen.getByTestId('text-answer').count(), 0);
-      } else {
-        const answers = await screen.getByTestId('text-answer').locator('.answer-text').allTextContents();
-        assert.deepEqual([...answers].sort(), [...words].sort());
-      }
-    });
     await seeText(screen.getByTestId('vote-count'), '3 answers');
+    if (word.resultsRevealed === false) {
+      // The server withholds open text until the presenter shows it: the
+      // screen has the count only, until the reveal brings the answers.
+      await seeText(screen.getByTestId('withheld-count'), '3');
+      assert.equal(await screen.getByTestId('text-answer').count(), 0);
+      await ok(server, 'POST', `/v1/polls/${word.pollId}/reveal`, { token: session.token });
+    }
+    await eventually(async () => {
+      const answers = await screen.getByTestId('text-answer').locator('.answer-text').allTextContents();
+      assert.deepEqual([...answers].sort(), [...words].sort());
+    });
+    await assertNoScrolling(screen);
 
     // F asks the browser for full screen, and F again leaves it.
     await screen.keyboard.press('f');
@@ -366,8 +367,9 @@ test('withheld results, countdown and storage banner, as the server offers them'
     const session = await sessionWithPolls(server, 'Hidden', [
       { question: 'Pick a colour', pollType: 'multiple_choice', options: ['Red', 'Blue'], resultsVisibility: 'manual' },
       { question: 'Pick a number', pollType: 'multiple_choice', options: ['One', 'Two'] },
+      { question: 'Quick: yes or no?', pollType: 'multiple_choice', options: ['Yes', 'No'] },
     ]);
-    const [colour, number] = session.polls;
+    const [colour, number, quick] = session.polls;
     screen = await openScreen(server, session.id);
     await seeText(screen.getByTestId('welcome-wait'), 'Waiting for the first question…');
     const snapshot = await ok(server, 'GET', `/v1/sessions/${session.id}`);
@@ -413,6 +415,13 @@ test('withheld results, countdown and storage banner, as the server offers them'
         assert.ok(seconds > 0 && seconds <= 30, `countdown at ${seconds}`);
       });
       await seeText(screen.getByTestId('countdown'), /^0:[0-3]\d$/);
+
+      // A short one runs out: the server closes it and the screen says so.
+      await ok(server, 'POST', `/v1/polls/${quick.pollId}/activate`, { token: session.token, body: { durationSeconds: 5 } });
+      await seeText(screen.getByTestId('screen-question'), 'Quick: yes or no?');
+      await seeText(screen.getByTestId('countdown'), /^0:0[0-5]$/);
+      await seeText(screen.getByTestId('poll-status'), 'Time is up · final results');
+      assert.equal(await screen.getByTestId('countdown').isVisible(), false);
     });
     assert.deepEqual(screen.errors, []);
   } finally {
