@@ -429,3 +429,27 @@ test('withheld results, countdown and storage banner, as the server offers them'
     await server.stop();
   }
 });
+
+test('a screen for an unknown session, or none, says what is wrong', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast({ store: 'memory' }).start();
+  const pages = [];
+  try {
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const answer = await server.request('GET', `/v1/sessions/${unknown}`);
+    assert.equal(answer.status, 404);
+    const screen = await openScreen(server, unknown);
+    pages.push(screen);
+    await seeText(screen.getByTestId('screen-problem').locator('h2'), 'Session not found');
+    await seeText(screen.getByTestId('screen-problem').locator('p'), answer.body.error.message);
+    assert.equal(await screen.getByTestId('join-panel').isVisible(), false);
+
+    const bare = await browser.context.newPage();
+    pages.push(bare);
+    await bare.goto(`${server.url}/screen`);
+    await seeText(bare.getByTestId('screen-problem').locator('h2'), 'No session');
+    assert.deepEqual(screen.errors, []);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
+    await server.stop();
+  }
+});
