@@ -243,6 +243,12 @@ test('the screen follows a session at 1920×1080: join panel, large poll, live b
     await seeChoices(screen, { Lisbon: 2, Berlin: 0, Kyoto: 1 });
     await seeText(screen.getByTestId('vote-count'), '3 votes');
     await seeBarsMatchCounts(screen);
+    // Bars slide to their new length (the test browser asks for reduced
+    // motion, which turns that off; a projector's browser does not).
+    await screen.emulateMedia({ reducedMotion: 'no-preference' });
+    const transition = await screen.getByTestId('choice-bar').first().evaluate((bar) => getComputedStyle(bar).transitionProperty);
+    assert.match(transition, /\bwidth\b/);
+    await screen.emulateMedia({ reducedMotion: 'reduce' });
     const leading = screen.locator('[data-testid="choice-row"].leading [data-testid="choice-label"]');
     assert.deepEqual(await leading.allTextContents(), ['Lisbon']);
     await seeJoinPanel(screen, server, session);
