@@ -81,6 +81,7 @@ async function createSession(presenter, url, title) {
   await presenter.getByTestId('session-title-input').fill(title);
   await presenter.getByTestId('create-session').click();
   await presenter.waitForURL(/\/present\?session=[0-9a-f-]{36}$/, { timeout: SHOW });
+  await presenter.getByTestId('start-card').waitFor({ timeout: SHOW });
   await seeText(presenter.getByTestId('connection-status'), 'live');
   await seeText(presenter.getByTestId('session-title'), title);
   const code = (await presenter.getByTestId('join-code').textContent()).trim();
@@ -98,8 +99,13 @@ async function join(page, link, name) {
   await seeText(page.getByTestId('connection-status'), 'live');
 }
 
-async function addPoll(presenter, { question, pollType, options, allowMultiple, minRating, maxRating }) {
+async function addPoll(presenter, { question, pollType, options, allowMultiple, minRating, maxRating, resultsVisibility }) {
+  // The form folds away once there are polls; open it when it is folded.
+  if (!(await presenter.getByTestId('add-poll-section').evaluate((details) => details.open))) {
+    await presenter.getByTestId('add-poll-toggle').click();
+  }
   await presenter.getByTestId('poll-type').selectOption(pollType);
+  if (resultsVisibility) await presenter.getByTestId('poll-visibility').selectOption(resultsVisibility);
   await presenter.getByTestId('poll-question').fill(question);
   if (options) await presenter.getByTestId('poll-options').fill(options.join('\n'));
   if (allowMultiple) await presenter.getByTestId('poll-allow-multiple').check();
@@ -150,6 +156,31 @@ async function vote(page, question, choice) {
   if (choice.rating !== undefined) await poll.locator(`[data-testid="rating-option"][data-value="${choice.rating}"]`).click();
   if (choice.text) await poll.getByTestId('text-input').fill(choice.text);
   await poll.getByTestId('submit-vote').click();
+}
+
+/** The participant token this tab keeps (sessionStorage), for direct API calls. */
+async function participantToken(page) {
+  return page.evaluate(() => {
+    const key = Object.keys(sessionStorage).find((k) => k.startsWith('pollcast:participant:'));
+    return JSON.parse(sessionStorage.getItem(key)).token;
+  });
+}
+
+/** Every control of a participant's poll card is disabled, and nothing can be sent. */
+async function seeLocked(poll) {
+  await eventually(async () => {
+    const { controls, disabled, sendable } = await poll.evaluate((card) => {
+      const controls = [...card.querySelectorAll('input, textarea, select')];
+      const send = card.querySelector('[data-testid="submit-vote"]');
+      return {
+        controls: controls.length,
+        disabled: controls.filter((c) => c.matches(':disabled')).length,
+        sendable: Boolean(send && !send.disabled && send.checkVisibility()),
+      };
+    });
+    assert.equal(disabled, controls, `${controls - disabled} of ${controls} controls are live`);
+    assert.equal(sendable, false, 'the send button is live');
+  });
 }
 
 async function seeVoteMessage(page, kind, text) {
@@ -209,9 +240,19 @@ test('a presenter and four participants run a session with all three poll types'
     for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
     await grace.screenshot({ path: path.join(screenshots, 'screenshot-participant.png') });
 
-    // A second vote by the same participant is refused, and says why.
-    await vote(ada, 'Where should the offsite be?', { option: 'Berlin' });
-    await seeVoteMessage(ada, 'rejected', /already voted.*\(duplicate_vote\)/);
+    // Once counted, the controls lock on the choice made; the server
+    // refuses a second vote by the same participant all the same.
+    const adaPoll = ada.getByTestId('active-poll');
+    await seeLocked(adaPoll);
+    assert.equal(await adaPoll.getByTestId('vote-option').filter({ hasText: 'Lisbon' }).locator('input').isChecked(), true);
+    const adaToken = await participantToken(ada);
+    const berlin = await adaPoll.getByTestId('vote-option').filter({ hasText: 'Berlin' }).getAttribute('data-option-id');
+    const again = await server.request('POST', `/v1/polls/${await adaPoll.getAttribute('data-poll-id')}/votes`, {
+      token: adaToken,
+      body: { voteData: { selectedOptionIds: [berlin] } },
+    });
+    assert.equal(again.status, 409);
+    assert.equal(again.body.error.code, 'duplicate_vote');
     await sleep(500);
     await seeCounts(offsite.getByTestId('results'), expected);
 
@@ -235,6 +276,17 @@ test('a presenter and four participants run a session with all three poll types'
     await Promise.all(people.map((page) => seeVoteMessage(page, 'accepted', '✓ Your vote was counted.')));
     await seeAnswers(word.getByTestId('results'), words);
     await seeText(word.getByTestId('result-total'), '4 votes');
+    // Open text is private until the presenter reveals it: each phone shows
+    // only its own answer.
+    await seeText(word.getByTestId('results-hidden-badge'), 'hidden from audience');
+    for (const [i, page] of people.entries()) {
+      const poll = page.getByTestId('active-poll');
+      await seeText(poll.getByTestId('my-answer'), `Your answer: ${words[i]}`);
+      await seeText(poll.getByTestId('results-withheld'), 'Results will be shown later.');
+      assert.equal(await poll.getByTestId('text-answer').count(), 0);
+    }
+    await word.getByTestId('reveal-results').click();
+    await eventually(async () => assert.equal(await word.getByTestId('results-hidden-badge').isVisible(), false));
     await seeAnswers(barbara.getByTestId('active-poll').getByTestId('results'), words);
     for (const name of names) {
       assert.equal(await presenter.getByTestId('poll-list').getByText(name).count(), 0, `${name} is shown`);
@@ -317,7 +369,8 @@ test('every page rides out a server restart and catches up without a reload', { 
     await seeCounts(snacks.getByTestId('results'), expected);
     await seeText(snacks.getByTestId('result-total'), '3 votes');
     for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
-    // What happened before the restart is still on screen.
+    // What happened before the restart is still on screen (closed polls fold).
+    await coffee.getByTestId('toggle-results').click();
     await seeCounts(coffee.getByTestId('results'), { Coffee: 3, Tea: 0 });
     await seeText(presenter.getByTestId('participant-count'), '3', 30_000);
 

@@ -268,6 +268,11 @@ function resultsBox(poll, open) {
   };
 }
 
+/** What the card is built from: a change rebuilds it (a vote counted, its answer known, the poll closed). */
+function cardKey(poll) {
+  return `${poll.pollId}/${poll.status}/${voted.has(poll.pollId)}/${answers.has(poll.pollId)}`;
+}
+
 /** The card of the poll shown: the open one (with its form), or the last closed one. */
 function pollCard(poll) {
   const open = poll.status === 'open';
@@ -310,7 +315,7 @@ function pollCard(poll) {
     results.el,
   );
   return {
-    key: `${poll.pollId}/${poll.status}/${mine}`,
+    key: cardKey(poll),
     pollId: poll.pollId,
     el,
     showMessage() {
@@ -348,7 +353,7 @@ function render() {
   show(byTestId('session-ended'), session.status === 'ended');
 
   const poll = shownPoll();
-  const key = poll ? `${poll.pollId}/${poll.status}/${voted.has(poll.pollId)}` : null;
+  const key = poll ? cardKey(poll) : null;
   if (current?.key !== key) {
     current?.remove();
     current = poll ? pollCard(poll) : null;
