@@ -196,7 +196,10 @@ function fillVote(form, voteData) {
     const number = form.querySelector('input[type="number"]');
     if (number) number.value = value;
   }
-  if (voteData.textResponse !== undefined && form.elements.text) form.elements.text.value = voteData.textResponse;
+  if (voteData.textResponse !== undefined && form.elements.text) {
+    form.elements.text.value = voteData.textResponse;
+    form.elements.text.dispatchEvent(new Event('input')); // its character counter
+  }
 }
 
 /** The answer in words: "Lisbon", "4 on 1–5", or the text itself. */

@@ -10,7 +10,7 @@
 // code), presenter access, export and "End session" in the side column.
 
 import { api, presenterStore, keyFromPaste, parseSessionId, downloadWithToken } from './api.js';
-import { h, $, setText, show, connectionBadge, countdown, POLL_TYPE_LABEL } from './dom.js';
+import { h, $, setText, show, connectionBadge, countdown, plural, POLL_TYPE_LABEL } from './dom.js';
 import { SessionFeed } from './feed.js';
 import { resultsPanel } from './results.js';
 
@@ -57,7 +57,8 @@ const ui = {
   endCard: byTestId('end-card'),
   end: byTestId('end-session'),
 };
-const setConnection = connectionBadge(byTestId('connection-status'));
+const connection = byTestId('connection-status');
+const setConnection = connectionBadge(connection);
 
 function only(name) {
   for (const id of ['view', 'key-needed', 'problem']) document.getElementById(id).hidden = id !== name;
@@ -212,7 +213,7 @@ function pollCard(poll) {
       show(body, current.status !== 'draft' && !folded);
       show(toggle, current.status === 'closed');
       toggle.setAttribute('aria-expanded', String(!folded));
-      setText(toggle, folded ? `Show results (${current.count} votes)` : 'Hide results');
+      setText(toggle, folded ? `Show results (${plural(current.count, 'vote')})` : 'Hide results');
       controls.update(current, sessionStatus);
       results.update(current);
     },
@@ -422,7 +423,15 @@ function takeKeyFromAddress() {
   history.replaceState(null, '', `${location.pathname}${location.search}`);
 }
 
-function askForKey(reason) {
+/** Asks for the presenter link, once the session is known to exist (else: the server's reason). */
+async function askForKey(reason) {
+  show(connection, false);
+  try {
+    const snapshot = await api.snapshot(sessionId);
+    setText(byTestId('key-needed-session'), `“${snapshot.title}”`);
+  } catch (error) {
+    if (error.status === 404 || error.status === 400) return problem('Session not found', error.message);
+  }
   const screen = byTestId('key-needed-screen');
   screen.href = `/screen?session=${encodeURIComponent(sessionId)}`;
   const error = byTestId('key-error');
@@ -452,6 +461,7 @@ let wired = false;
 
 function present(key) {
   token = key;
+  show(connection, true);
   ui.presenterLink.value = presenterLink(token);
   ui.screenLink.href = `/screen?session=${encodeURIComponent(sessionId)}`;
   ui.qr.src = `/v1/sessions/${encodeURIComponent(sessionId)}/qr.svg`;
