@@ -6,9 +6,10 @@
 //   cd tests/browser && node --test app.test.mjs
 //
 // Needs Postgres (POLLCAST_TEST_PG, default postgres://postgres@127.0.0.1:5432/postgres)
-// and Chromium (CHROMIUM, default /usr/bin/chromium). Writes
-// screenshot-presenter.png and screenshot-participant.png to target/screenshots,
-// or to docs/ with UPDATE_SCREENSHOTS=1 (`make screenshots`).
+// and Chromium (CHROMIUM, default /usr/bin/chromium). The whole-meeting test
+// writes screenshot-presenter.png (1366×768), screenshot-presenter-1920.png
+// and screenshot-participant.png (390×844) to target/screenshots, or to
+// docs/ with UPDATE_SCREENSHOTS=1 (`make screenshots`).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -22,7 +23,8 @@ const screenshots = process.env.UPDATE_SCREENSHOTS
   ? path.join(repoRoot, 'docs')
   : path.join(repoRoot, 'target', 'screenshots');
 mkdirSync(screenshots, { recursive: true });
-import { launchChromium } from './lib/browser.mjs';
+import { launchChromium, chromiumPath } from './lib/browser.mjs';
+import { chromium } from 'playwright-core';
 
 /** How long anything may take to show up on screen (2 slow cores). */
 const SHOW = 20_000;
@@ -81,6 +83,7 @@ async function createSession(presenter, url, title) {
   await presenter.getByTestId('session-title-input').fill(title);
   await presenter.getByTestId('create-session').click();
   await presenter.waitForURL(/\/present\?session=[0-9a-f-]{36}$/, { timeout: SHOW });
+  await presenter.getByTestId('start-card').waitFor({ timeout: SHOW });
   await seeText(presenter.getByTestId('connection-status'), 'live');
   await seeText(presenter.getByTestId('session-title'), title);
   const code = (await presenter.getByTestId('join-code').textContent()).trim();
@@ -98,8 +101,13 @@ async function join(page, link, name) {
   await seeText(page.getByTestId('connection-status'), 'live');
 }
 
-async function addPoll(presenter, { question, pollType, options, allowMultiple, minRating, maxRating }) {
+async function addPoll(presenter, { question, pollType, options, allowMultiple, minRating, maxRating, resultsVisibility }) {
+  // The form folds away once there are polls; open it when it is folded.
+  if (!(await presenter.getByTestId('add-poll-section').evaluate((details) => details.open))) {
+    await presenter.getByTestId('add-poll-toggle').click();
+  }
   await presenter.getByTestId('poll-type').selectOption(pollType);
+  if (resultsVisibility) await presenter.getByTestId('poll-visibility').selectOption(resultsVisibility);
   await presenter.getByTestId('poll-question').fill(question);
   if (options) await presenter.getByTestId('poll-options').fill(options.join('\n'));
   if (allowMultiple) await presenter.getByTestId('poll-allow-multiple').check();
@@ -152,10 +160,154 @@ async function vote(page, question, choice) {
   await poll.getByTestId('submit-vote').click();
 }
 
+/** The participant token this tab keeps (sessionStorage), for direct API calls. */
+async function participantToken(page) {
+  return page.evaluate(() => {
+    const key = Object.keys(sessionStorage).find((k) => k.startsWith('pollcast:participant:'));
+    return JSON.parse(sessionStorage.getItem(key)).token;
+  });
+}
+
+/** Every control of a participant's poll card is disabled, and nothing can be sent. */
+async function seeLocked(poll) {
+  await eventually(async () => {
+    const { controls, disabled, sendable } = await poll.evaluate((card) => {
+      const controls = [...card.querySelectorAll('input, textarea, select')];
+      const send = card.querySelector('[data-testid="submit-vote"]');
+      return {
+        controls: controls.length,
+        disabled: controls.filter((c) => c.matches(':disabled')).length,
+        sendable: Boolean(send && !send.disabled && send.checkVisibility()),
+      };
+    });
+    assert.equal(disabled, controls, `${controls - disabled} of ${controls} controls are live`);
+    assert.equal(sendable, false, 'the send button is live');
+  });
+}
+
 async function seeVoteMessage(page, kind, text) {
   const message = page.getByTestId('active-poll').getByTestId('vote-message');
   await seeText(message, text);
   assert.equal(await message.getAttribute('data-kind'), kind);
+}
+
+// ------------------------------------------------------ meeting helpers --
+
+const LAPTOP = { width: 1366, height: 768 };
+const PHONE = { width: 390, height: 844 };
+const PROJECTOR = { width: 1920, height: 1080 };
+/** What a participant must not receive while a poll's results are withheld. */
+const RESULT_FIELDS = ['voteBreakdown', 'ratingDistribution', 'averageRating', 'textResponses', 'textGroups'];
+
+/** A second Chromium, not the persistent one: each of its contexts is a browser with empty storage. */
+async function launchOtherBrowser() {
+  return chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** A page in `context` that reports its script errors (as openPage does). */
+async function pageIn(context, label) {
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (error) => page.errors.push(`${label}: ${error.message}`));
+  return page;
+}
+
+/**
+ * A phone whose every SSE frame (whatever EventSource the page opens, across
+ * reloads) and every session snapshot it fetched are kept in page.frames and
+ * page.snapshots, as the page received them.
+ */
+async function openPhone(label) {
+  const page = await openPage(label);
+  await page.setViewportSize(PHONE);
+  page.frames = [];
+  page.snapshots = [];
+  await page.exposeFunction('__pollcastFrame', (frame) => page.frames.push(frame));
+  await page.addInitScript(() => {
+    const Native = window.EventSource;
+    window.EventSource = class RecordingEventSource extends Native {
+      addEventListener(type, listener, options) {
+        const record = (message) => {
+          window.__pollcastFrame({ type, id: message.lastEventId, data: message.data });
+          return listener.call(this, message);
+        };
+        return super.addEventListener(type, record, options);
+      }
+    };
+  });
+  page.on('response', async (response) => {
+    if (/\/v1\/sessions\/[^/?]+$/.test(new URL(response.url()).pathname) && response.request().method() === 'GET') {
+      page.snapshots.push(await response.json().catch(() => null));
+    }
+  });
+  return page;
+}
+
+/** The JSON frames of `frames` about `pollId`: [{type, payload, topic}]. */
+function framesAbout(frames, pollId) {
+  return frames
+    .map((frame) => ({ type: frame.type, ...JSON.parse(frame.data) }))
+    .filter((event) => event.payload?.pollId === pollId);
+}
+
+/** The session stream read raw with `token`, beside the page: every frame, parsed by hand. */
+function rawStream(url, sessionId, token) {
+  const frames = [];
+  const abort = new AbortController();
+  const reading = (async () => {
+    const query = new URLSearchParams({ access_token: token });
+    const response = await fetch(`${url}/v1/sessions/${sessionId}/events?${query}`, {
+      signal: abort.signal,
+      headers: { accept: 'text/event-stream' },
+    });
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of response.body) {
+      buffer += decoder.decode(chunk, { stream: true }).replace(/\r\n?/g, '\n');
+      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+        const block = buffer.slice(0, end).split('\n');
+        buffer = buffer.slice(end + 2);
+        const field = (name) => block.filter((l) => l.startsWith(`${name}:`)).map((l) => l.slice(name.length + 1).replace(/^ /, ''));
+        const data = field('data').join('\n');
+        if (data) frames.push({ type: field('event')[0] ?? 'message', id: field('id')[0], data });
+      }
+    }
+  })().catch(() => {});
+  return { frames, close: () => abort.abort() };
+}
+
+/** Asserts no frame and no snapshot of `phone` carried results of `pollId`; returns how many frames were checked. */
+function assertNothingLeaked(label, frames, snapshots, pollId) {
+  const events = framesAbout(frames, pollId);
+  for (const event of events) {
+    const leaked = RESULT_FIELDS.filter((field) => field in event.payload);
+    assert.deepEqual(leaked, [], `${label} got ${leaked} in ${event.type} #${event.id}`);
+  }
+  for (const snapshot of snapshots) {
+    const poll = snapshot?.polls?.find((p) => p.pollId === pollId);
+    if (poll) assert.equal(poll.results, null, `${label}'s snapshot carried the results`);
+  }
+  return events;
+}
+
+/** The pixel widths of the result bars (their tracks) on a page. */
+async function barWidths(results) {
+  return results.evaluate((root) =>
+    [...root.querySelectorAll('.bar-track')].map((track) => ({
+      track: track.getBoundingClientRect().width,
+      fill: track.firstElementChild.getBoundingClientRect().width,
+    })),
+  );
+}
+
+/** Whether this binary has the route (features of #18 land one by one; an unknown route is 'no such resource'). */
+async function serverHas(server, method, pathname, token) {
+  const answer = await server.request(method, pathname, { token });
+  return !(answer.status === 404 && answer.body?.error?.message === 'no such resource');
 }
 
 // ------------------------------------------------------------------ tests --
@@ -207,11 +359,20 @@ test('a presenter and four participants run a session with all three poll types'
       ['50%', '25%', '25%'],
     );
     for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
-    await grace.screenshot({ path: path.join(screenshots, 'screenshot-participant.png') });
 
-    // A second vote by the same participant is refused, and says why.
-    await vote(ada, 'Where should the offsite be?', { option: 'Berlin' });
-    await seeVoteMessage(ada, 'rejected', /already voted.*\(duplicate_vote\)/);
+    // Once counted, the controls lock on the choice made; the server
+    // refuses a second vote by the same participant all the same.
+    const adaPoll = ada.getByTestId('active-poll');
+    await seeLocked(adaPoll);
+    assert.equal(await adaPoll.getByTestId('vote-option').filter({ hasText: 'Lisbon' }).locator('input').isChecked(), true);
+    const adaToken = await participantToken(ada);
+    const berlin = await adaPoll.getByTestId('vote-option').filter({ hasText: 'Berlin' }).getAttribute('data-option-id');
+    const again = await server.request('POST', `/v1/polls/${await adaPoll.getAttribute('data-poll-id')}/votes`, {
+      token: adaToken,
+      body: { voteData: { selectedOptionIds: [berlin] } },
+    });
+    assert.equal(again.status, 409);
+    assert.equal(again.body.error.code, 'duplicate_vote');
     await sleep(500);
     await seeCounts(offsite.getByTestId('results'), expected);
 
@@ -235,13 +396,22 @@ test('a presenter and four participants run a session with all three poll types'
     await Promise.all(people.map((page) => seeVoteMessage(page, 'accepted', '✓ Your vote was counted.')));
     await seeAnswers(word.getByTestId('results'), words);
     await seeText(word.getByTestId('result-total'), '4 votes');
+    // Open text is private until the presenter reveals it: each phone shows
+    // only its own answer.
+    await seeText(word.getByTestId('results-hidden-badge'), 'hidden from audience');
+    for (const [i, page] of people.entries()) {
+      const poll = page.getByTestId('active-poll');
+      await seeText(poll.getByTestId('my-answer'), `Your answer: ${words[i]}`);
+      await seeText(poll.getByTestId('results-withheld'), 'Results will be shown later.');
+      assert.equal(await poll.getByTestId('text-answer').count(), 0);
+    }
+    await word.getByTestId('reveal-results').click();
+    await eventually(async () => assert.equal(await word.getByTestId('results-hidden-badge').isVisible(), false));
     await seeAnswers(barbara.getByTestId('active-poll').getByTestId('results'), words);
     for (const name of names) {
       assert.equal(await presenter.getByTestId('poll-list').getByText(name).count(), 0, `${name} is shown`);
     }
 
-    await presenter.evaluate(() => window.scrollTo(0, 0));
-    await presenter.screenshot({ path: path.join(screenshots, 'screenshot-presenter.png'), fullPage: true });
 
     // Ending the session (the button asks for a second click) closes the open poll.
     await presenter.getByTestId('end-session').click();
@@ -317,7 +487,8 @@ test('every page rides out a server restart and catches up without a reload', { 
     await seeCounts(snacks.getByTestId('results'), expected);
     await seeText(snacks.getByTestId('result-total'), '3 votes');
     for (const page of people) await seeCounts(page.getByTestId('active-poll').getByTestId('results'), expected);
-    // What happened before the restart is still on screen.
+    // What happened before the restart is still on screen (closed polls fold).
+    await coffee.getByTestId('toggle-results').click();
     await seeCounts(coffee.getByTestId('results'), { Coffee: 3, Tea: 0 });
     await seeText(presenter.getByTestId('participant-count'), '3', 30_000);
 
@@ -400,6 +571,206 @@ test('a refused stream is reopened after a backoff, and connection:reset resyncs
     await seeText(pollCard(presenter, 'Rate the coffee').getByTestId('result-average'), '7.00');
 
     assert.equal(await dee.evaluate(() => window.__noReload), 'still here', 'the page reloaded');
+    assertNoScriptErrors(pages);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
+    await server.stop();
+  }
+});
+
+test('a whole meeting: presenter link in a new browser, results hidden then revealed, a reload mid-poll, a timed poll', { timeout: TEST_TIMEOUT }, async (t) => {
+  const server = await new Pollcast().start();
+  const other = await launchOtherBrowser();
+  const pages = [];
+  const raw = [];
+  try {
+    // The presenter's laptop: a browser of its own.
+    const laptop = await other.newContext({ viewport: LAPTOP, reducedMotion: 'reduce' });
+    const presenter = await pageIn(laptop, 'presenter');
+    pages.push(presenter);
+    const { link } = await createSession(presenter, server.url, 'Company all-hands');
+    const sessionId = new URL(presenter.url()).searchParams.get('session');
+    const presenterLink = await presenter.getByTestId('presenter-link').inputValue();
+    assert.equal(presenterLink.split('#')[0], `${server.url}/present?session=${sessionId}`);
+    assert.match(presenterLink, /#key=[\w.-]{20,}$/);
+    assert.equal(await presenter.getByTestId('storage-banner').isVisible(), false, 'banner on the Postgres store');
+    assert.equal(await presenter.getByTestId('open-screen').getAttribute('href'), `/screen?session=${sessionId}`);
+
+    // Three phones.
+    const names = ['Priya', 'Tomás', 'Mei'];
+    const phones = [];
+    for (const name of names) {
+      const phone = await openPhone(name);
+      pages.push(phone);
+      phones.push(phone);
+    }
+    await Promise.all(phones.map((phone, i) => join(phone, link, names[i])));
+    const [priya, tomas, mei] = phones;
+    // Beside Priya's page, her stream read raw with her own token.
+    raw.push(rawStream(server.url, sessionId, await participantToken(priya)));
+    await seeText(presenter.getByTestId('participant-count'), '3');
+    await presenter.getByTestId('start-session').click();
+    await seeText(presenter.getByTestId('session-status'), 'live session');
+
+    // A poll whose results wait for the presenter.
+    const question = 'Which day for the launch?';
+    await addPoll(presenter, { question, pollType: 'multiple_choice', options: ['Tuesday', 'Thursday'], resultsVisibility: 'manual' });
+    const launch = pollCard(presenter, question);
+    const pollId = await launch.getAttribute('data-poll-id');
+    await launch.getByTestId('activate-poll').click();
+    await seeText(launch.getByTestId('poll-status'), 'open · voting');
+    await seeText(launch.getByTestId('results-hidden-badge'), 'hidden from audience');
+    // The open poll is the first thing on the page.
+    assert.equal(await presenter.getByTestId('live-polls').getByTestId('poll').count(), 1);
+    const picks = ['Tuesday', 'Tuesday', 'Thursday'];
+    await Promise.all(phones.map((phone, i) => vote(phone, question, { option: picks[i] })));
+    await Promise.all(phones.map((phone) => seeVoteMessage(phone, 'accepted', '✓ Your vote was counted.')));
+    await seeCounts(launch.getByTestId('results'), { Tuesday: 2, Thursday: 1 });
+    for (const phone of phones) {
+      const poll = phone.getByTestId('active-poll');
+      await seeLocked(poll);
+      await seeText(poll.getByTestId('results-withheld'), 'Results will be shown later.');
+      await seeText(poll.getByTestId('vote-count'), '3 votes so far.');
+      assert.equal(await poll.locator('[data-testid="result-row"]:visible').count(), 0);
+    }
+
+    // Mei reloads mid-poll, with this tab's own memory of her vote wiped:
+    // what comes back comes from the server (the snapshot's myVote).
+    await mei.evaluate(() => {
+      for (const key of Object.keys(sessionStorage)) if (key.startsWith('pollcast:voted:')) sessionStorage.removeItem(key);
+    });
+    await mei.reload();
+    await seeVoteMessage(mei, 'accepted', '✓ Your vote was counted.');
+    await seeLocked(mei.getByTestId('active-poll'));
+    const meiChoice = mei.getByTestId('active-poll').getByTestId('vote-option').filter({ hasText: 'Thursday' }).locator('input');
+    assert.equal(await meiChoice.isChecked(), true);
+    assert.equal(await mei.getByTestId('active-poll').locator('[data-testid="result-row"]:visible').count(), 0);
+
+    // The presenter's tab closes; the presenter link opens full control in
+    // a new browser context (empty storage), and leaves the address bar.
+    await laptop.close();
+    const laptop2 = await other.newContext({ viewport: LAPTOP, reducedMotion: 'reduce' });
+    const presenter2 = await pageIn(laptop2, 'presenter, reopened');
+    pages.push(presenter2);
+    await presenter2.goto(presenterLink);
+    await seeText(presenter2.getByTestId('connection-status'), 'live');
+    assert.equal(new URL(presenter2.url()).hash, '', 'the key stays in the address bar');
+    const stored = await presenter2.evaluate((id) => JSON.parse(localStorage.getItem(`pollcast:presenter:${id}`)), sessionId);
+    assert.equal(stored.token, new URL(presenterLink).hash.replace('#key=', ''));
+    const launch2 = pollCard(presenter2, question);
+    await seeCounts(launch2.getByTestId('results'), { Tuesday: 2, Thursday: 1 });
+
+    // A browser without the key is asked for the link, not turned away.
+    const stranger = await other.newContext({ viewport: LAPTOP });
+    const locked = await pageIn(stranger, 'presenter without key');
+    await locked.goto(`${server.url}/present?session=${sessionId}`);
+    await seeText(locked.getByTestId('key-needed-title'), 'This browser has no presenter key for this session');
+    await locked.getByTestId('key-input').fill(presenterLink);
+    await locked.getByTestId('key-submit').click();
+    await seeText(locked.getByTestId('connection-status'), 'live');
+    await pollCard(locked, question).getByTestId('close-poll').waitFor({ timeout: SHOW });
+    assertNoScriptErrors([locked]);
+    await stranger.close();
+
+    // Before the reveal: not one frame any phone received, nor any snapshot
+    // it fetched, nor Priya's raw stream carried the results of that poll.
+    for (const [i, phone] of phones.entries()) {
+      const events = assertNothingLeaked(names[i], phone.frames, phone.snapshots, pollId);
+      assert.ok(events.some((e) => e.type === 'vote:accepted' && e.payload.resultsWithheld === true), `${names[i]} saw no vote frames`);
+    }
+    const rawEvents = assertNothingLeaked('raw stream', raw[0].frames, [], pollId);
+    assert.ok(rawEvents.filter((e) => e.type === 'vote:accepted').length >= 3, 'the raw stream saw the votes');
+
+    // The reveal reaches every phone, and the bars use the phone's width.
+    await launch2.getByTestId('reveal-results').click();
+    await eventually(async () => assert.equal(await launch2.getByTestId('results-hidden-badge').isVisible(), false));
+    for (const phone of phones) {
+      const results = phone.getByTestId('active-poll').getByTestId('results');
+      await seeCounts(results, { Tuesday: 2, Thursday: 1 });
+      const widths = await barWidths(results);
+      for (const { track, fill } of widths) assert.ok(track >= 300, `a ${track}px bar on a 390px phone`);
+      assert.ok(Math.abs(widths[0].fill / widths[0].track - 2 / 3) < 0.02, 'Tuesday’s bar is not two thirds');
+    }
+    assert.ok(framesAbout(priya.frames, pollId).some((e) => e.type === 'poll:results_revealed'));
+    await tomas.screenshot({ path: path.join(screenshots, 'screenshot-participant.png') });
+
+    // A timed poll closes by itself; phones count down, then lock.
+    const timed = 'How clear was the plan?';
+    await addPoll(presenter2, { question: timed, pollType: 'rating_scale', minRating: 1, maxRating: 5 });
+    const clear = pollCard(presenter2, timed);
+    const timedId = await clear.getAttribute('data-poll-id');
+    await clear.getByTestId('poll-timer').selectOption('10');
+    await clear.getByTestId('activate-poll').click();
+    await seeText(clear.getByTestId('countdown'), /^0:(0\d|10) left$/);
+    await seeText(launch2.getByTestId('poll-status'), 'closed');
+    for (const phone of phones) await seeText(phone.getByTestId('active-poll').getByTestId('countdown'), /^0:(0\d|10) left$/);
+    await vote(priya, timed, { rating: 4 });
+    await vote(tomas, timed, { rating: 5 });
+    await seeText(clear.getByTestId('result-average'), '4.50');
+    await presenter2.evaluate(() => window.scrollTo(0, 0));
+    await presenter2.screenshot({ path: path.join(screenshots, 'screenshot-presenter.png') });
+    await presenter2.setViewportSize(PROJECTOR);
+    await presenter2.screenshot({ path: path.join(screenshots, 'screenshot-presenter-1920.png') });
+    await presenter2.setViewportSize(LAPTOP);
+    // Nobody presses Close: the server's timer does.
+    await seeText(clear.getByTestId('poll-status'), 'closed', 30_000);
+    for (const phone of phones) {
+      const last = phone.getByTestId('last-poll');
+      await seeText(last.getByTestId('poll-question-text'), timed);
+      await seeText(last.getByTestId('voting-closed'), 'Voting closed');
+      assert.equal(await phone.getByTestId('active-poll').count(), 0);
+      await seeText(last.getByTestId('result-average'), '4.50');
+    }
+    const closed = framesAbout(priya.frames, timedId).find((e) => e.type === 'poll:closed');
+    assert.equal(closed?.payload.reason, 'timer');
+
+    // Features that land later in this binary's history: QR, co-presenters, export.
+    const token = stored.token;
+    if (await serverHas(server, 'GET', `/v1/sessions/${sessionId}/qr.svg`)) {
+      await eventually(async () => assert.ok(await presenter2.getByTestId('join-qr').isVisible(), 'no QR code'));
+    } else t.diagnostic('qr.svg is not in this binary: QR check skipped');
+    if (await serverHas(server, 'GET', `/v1/sessions/${sessionId}/export.csv`, token)) {
+      const [download] = await Promise.all([presenter2.waitForEvent('download'), presenter2.getByTestId('export-csv').click()]);
+      const csv = await (await download.createReadStream()).toArray();
+      assert.match(Buffer.concat(csv).toString(), /Which day for the launch\?/);
+    } else t.diagnostic('export is not in this binary: download check skipped');
+    if (await serverHas(server, 'POST', `/v1/sessions/${sessionId}/presenters`, token)) {
+      await presenter2.getByTestId('invite-presenter').click();
+      const coLink = presenter2.getByTestId('co-presenter-link');
+      await eventually(async () => assert.match(await coLink.inputValue(), /\/present\?session=.*#key=/));
+      assert.notEqual(await coLink.inputValue(), presenterLink);
+    } else t.diagnostic('co-presenters are not in this binary: invite check skipped');
+
+    assertNoScriptErrors(pages);
+  } finally {
+    for (const stream of raw) stream.close();
+    await Promise.all(pages.map((page) => page.close().catch(() => {})));
+    await other.close();
+    await server.stop();
+  }
+});
+
+test('on the memory store the presenter is warned, and a lost session says why', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast({ store: 'memory' }).start();
+  const pages = [];
+  try {
+    const presenter = await openPage('presenter');
+    pages.push(presenter);
+    await createSession(presenter, server.url, 'Scratch session');
+    await seeText(
+      presenter.getByTestId('storage-banner'),
+      /^This server keeps nothing on disk — a\s+restart loses every session\. Run with --database-url for a real meeting\.$/,
+    );
+    // A restart of the memory store loses the session; the page says so in
+    // the server's words.
+    const sessionId = new URL(presenter.url()).searchParams.get('session');
+    await server.restart();
+    const gone = await server.request('GET', `/v1/sessions/${sessionId}`);
+    assert.equal(gone.status, 404);
+    const page = presenter;
+    await page.reload();
+    await seeText(page.getByTestId('problem-title'), 'Session not found');
+    await seeText(page.getByTestId('problem-text'), gone.body.error.message);
     assertNoScriptErrors(pages);
   } finally {
     await Promise.all(pages.map((page) => page.close()));

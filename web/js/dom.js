@@ -81,3 +81,51 @@ export const POLL_TYPE_LABEL = {
   rating_scale: 'Rating',
   open_text: 'Open text',
 };
+
+/** "1:05" for the milliseconds left, rounded up to whole seconds. */
+export function formatRemaining(ms) {
+  const seconds = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, '0')}`;
+}
+
+/**
+ * A countdown to a poll's `closesAt` on the server's clock (`serverNow()`
+ * gives it): `set(closesAt)` starts, moves or (with null) hides it; `onZero`
+ * runs once when the time is up. The element gets data-remaining (seconds).
+ */
+export function countdown(el, serverNow, onZero) {
+  let timer = null;
+  let target = null;
+  let fired = false;
+  function tick() {
+    const left = target - serverNow();
+    el.dataset.remaining = String(Math.max(0, Math.ceil(left / 1000)));
+    el.classList.toggle('ending', left <= 10_000);
+    setText(el, left > 0 ? `${formatRemaining(left)} left` : 'time is up');
+    if (left <= 0) {
+      stop();
+      if (!fired) {
+        fired = true;
+        onZero?.();
+      }
+    }
+  }
+  function stop() {
+    if (timer) clearInterval(timer);
+    timer = null;
+  }
+  return {
+    set(closesAt) {
+      const next = closesAt ? Date.parse(closesAt) : null;
+      if (next === target) return;
+      stop();
+      target = next;
+      fired = false;
+      el.hidden = target === null;
+      if (target === null) return;
+      tick();
+      if (!fired) timer = setInterval(tick, 250);
+    },
+    stop,
+  };
+}

@@ -12,6 +12,13 @@
 //   answer 204 to a reconnect): the feed stops, its status `ended`.
 // Stored events carry increasing ids, so any event at or below the last id
 // applied is a duplicate and skipped.
+//
+// Results a viewer may not see yet (a poll's resultsVisibility) never reach
+// it: its snapshot has `results: null` and its `vote:accepted` frames say
+// `resultsWithheld` and carry only the count. The state keeps the last
+// results it was allowed to see apart from the count (`poll.count`), and
+// `poll.resultsVisible` says whether it has any. A presenter gets full
+// frames on its own topic beside the withheld ones.
 
 import { api } from './api.js';
 
@@ -22,6 +29,7 @@ const STORED_EVENTS = [
   'poll:created',
   'poll:activated',
   'poll:closed',
+  'poll:results_revealed',
   'vote:accepted',
   'vote:rejected',
   'participant:joined',
@@ -29,7 +37,15 @@ const STORED_EVENTS = [
   'error:general',
 ];
 
-const RESULT_FIELDS = ['currentVoteCount', 'voteBreakdown', 'averageRating', 'ratingDistribution', 'textResponses'];
+const RESULT_FIELDS = [
+  'currentVoteCount',
+  'voteBreakdown',
+  'averageRating',
+  'ratingDistribution',
+  'textResponses',
+  'textGroups',
+];
+const hasResults = (payload) => RESULT_FIELDS.some((field) => field !== 'currentVoteCount' && field in payload);
 
 function emptyResults(poll) {
   const distribution = {};
@@ -45,6 +61,29 @@ function emptyResults(poll) {
   };
 }
 
+/** A poll of the snapshot, with the fields the views rely on filled in. */
+function fromSnapshot(poll) {
+  const visible = poll.results !== null && poll.results !== undefined;
+  return {
+    ...poll,
+    resultsVisible: poll.resultsVisible ?? visible,
+    resultsRevealed: poll.resultsRevealed ?? (poll.resultsVisibility ?? 'always') === 'always',
+    closesAt: poll.closesAt ?? null,
+    myVote: poll.myVote ?? null,
+    count: poll.results?.currentVoteCount ?? poll.currentVoteCount ?? poll.voteCount ?? 0,
+    results: { ...emptyResults(poll), ...(poll.results ?? {}) },
+  };
+}
+
+/** Takes the result fields of `payload` unless they are older than those shown. */
+function takeResults(poll, payload) {
+  poll.count = Math.max(poll.count, payload.currentVoteCount ?? 0);
+  if (payload.resultsWithheld || !hasResults(payload)) return;
+  if ((payload.currentVoteCount ?? 0) < poll.results.currentVoteCount) return; // counts only grow
+  for (const field of RESULT_FIELDS) if (field in payload) poll.results[field] = payload[field];
+  poll.resultsVisible = true;
+}
+
 /** The session as the views show it: the snapshot, kept current by events. */
 export class SessionState {
   constructor(snapshot) {
@@ -58,12 +97,18 @@ export class SessionState {
       endedAt: snapshot.endedAt,
       joinUrl: snapshot.joinUrl,
     };
+    this.storage = snapshot.storage ?? null; // "memory" | "postgres" (older servers: absent)
+    // Server clock minus this clock, for countdowns to a poll's closesAt.
+    this.clockOffset = snapshot.serverTime ? Date.parse(snapshot.serverTime) - Date.now() : 0;
     this.participantCount = snapshot.participantCount;
     this.activePollId = snapshot.activePollId;
     this.polls = new Map();
-    for (const poll of snapshot.polls) {
-      this.polls.set(poll.pollId, { ...poll, results: { ...emptyResults(poll), ...poll.results } });
-    }
+    for (const poll of snapshot.polls) this.polls.set(poll.pollId, fromSnapshot(poll));
+  }
+
+  /** The server's clock now, in ms since the epoch, as well as this page can tell. */
+  serverNow() {
+    return Date.now() + this.clockOffset;
   }
 
   /** Polls in their session order. */
@@ -91,14 +136,22 @@ export class SessionState {
         if (typeof p.finalParticipantCount === 'number') this.participantCount = p.finalParticipantCount;
         return null;
       case 'poll:created': {
-        const poll = { ...p, status: 'draft' };
+        const visibility = p.resultsVisibility ?? 'always';
+        const poll = { ...p, status: 'draft', closesAt: null, myVote: null, count: 0 };
+        poll.resultsVisibility = visibility;
+        poll.resultsRevealed = p.resultsRevealed ?? visibility === 'always';
+        poll.resultsVisible = poll.resultsRevealed;
         poll.results = emptyResults(poll);
         if (!this.polls.has(p.pollId)) this.polls.set(p.pollId, poll);
         return p.pollId;
       }
       case 'poll:activated': {
         const poll = this.polls.get(p.pollId);
-        if (poll) poll.status = 'open';
+        if (poll) {
+          poll.status = 'open';
+          poll.activatedAt = p.activatedAt ?? poll.activatedAt;
+          poll.closesAt = p.closesAt ?? null;
+        }
         this.activePollId = p.pollId;
         return p.pollId;
       }
@@ -107,16 +160,26 @@ export class SessionState {
         if (poll) {
           poll.status = 'closed';
           poll.closedAt = p.closedAt;
-          poll.results.currentVoteCount = Math.max(poll.results.currentVoteCount, p.finalVoteCount ?? 0);
+          poll.closeReason = p.reason ?? null;
+          poll.count = Math.max(poll.count, p.finalVoteCount ?? 0);
+          if (poll.resultsVisible) {
+            poll.results.currentVoteCount = Math.max(poll.results.currentVoteCount, p.finalVoteCount ?? 0);
+          }
         }
         if (this.activePollId === p.pollId) this.activePollId = null;
         return p.pollId;
       }
       case 'vote:accepted': {
         const poll = this.polls.get(p.pollId);
-        // Counts only grow: never let an older aggregate replace a newer one.
-        if (poll && p.currentVoteCount >= poll.results.currentVoteCount) {
-          for (const field of RESULT_FIELDS) if (field in p) poll.results[field] = p[field];
+        if (poll) takeResults(poll, p);
+        return p.pollId;
+      }
+      case 'poll:results_revealed': {
+        const poll = this.polls.get(p.pollId);
+        if (poll) {
+          poll.resultsRevealed = true;
+          takeResults(poll, { ...p, resultsWithheld: false });
+          poll.resultsVisible = true;
         }
         return p.pollId;
       }
@@ -203,10 +266,10 @@ export class SessionFeed {
     let snapshot;
     for (let attempt = 0; !this.stopped; attempt += 1) {
       try {
-        snapshot = await api.snapshot(this.key);
+        snapshot = await api.snapshot(this.key, this.token);
         break;
       } catch (error) {
-        if (error.status === 404 || error.status === 400) {
+        if ([400, 401, 403, 404].includes(error.status)) {
           this.status('failed');
           this.handlers.onFatal?.(error);
           return;

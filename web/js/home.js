@@ -1,6 +1,6 @@
 // The landing page: create a session (then present it) or go to a join code.
 
-import { api, tabStore, normalizeCode } from './api.js';
+import { api, presenterStore, normalizeCode } from './api.js';
 
 const createForm = document.getElementById('create-form');
 const createError = createForm.querySelector('[data-testid="create-error"]');
@@ -21,12 +21,9 @@ createForm.addEventListener('submit', async (event) => {
   button.disabled = true;
   try {
     const session = await api.createSession(title, createForm.elements.adminKey.value.trim() || undefined);
-    tabStore.savePresenter({
-      sessionId: session.sessionId,
-      slug: session.slug,
-      title: session.title,
-      token: session.presenterToken,
-    });
+    // Kept in localStorage: any tab of this browser can present it, and the
+    // presenter page offers the link that opens it in another browser.
+    presenterStore.save(session.sessionId, session.presenterToken);
     location.assign(`/present?session=${encodeURIComponent(session.sessionId)}`);
   } catch (error) {
     if (error.status === 401) createForm.querySelector('details').open = true;

@@ -3,9 +3,14 @@
 // and a reload stays in the session. The active poll appears as the
 // presenter opens it; a vote is confirmed or refused by the HTTP answer and
 // again by the participant's own events on the stream.
+//
+// Once a vote is accepted the poll's controls lock, showing the choice; after
+// a reload the snapshot's `myVote` (asked for with this participant's token)
+// brings both back. Results appear only when the server sends them (a poll's
+// resultsVisibility); a timed poll counts down and locks at its end.
 
 import { api, tabStore, normalizeCode } from './api.js';
-import { h, $, setText, show, connectionBadge, plural } from './dom.js';
+import { h, $, setText, show, connectionBadge, countdown, plural } from './dom.js';
 import { SessionFeed } from './feed.js';
 import { resultsPanel } from './results.js';
 
@@ -47,25 +52,42 @@ const REASONS = {
 let me = null; // { token, sessionId, participantId, displayName }
 let state = null;
 let voted = new Set();
+const answers = new Map(); // pollId -> the voteData this participant sent
+const expired = new Set(); // timed polls whose time ran out here before the server said so
 const messages = new Map(); // pollId -> { kind, text }
 let lastClosedPollId = null;
-let current = null; // { pollId, status, el, results, message, setMessage }
+let current = null; // the card on screen: { key, pollId, el, showMessage, update }
+
+const COUNTED = '✓ Your vote was counted.';
 
 function setMessage(pollId, kind, text) {
   messages.set(pollId, { kind, text });
   if (current?.pollId === pollId) current.showMessage();
 }
 
-function accepted(pollId) {
+function accepted(pollId, voteData) {
+  if (voteData && !answers.has(pollId)) answers.set(pollId, voteData);
   if (!voted.has(pollId)) {
     voted.add(pollId);
     tabStore.saveVoted(me.participantId, voted);
   }
-  setMessage(pollId, 'accepted', '✓ Your vote was counted.');
+  setMessage(pollId, 'accepted', COUNTED);
   render();
 }
 
+/** The votes the server remembers for this participant (snapshot `myVote`). */
+function restoreVotes() {
+  for (const poll of state.polls.values()) {
+    if (!poll.myVote) continue;
+    const { voteId, submittedAt, ...voteData } = poll.myVote;
+    answers.set(poll.pollId, voteData);
+    voted.add(poll.pollId);
+  }
+  for (const pollId of voted) if (!messages.has(pollId)) messages.set(pollId, { kind: 'accepted', text: COUNTED });
+}
+
 function rejected(pollId, reason, message) {
+  if (reason === 'duplicate_vote') return accepted(pollId, null);
   setMessage(pollId, 'rejected', `Not counted: ${REASONS[reason] ?? message} (${reason})`);
 }
 
@@ -75,12 +97,11 @@ async function submitVote(poll, voteData, button) {
   try {
     const confirmation = await api.vote(poll.pollId, me.token, voteData);
     state.apply({ type: 'vote:accepted', payload: confirmation });
-    accepted(poll.pollId);
+    accepted(poll.pollId, voteData);
   } catch (error) {
+    button.disabled = false;
     if (error.code in REASONS) rejected(poll.pollId, error.code, error.message);
     else setMessage(poll.pollId, 'error', error.message);
-  } finally {
-    button.disabled = false;
   }
 }
 
@@ -162,62 +183,143 @@ const PROMPT = {
   open_text: () => 'Your answer',
 };
 
+/** Shows a sent vote in the (locked) inputs: the choices checked, the rating, the text. */
+function fillVote(form, voteData) {
+  for (const id of voteData.selectedOptionIds ?? []) {
+    const input = form.querySelector(`input[name="choice"][value="${CSS.escape(id)}"]`);
+    if (input) input.checked = true;
+  }
+  if (voteData.ratingValue !== undefined) {
+    const value = String(voteData.ratingValue);
+    const radio = form.querySelector(`input[name="rating"][value="${CSS.escape(value)}"]`);
+    if (radio) radio.checked = true;
+    const number = form.querySelector('input[type="number"]');
+    if (number) number.value = value;
+  }
+  if (voteData.textResponse !== undefined && form.elements.text) {
+    form.elements.text.value = voteData.textResponse;
+    form.elements.text.dispatchEvent(new Event('input')); // its character counter
+  }
+}
+
+/** The answer in words: "Lisbon", "4 on 1–5", or the text itself. */
+function describeVote(poll, voteData) {
+  if (voteData.selectedOptionIds) {
+    const names = new Map(poll.options.map((o) => [o.optionId, o.optionText]));
+    return voteData.selectedOptionIds.map((id) => names.get(id) ?? '?').join(', ');
+  }
+  if (voteData.ratingValue !== undefined) return `${voteData.ratingValue} on ${poll.minRating}–${poll.maxRating}`;
+  return voteData.textResponse ?? '';
+}
+
+function voteForm(poll, locked) {
+  const button = h('button', { class: 'primary', type: 'submit', testid: 'submit-vote', hidden: locked }, 'Send vote');
+  const inputs =
+    poll.pollType === 'multiple_choice'
+      ? choiceInputs(poll)
+      : poll.pollType === 'rating_scale'
+        ? ratingInputs(poll)
+        : textInputs(poll);
+  const fieldset = h('fieldset', { disabled: locked }, h('legend', {}, PROMPT[poll.pollType](poll)), inputs);
+  const form = h('form', { class: 'vote-form', testid: 'vote-form', novalidate: true }, fieldset, button);
+  const answer = answers.get(poll.pollId);
+  if (answer) fillVote(form, answer);
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (fieldset.disabled) return;
+    const voteData = readVote(poll, form);
+    if (!voteData) {
+      setMessage(poll.pollId, 'error', poll.pollType === 'open_text' ? 'Write an answer first.' : 'Make a choice first.');
+      return;
+    }
+    submitVote(poll, voteData, button);
+  });
+  return {
+    el: form,
+    lock() {
+      fieldset.disabled = true;
+      button.disabled = true;
+    },
+  };
+}
+
+const WITHHELD_TEXT = {
+  after_vote: 'Results appear once you have voted.',
+  after_close: 'Results will be shown when the poll closes.',
+  manual: 'Results will be shown later.',
+};
+
+/** Results when the server sends them; else a note saying when they come, with the count. */
+function resultsBox(poll, open) {
+  const results = resultsPanel(poll);
+  const visible = h('div', {}, h('p', { class: 'eyebrow' }, open ? 'Live results' : 'Final results'), results.el);
+  const note = h('p', { class: 'withheld', testid: 'results-withheld' });
+  const count = h('p', { class: 'muted small', testid: 'vote-count' });
+  const el = h('div', { class: 'participant-results', testid: 'participant-results' }, visible, note, count);
+  return {
+    el,
+    update(p) {
+      const mine = voted.has(p.pollId);
+      show(el, mine || p.status !== 'open');
+      show(visible, p.resultsVisible);
+      show(note, !p.resultsVisible);
+      show(count, !p.resultsVisible);
+      setText(note, WITHHELD_TEXT[p.resultsVisibility] ?? WITHHELD_TEXT.manual);
+      setText(count, `${plural(p.count, 'vote')} so far.`);
+      if (p.resultsVisible) results.update(p);
+    },
+  };
+}
+
+/** What the card is built from: a change rebuilds it (a vote counted, its answer known, the poll closed). */
+function cardKey(poll) {
+  return `${poll.pollId}/${poll.status}/${voted.has(poll.pollId)}/${answers.has(poll.pollId)}`;
+}
+
 /** The card of the poll shown: the open one (with its form), or the last closed one. */
 function pollCard(poll) {
   const open = poll.status === 'open';
+  const mine = voted.has(poll.pollId);
+  const locked = mine || expired.has(poll.pollId);
   const message = h('p', { class: 'vote-message', testid: 'vote-message', role: 'status', hidden: true });
-  const results = resultsPanel(poll);
-  const resultsBox = h(
-    'div',
-    { class: 'participant-results', testid: 'participant-results' },
-    h('p', { class: 'eyebrow' }, open ? 'Live results' : 'Final results'),
-    results.el,
-  );
-  let form = null;
-  if (open) {
-    const button = h('button', { class: 'primary', type: 'submit', testid: 'submit-vote' }, 'Send vote');
-    const inputs =
-      poll.pollType === 'multiple_choice'
-        ? choiceInputs(poll)
-        : poll.pollType === 'rating_scale'
-          ? ratingInputs(poll)
-          : textInputs(poll);
-    form = h(
-      'form',
-      { class: 'vote-form', testid: 'vote-form', novalidate: true },
-      h('fieldset', {}, h('legend', {}, PROMPT[poll.pollType](poll)), inputs),
-      button,
-    );
-    form.addEventListener('submit', (event) => {
-      event.preventDefault();
-      const voteData = readVote(poll, form);
-      if (!voteData) {
-        setMessage(poll.pollId, 'error', poll.pollType === 'open_text' ? 'Write an answer first.' : 'Make a choice first.');
-        return;
-      }
-      submitVote(poll, voteData, button);
-    });
-  }
+  const closedNote = h('p', { class: 'voting-closed', testid: 'voting-closed', hidden: open && !expired.has(poll.pollId) }, 'Voting closed');
+  const clock = h('span', { class: 'countdown', testid: 'countdown', hidden: true });
+  const form = open ? voteForm(poll, locked) : null;
+  const timeLeft = countdown(clock, () => state.serverNow(), () => {
+    // The server closes it now; until its poll:closed arrives, no more sending.
+    expired.add(poll.pollId);
+    form?.lock();
+    show(closedNote, true);
+  });
+  const answer = answers.get(poll.pollId);
+  const yours =
+    answer && (!open || poll.pollType === 'open_text')
+      ? h('p', { class: 'my-answer', testid: 'my-answer' }, 'Your answer: ', h('strong', {}, describeVote(poll, answer)))
+      : null;
+  const results = resultsBox(poll, open);
   const el = h(
     'section',
     {
       class: `card poll participant-poll${open ? ' is-open' : ''}`,
       testid: open ? 'active-poll' : 'last-poll',
-      dataset: { pollId: poll.pollId, status: poll.status },
+      dataset: { pollId: poll.pollId, status: poll.status, locked: String(locked) },
     },
     h(
       'header',
       { class: 'poll-head' },
       h('span', { class: 'pill', dataset: { state: poll.status } }, open ? 'open · vote now' : 'closed'),
+      clock,
     ),
     h('h2', { class: 'poll-question', testid: 'poll-question-text' }, poll.question),
-    form,
+    form?.el,
+    closedNote,
     message,
-    resultsBox,
+    yours,
+    results.el,
   );
   return {
+    key: cardKey(poll),
     pollId: poll.pollId,
-    status: poll.status,
     el,
     showMessage() {
       const m = messages.get(poll.pollId);
@@ -228,9 +330,12 @@ function pollCard(poll) {
       }
     },
     update(p) {
-      // Results once you have voted, or when the poll is over.
-      show(resultsBox, voted.has(p.pollId) || p.status !== 'open');
+      timeLeft.set(p.status === 'open' ? p.closesAt : null);
       results.update(p);
+    },
+    remove() {
+      timeLeft.stop();
+      el.remove();
     },
   };
 }
@@ -251,8 +356,9 @@ function render() {
   show(byTestId('session-ended'), session.status === 'ended');
 
   const poll = shownPoll();
-  if (!poll || current?.pollId !== poll.pollId || current?.status !== poll.status) {
-    current?.el.remove();
+  const key = poll ? cardKey(poll) : null;
+  if (current?.key !== key) {
+    current?.remove();
     current = poll ? pollCard(poll) : null;
     if (current) {
       document.getElementById('poll-slot').append(current.el);
@@ -271,7 +377,7 @@ function onEvent(event) {
   const p = event.payload ?? {};
   const own = event.topic?.startsWith('participant:');
   if (event.type === 'poll:closed') lastClosedPollId = p.pollId;
-  if (own && event.type === 'vote:accepted') return accepted(p.pollId);
+  if (own && event.type === 'vote:accepted') return accepted(p.pollId, null);
   if (own && event.type === 'vote:rejected') rejected(p.pollId, p.reason, p.message);
   if (own && event.type === 'error:general') setMessage(current?.pollId, 'error', p.message);
   render();
@@ -282,25 +388,27 @@ function enter(participant) {
   voted = tabStore.votedPolls(me.participantId);
   setText(byTestId('me'), me.displayName || 'here without a name');
   step('live');
-  new SessionFeed({
+  const feed = new SessionFeed({
     key: me.sessionId,
     token: me.token,
     onStatus: setConnection,
     onSnapshot(fresh) {
       state = fresh;
+      restoreVotes();
       const closed = state.orderedPolls().filter((poll) => poll.status === 'closed');
       lastClosedPollId = closed.length ? closed[closed.length - 1].pollId : null;
-      current?.el.remove();
+      current?.remove();
       current = null;
       render();
     },
     onEvent,
     onFatal(error) {
+      feed.stop();
       if (error.status === 401 || error.status === 403) {
-        sessionStorage.removeItem(`pollcast:participant:${code}`);
+        tabStore.forgetParticipant(code);
         problem('Your pass has expired', 'Open the join link again to rejoin the session.');
       } else {
-        problem('Session not found', 'This session no longer exists.');
+        problem('Session not found', error.message);
       }
     },
   }).start();
@@ -316,7 +424,7 @@ async function showJoin() {
     snapshot = await api.snapshot(code);
   } catch (error) {
     if (error.status === 404 || error.status === 400) {
-      return problem('No such session', `No session has the join code “${code}”. Check the code and try again.`);
+      return problem('No such session', `No session has the join code “${code}”. Check the code and try again. (${error.message})`);
     }
     setText(title, `code ${code}`);
     return;

@@ -83,22 +83,37 @@ function ratingResults(poll) {
   };
 }
 
+/** One answer line; with a count when several people gave the same answer. */
+function answerItem(text, count) {
+  return h(
+    'li',
+    { class: 'text-answer', testid: 'text-answer', dataset: { count: String(count) } },
+    h('span', { class: 'answer-text' }, text),
+    count > 1 ? h('span', { class: 'answer-count', testid: 'answer-count' }, `×${count}`) : null,
+  );
+}
+
 function textResults() {
   const list = h('ul', { class: 'text-answers', testid: 'text-answers' });
   const empty = h('p', { class: 'muted', testid: 'text-answers-empty' }, 'No answers yet.');
   const note = h('p', { class: 'muted small' });
+  let shown = '';
   return {
     el: h('div', { class: 'text-results' }, empty, list, note),
     update(results) {
-      const answers = results.textResponses ?? [];
-      empty.hidden = answers.length > 0;
-      // Newest first; the stream carries at most the 50 newest.
-      const newestFirst = [...answers].reverse();
-      const items = list.children;
-      if (items.length !== newestFirst.length || newestFirst.some((a, i) => items[i].textContent !== a)) {
-        list.replaceChildren(...newestFirst.map((a) => h('li', { class: 'text-answer', testid: 'text-answer' }, a)));
+      // Grouped answers (same words, any case or spacing) when the server
+      // sends them, most frequent first; else the raw answers, newest first.
+      const groups = Array.isArray(results.textGroups)
+        ? results.textGroups.map((g) => [g.text, g.count])
+        : [...(results.textResponses ?? [])].reverse().map((a) => [a, 1]);
+      empty.hidden = groups.length > 0;
+      const key = JSON.stringify(groups);
+      if (key !== shown) {
+        shown = key;
+        list.replaceChildren(...groups.map(([text, count]) => answerItem(text, count)));
       }
-      setText(note, results.currentVoteCount > answers.length ? `Showing the ${answers.length} newest answers.` : '');
+      const answered = groups.reduce((sum, [, count]) => sum + count, 0);
+      setText(note, results.currentVoteCount > answered ? `Showing the ${answered} newest answers.` : '');
     },
   };
 }
