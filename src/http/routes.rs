@@ -52,7 +52,7 @@ pub enum Route {
     InvitePresenter { session: String },
     /// `POST /v1/sessions/{key}/start|end|polls|participants`
     SessionAction { key: String, action: SessionAction },
-    /// `POST /v1/polls/{poll}/activate|close|reveal|votes`
+    /// `POST /v1/polls/{poll}/activate|close|reveal|hidden-answers|votes`
     PollAction { poll: String, action: PollAction },
     /// `GET /v1/polls/{poll}/results|votes`
     PollQuery { poll: String, query: PollQuery },
@@ -92,6 +92,7 @@ pub enum PollAction {
     Activate,
     Close,
     Reveal,
+    HideAnswer,
     Vote,
 }
 
@@ -103,6 +104,7 @@ impl PollAction {
             PollAction::Activate => "Activate",
             PollAction::Close => "Close",
             PollAction::Reveal => "Reveal",
+            PollAction::HideAnswer => "HideAnswer",
             PollAction::Vote => "Vote",
         }
     }
@@ -181,6 +183,7 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
                 "activate" => PollAction::Activate,
                 "close" => PollAction::Close,
                 "reveal" => PollAction::Reveal,
+                "hidden-answers" => PollAction::HideAnswer,
                 "votes" => PollAction::Vote,
                 _ => return None,
             },

@@ -134,6 +134,12 @@ impl Polling {
         execute(&*self.inner.store, command, idempotency).await
     }
 
+    /// A poll's results changed without a vote (an answer was hidden):
+    /// broadcast them again.
+    pub fn results_changed(&self, poll: crate::domain::polling::ids::PollId) {
+        self.inner.results.dirty(poll);
+    }
+
     /// A poll was opened with a timer on this node.
     pub fn timed_poll_opened(&self) {
         self.inner.timers.poll_opened();

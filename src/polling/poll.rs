@@ -1,5 +1,6 @@
 //! Poll commands: open a poll (closing the one open before it, and timed
-//! or not), close it, reveal its withheld results, and the server's own
+//! or not), close it, reveal its withheld results, hide an open-text
+//! answer, and the server's own
 //! close of a timed poll whose time ran out.
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use crate::store::Tx;
 use crate::store::{Command, StoreError};
 
 /// What becomes of a poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollMove {
     /// Open it, for `duration` if it is timed.
     Activate {
@@ -26,9 +27,13 @@ pub enum PollMove {
     Close,
     /// Make its withheld results public.
     Reveal,
+    /// Hide an open-text answer (already trimmed and checked).
+    HideAnswer {
+        answer: String,
+    },
 }
 
-/// `POST /v1/polls/{id}/activate`, `/close` and `/reveal`.
+/// `POST /v1/polls/{id}/activate`, `/close`, `/reveal` and `/hidden-answers`.
 pub struct MovePoll {
     pub poll_id: PollId,
     pub presenter: PresenterId,
@@ -44,7 +49,7 @@ impl Command for MovePoll {
     async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
         let mut ctx = Ctx::new(tx, &self.stamp);
         let at = ctx.at();
-        let rule = match self.to {
+        let rule = match self.to.clone() {
             PollMove::Activate { duration } => Rule::ActivatePoll {
                 poll_id: self.poll_id,
                 at,
@@ -59,6 +64,18 @@ impl Command for MovePoll {
                 poll_id: self.poll_id,
                 at,
             },
+            PollMove::HideAnswer { answer } => {
+                let hidden = ctx.tx.answer_hidden(self.poll_id, &answer).await;
+                match hidden {
+                    Ok(already_hidden) => Rule::HideAnswer {
+                        poll_id: self.poll_id,
+                        answer,
+                        already_hidden,
+                        at,
+                    },
+                    Err(error) => return Err(error),
+                }
+            }
         };
         settle(move_poll(&mut ctx, self.poll_id, Some(self.presenter), rule).await)
     }

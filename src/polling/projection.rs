@@ -69,6 +69,9 @@ pub async fn apply(ctx: &mut Ctx<'_>, state: &State, events: &[DomainEvent]) -> 
                     ctx.tx.update_poll(&revealed).await?;
                 }
             }
+            DomainEvent::AnswerHidden {
+                poll_id, answer, at, ..
+            } => ctx.tx.hide_answer(*poll_id, answer, *at).await?,
             DomainEvent::ParticipantJoined { participant, .. } => {
                 if ctx.tx.participant(participant.id).await?.is_some() {
                     ctx.tx.set_present(participant.id, true).await?;

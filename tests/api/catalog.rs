@@ -218,6 +218,24 @@ async fn run_scenario(app: &TestApp) -> Seen {
         200
     );
     session.close(app, &hidden).await;
+    // An open-text answer hidden by the presenter.
+    let words = session
+        .create_poll(
+            app,
+            json!({"question": "One word?", "pollType": "open_text", "resultsVisibility": "always"}),
+        )
+        .await;
+    session.activate(app, &words).await;
+    let answer = json!({"textResponse": "Noise"});
+    assert_eq!(vote(app, &voter, &words, answer).await.0, 201);
+    let hide = format!("/v1/polls/{}/hidden-answers", words["pollId"].as_str().unwrap());
+    assert_eq!(
+        post(app, Some(&session.presenter), &hide, json!({"text": "noise"}))
+            .await
+            .0,
+        200
+    );
+    session.close(app, &words).await;
     seen.drain(&mut presenter_stream).await;
 
     // Resuming: reconnected, and reset for an id that cannot be replayed.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::events::{DomainEvent, RevealReason};
 use super::ids::{ParticipantId, PollId, VoteId};
 use super::input::{parse_choice, PollDraft, PollDuration};
-use super::model::{CloseReason, Participant, Poll, PollStatus, Session, SessionStatus, Vote};
+use super::model::{CloseReason, Participant, Poll, PollKind, PollStatus, Session, SessionStatus, Vote};
 use super::rejection::{RejectReason, Rejection};
 
 #[derive(Debug, Clone)]
@@ -41,6 +41,15 @@ pub enum Command {
     /// The presenter makes a poll's withheld results public.
     RevealResults {
         poll_id: PollId,
+        at: DateTime<Utc>,
+    },
+    /// The presenter hides an open-text answer (and every answer that
+    /// differs from it only in case or spacing) from the results.
+    HideAnswer {
+        poll_id: PollId,
+        answer: String,
+        /// Whether that answer is hidden already (read by the caller).
+        already_hidden: bool,
         at: DateTime<Utc>,
     },
     Join {
@@ -233,6 +242,26 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<DomainEvent>, Rejec
                 session_id: session.id,
                 at,
                 reason: RevealReason::Presenter,
+            }])
+        }
+        Command::HideAnswer {
+            poll_id,
+            answer,
+            already_hidden,
+            at,
+        } => {
+            let poll = state.poll(poll_id)?;
+            if poll.kind != PollKind::OpenText {
+                return Err(conflict("only open-text answers can be hidden"));
+            }
+            if already_hidden {
+                return Err(conflict("that answer is hidden already"));
+            }
+            Ok(vec![DomainEvent::AnswerHidden {
+                poll_id,
+                session_id: session.id,
+                answer,
+                at,
             }])
         }
         Command::Join {

@@ -47,6 +47,15 @@ pub enum DomainEvent {
         at: DateTime<Utc>,
         reason: RevealReason,
     },
+    /// The presenter hid an open-text answer from the results.
+    AnswerHidden {
+        poll_id: PollId,
+        session_id: SessionId,
+        /// As the presenter gave it; it hides every answer with the same
+        /// `model::answer_key`.
+        answer: String,
+        at: DateTime<Utc>,
+    },
     /// The voter's own confirmation; its results are filled in by whoever
     /// records the vote, from the tally after it.
     VoteAccepted {
@@ -215,6 +224,25 @@ impl DomainEvent {
                     &payload,
                 )
             }
+            DomainEvent::AnswerHidden {
+                poll_id,
+                session_id,
+                answer,
+                at,
+            } => {
+                let payload = json!({
+                    "pollId": poll_id.to_string(),
+                    "sessionId": session_id.to_string(),
+                    "answer": answer,
+                    "hiddenAt": ts(at),
+                });
+                event(
+                    session_topic(*session_id),
+                    "poll:answer_hidden",
+                    trace_id,
+                    &payload,
+                )
+            }
             DomainEvent::VoteAccepted { vote, session_id } => {
                 let payload = vote_confirmation(vote, *session_id, results);
                 event(
@@ -329,6 +357,7 @@ fn merge_results(payload: &mut Value, results: Option<&Value>) {
         "averageRating",
         "ratingDistribution",
         "textResponses",
+        "textGroups",
     ] {
         if let Some(value) = fields.get(key) {
             target.insert(key.to_string(), value.clone());

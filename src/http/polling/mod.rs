@@ -26,7 +26,7 @@ use super::state::AppState;
 use crate::auth::{Caller, Role};
 use crate::domain::polling::ids::{ParticipantId, PollId, VoteId};
 use crate::domain::polling::input::{
-    display_name, required_text, PollDraft, PollDuration, PollInput, MAX_TITLE,
+    display_name, required_text, PollDraft, PollDuration, PollInput, MAX_TEXT_ANSWER, MAX_TITLE,
 };
 use crate::domain::polling::model::{Poll, Session};
 use crate::polling::join::Joiner;
@@ -149,6 +149,13 @@ pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) ->
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+/// The body of `POST /v1/polls/{id}/hidden-answers`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HideIn {
+    text: String,
+}
 
 /// The body of `POST /v1/polls/{id}/activate` (optional).
 #[derive(Deserialize)]
@@ -347,9 +354,10 @@ pub async fn poll_action(
             (PollAction::Vote, Role::Presenter { .. }) => {
                 return Err(ApiError::forbidden("only participants vote"))
             }
-            (PollAction::Activate | PollAction::Close | PollAction::Reveal, Role::Participant { .. }) => {
-                return Err(ApiError::forbidden("only the session's presenter may do that"))
-            }
+            (
+                PollAction::Activate | PollAction::Close | PollAction::Reveal | PollAction::HideAnswer,
+                Role::Participant { .. },
+            ) => return Err(ApiError::forbidden("only the session's presenter may do that")),
             _ => {}
         }
         let body = body.read().await?;
@@ -368,6 +376,13 @@ pub async fn poll_action(
             }
             PollAction::Close => PollMove::Close,
             PollAction::Reveal => PollMove::Reveal,
+            PollAction::HideAnswer => {
+                ctx.require_json()?;
+                let HideIn { text } = ctx.json(&body)?;
+                let answer = required_text("text", &text, MAX_TEXT_ANSWER)
+                    .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+                PollMove::HideAnswer { answer }
+            }
             PollAction::Vote => {
                 let request = vote_request(&state, &ctx, &caller, poll_id, &body)?;
                 let idempotency = idempotent(&ctx, &caller.identity, &route, &body, render::accepted)?;
@@ -384,11 +399,13 @@ pub async fn poll_action(
             }
         };
         let (_, presenter) = presenter_of(&caller)?;
-        if !matches!(to, PollMove::Activate { .. }) {
+        if matches!(to, PollMove::Close | PollMove::Reveal) {
             optional_json::<Empty>(&ctx, &body)?;
         }
         let moved = |poll: &Poll| render::poll(poll, StatusCode::OK);
         let idempotency = idempotent(&ctx, &caller.identity, &route, &body, moved)?;
+        let timed = matches!(to, PollMove::Activate { duration: Some(_) });
+        let hid = matches!(to, PollMove::HideAnswer { .. });
         let command = MovePoll {
             poll_id,
             presenter,
@@ -396,8 +413,12 @@ pub async fn poll_action(
             stamp: Stamp::new(ctx.trace_id.clone()),
         };
         let answer = state.polling.execute(command, idempotency).await?;
-        if matches!(to, PollMove::Activate { duration: Some(_) }) {
+        if timed {
             state.polling.timed_poll_opened();
+        }
+        if hid && matches!(answer, Answer::Fresh(Ok(_))) {
+            // The results change without a vote: broadcast them again.
+            state.polling.results_changed(poll_id);
         }
         Ok(answered(
             answer,

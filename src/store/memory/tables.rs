@@ -23,6 +23,8 @@ pub struct PollingTables {
     pub(super) voted: HashSet<(PollId, ParticipantId)>,
     pub(super) option_counts: HashMap<OptionId, i64>,
     pub(super) rating_counts: HashMap<(PollId, i32), i64>,
+    /// Hidden open-text answers, by poll and answer key.
+    pub(super) hidden_answers: HashSet<(PollId, String)>,
     pub(super) connections: HashMap<Uuid, PresenceConnection>,
     /// Participants present per session, kept with every change.
     pub(super) present_counts: HashMap<SessionId, i64>,

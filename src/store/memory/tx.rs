@@ -10,7 +10,7 @@ use super::tables::PollingTables;
 use crate::domain::event::EventId;
 use crate::domain::polling::ids::{ParticipantId, PollId, SessionId};
 use crate::domain::polling::model::{
-    group_answers, Choice, Participant, Poll, PollKind, Session, Tally, Vote,
+    answer_key, group_answers, Choice, Participant, Poll, PollKind, Session, Tally, Vote,
 };
 use crate::store::error::StoreError;
 use crate::store::tx::{
@@ -133,6 +133,16 @@ impl PollRepo for MemTx<'_> {
         Ok(())
     }
 
+    async fn hide_answer(&mut self, poll: PollId, answer: &str, _at: DateTime<Utc>) -> R<()> {
+        self.tables.make_room(1)?;
+        self.tables.hidden_answers.insert((poll, answer_key(answer)));
+        Ok(())
+    }
+
+    async fn answer_hidden(&mut self, poll: PollId, answer: &str) -> R<bool> {
+        Ok(self.tables.hidden_answers.contains(&(poll, answer_key(answer))))
+    }
+
     async fn timed_polls(&mut self) -> R<Vec<(PollId, DateTime<Utc>)>> {
         Ok(self
             .tables
@@ -229,13 +239,15 @@ impl VoteRepo for MemTx<'_> {
                     .collect();
             }
             PollKind::OpenText => {
+                let hidden = &self.tables.hidden_answers;
                 let answers = votes.iter().filter_map(|v| match &v.choice {
-                    Choice::Text(t) => Some(t.as_str()),
+                    Choice::Text(t) if !hidden.contains(&(poll.id, answer_key(t))) => Some(t.as_str()),
                     _ => None,
                 });
-                let skip = votes.len().saturating_sub(text_limit);
-                tally.texts = answers.clone().skip(skip).map(str::to_string).collect();
-                tally.text_groups = group_answers(answers, text_limit);
+                let shown: Vec<&str> = answers.collect();
+                let skip = shown.len().saturating_sub(text_limit);
+                tally.texts = shown[skip..].iter().map(|t| t.to_string()).collect();
+                tally.text_groups = group_answers(shown, text_limit);
             }
         }
         Ok(tally)

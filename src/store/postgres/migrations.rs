@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_poll_visibility_and_timers",
         include_str!("../../../sql/0009_poll_visibility_and_timers.sql"),
     ),
+    (
+        "0010_hidden_answers",
+        include_str!("../../../sql/0010_hidden_answers.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

@@ -56,6 +56,11 @@ pub trait PollRepo: Send {
     /// Writes status, activated_at, closed_at, results_revealed_at and
     /// closes_at.
     async fn update_poll(&mut self, poll: &Poll) -> R<()>;
+    /// Hides an open-text answer (and those with the same answer key) from
+    /// the poll's tallies.
+    async fn hide_answer(&mut self, poll: PollId, answer: &str, at: DateTime<Utc>) -> R<()>;
+    /// Whether an answer with the same key as `answer` is hidden.
+    async fn answer_hidden(&mut self, poll: PollId, answer: &str) -> R<bool>;
     /// Every open timed poll of every session, with when it closes.
     async fn timed_polls(&mut self) -> R<Vec<(PollId, DateTime<Utc>)>>;
 }

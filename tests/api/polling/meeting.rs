@@ -237,3 +237,83 @@ async fn the_presenter_exports_every_result(backend: Backend) {
     assert_eq!(download("export.json", None).await.unwrap().status(), 401);
 }
 on_both_stores!(export, the_presenter_exports_every_result);
+
+/// Given grouped answers, when the presenter hides one, then it leaves
+/// every result (all its spellings), the stream says so, and only the
+/// presenter may do it, on open-text polls, once.
+async fn a_hidden_answer_leaves_the_results(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.results_interval = Duration::from_millis(20)).await;
+    let session = create_session(&app, "Moderated").await;
+    let poll = session
+        .open_poll(
+            &app,
+            json!({"question": "One word?", "pollType": "open_text", "resultsVisibility": "always"}),
+        )
+        .await;
+    let mut voters = Vec::new();
+    for answer in ["Focus", "Rude  word", "rude word", "focus"] {
+        let voter = session.join(&app, None).await;
+        assert_eq!(
+            vote(&app, &voter, &poll, json!({"textResponse": answer})).await.0,
+            201
+        );
+        voters.push(voter);
+    }
+    let mut audience = session.watch(&app, None, None).await;
+    let path = poll_path(&poll, "hidden-answers");
+    let (status, _) = post(&app, Some(&voters[0].token), &path, json!({"text": "rude word"})).await;
+    assert_eq!(status, 403, "only the presenter hides answers");
+    let (status, body) = post(&app, Some(&session.presenter), &path, json!({"text": "  "})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post(
+        &app,
+        Some(&session.presenter),
+        &path,
+        json!({"text": "RUDE word"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = post(
+        &app,
+        Some(&session.presenter),
+        &path,
+        json!({"text": "rude word"}),
+    )
+    .await;
+    assert_eq!(status, 409, "hidden already");
+
+    let (_, results) = get(&app, Some(&voters[0].token), &poll_path(&poll, "results")).await;
+    assert_eq!(
+        results["textGroups"],
+        json!([{"text": "Focus", "count": 2}]),
+        "{results}"
+    );
+    assert_eq!(results["textResponses"], json!(["Focus", "focus"]));
+    assert_eq!(results["currentVoteCount"], 4, "the votes themselves stay");
+    let (mut hidden, mut rebroadcast) = (None, None);
+    while hidden.is_none() || rebroadcast.is_none() {
+        let event = audience.next_stored().await;
+        let payload = data(&event)["payload"].clone();
+        match event.event.as_str() {
+            "poll:answer_hidden" => hidden = Some(payload),
+            "vote:accepted" if hidden.is_some() => rebroadcast = Some(payload),
+            _ => {}
+        }
+    }
+    assert_eq!(hidden.unwrap()["answer"], "RUDE word");
+    assert_eq!(
+        rebroadcast.unwrap()["textGroups"],
+        json!([{"text": "Focus", "count": 2}])
+    );
+
+    let choice = session.choice_poll(&app, true).await;
+    let (status, _) = post(
+        &app,
+        Some(&session.presenter),
+        &poll_path(&choice, "hidden-answers"),
+        json!({"text": "A"}),
+    )
+    .await;
+    assert_eq!(status, 409, "only open-text answers");
+}
+on_both_stores!(hiding, a_hidden_answer_leaves_the_results);

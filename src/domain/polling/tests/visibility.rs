@@ -222,3 +222,54 @@ fn the_timer_never_closes_an_untimed_or_already_closed_poll() {
         .when(close_by_timer(&closed, now()))
         .then_conflict();
 }
+
+// ------------------------------------------------------- hiding answers
+
+fn hide(poll: &Poll, answer: &str, already_hidden: bool) -> Command {
+    Command::HideAnswer {
+        poll_id: poll.id,
+        answer: answer.into(),
+        already_hidden,
+        at: now(),
+    }
+}
+
+#[test]
+fn the_presenter_hides_an_open_text_answer_once() {
+    let state = active_session();
+    let poll = text_poll(&state, PollStatus::Open);
+    let state = state.with_poll(&poll);
+    given(&state)
+        .when(hide(&poll, "Rude word", false))
+        .then_events(&[DomainEvent::AnswerHidden {
+            poll_id: poll.id,
+            session_id: state.session.id,
+            answer: "Rude word".into(),
+            at: now(),
+        }]);
+    given(&state)
+        .when(hide(&poll, "rude  WORD", true))
+        .then_conflict();
+}
+
+#[test]
+fn only_open_text_answers_can_be_hidden() {
+    let state = active_session();
+    let poll = rating_poll(&state, PollStatus::Open);
+    given(&state.with_poll(&poll))
+        .when(hide(&poll, "4", false))
+        .then_conflict();
+}
+
+#[test]
+fn answers_differing_in_case_or_spacing_are_one_answer() {
+    use crate::domain::polling::model::{answer_key, group_answers};
+    assert_eq!(answer_key("  Team \t Spirit "), "team spirit");
+    let groups = group_answers(["Speed", "focus", "FOCUS ", "speed", "Focus", "calm"], 2);
+    let shown: Vec<(&str, i64)> = groups.iter().map(|g| (g.text.as_str(), g.count)).collect();
+    assert_eq!(
+        shown,
+        [("focus", 3), ("Speed", 2)],
+        "first spelling, most frequent first, capped"
+    );
+}

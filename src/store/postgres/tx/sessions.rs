@@ -153,4 +153,26 @@ impl PollRepo for PgTx<'_> {
             .await?;
         Ok(rows.iter().map(|r| (PollId(r.get(0)), r.get(1))).collect())
     }
+
+    async fn hide_answer(&mut self, poll: PollId, answer: &str, at: DateTime<Utc>) -> R<()> {
+        self.execute(
+            "INSERT INTO hidden_answers (poll_id, answer, hidden_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&poll.0, &answer, &at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn answer_hidden(&mut self, poll: PollId, answer: &str) -> R<bool> {
+        let rows = self
+            .query(
+                "SELECT EXISTS (SELECT 1 FROM hidden_answers WHERE poll_id = $1
+                   AND lower(regexp_replace(answer, '\\s+', ' ', 'g'))
+                     = lower(regexp_replace($2, '\\s+', ' ', 'g')))",
+                &[&poll.0, &answer],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get(0)))
+    }
 }

@@ -91,16 +91,25 @@ const RATING_TALLY: &str = "SELECT p.vote_count, r.rating, r.vote_count FROM pol
 /// The count, the newest answers, and the answers grouped as
 /// `model::answer_key` groups them (case and runs of whitespace ignored),
 /// each group shown with its first spelling, the most frequent first.
-const TEXT_TALLY: &str = "SELECT (SELECT vote_count FROM polls WHERE id = $1),
-            ARRAY(SELECT choice->>'textResponse' FROM votes WHERE poll_id = $1
-                   ORDER BY submitted_at DESC, id DESC LIMIT $2),
+/// Answers the presenter hid (`hidden_answers`, compared by the same key)
+/// are left out of both.
+const TEXT_TALLY: &str = "WITH hidden AS (
+         SELECT lower(regexp_replace(answer, '\\s+', ' ', 'g')) AS answer_key
+           FROM hidden_answers WHERE poll_id = $1),
+     visible AS (
+         SELECT id, submitted_at, choice->>'textResponse' AS answer
+           FROM votes
+          WHERE poll_id = $1
+            AND lower(regexp_replace(choice->>'textResponse', '\\s+', ' ', 'g'))
+                NOT IN (SELECT answer_key FROM hidden))
+     SELECT (SELECT vote_count FROM polls WHERE id = $1),
+            ARRAY(SELECT answer FROM visible ORDER BY submitted_at DESC, id DESC LIMIT $2),
             grouped.texts, grouped.counts
        FROM (SELECT array_agg(first ORDER BY n DESC, seen) AS texts,
                     array_agg(n ORDER BY n DESC, seen) AS counts
-               FROM (SELECT (array_agg(choice->>'textResponse' ORDER BY submitted_at, id))[1] AS first,
+               FROM (SELECT (array_agg(answer ORDER BY submitted_at, id))[1] AS first,
                             count(*) AS n, min(submitted_at) AS seen
-                       FROM votes WHERE poll_id = $1
-                      GROUP BY lower(regexp_replace(choice->>'textResponse', '\\s+', ' ', 'g'))
+                       FROM visible GROUP BY lower(regexp_replace(answer, '\\s+', ' ', 'g'))
                       ORDER BY n DESC, seen LIMIT $2) top) grouped";
 
 fn tally_statement(poll: &Poll) -> &'static str {
