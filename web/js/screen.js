@@ -11,7 +11,7 @@
 // polls: a draft poll is opened on the server; a closed one (the server
 // does not reopen polls) is shown again on this screen only.
 
-import { api, tabStore, parseSessionId } from './api.js';
+import { api, presenterStore, parseSessionId } from './api.js';
 import { h, setText, plural, formatPercent, formatAverage } from './dom.js';
 
 // ================================================================= state ==
@@ -741,15 +741,9 @@ function fatal(error) {
 
 // ============================================================== keyboard ==
 
-/** The presenter token this browser holds for the session, if any. */
+/** The presenter token this browser holds for the session (the presenter key), if any. */
 function presenterToken() {
-  const inTab = tabStore.presenter(sessionId)?.token;
-  if (inTab) return inTab;
-  try {
-    return JSON.parse(localStorage.getItem(`pollcast:presenter:${sessionId}`) ?? 'null')?.token ?? null;
-  } catch {
-    return null;
-  }
+  return presenterStore.token(sessionId);
 }
 
 function toggleFullScreen() {
