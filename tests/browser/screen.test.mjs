@@ -6,8 +6,8 @@
 //
 // Needs Postgres (POLLCAST_TEST_PG, default postgres://postgres@127.0.0.1:5432/postgres)
 // and Chromium (CHROMIUM, default /usr/bin/chromium). Writes
-// screenshot-screen-1920.png and screenshot-screen-phone.png to target/screenshots,
-// or to docs/ with UPDATE_SCREENSHOTS=1.
+// screenshot-screen.png (1920×1080) and screenshot-screen-phone.png (390×844)
+// to target/screenshots, or to docs/ with UPDATE_SCREENSHOTS=1 (`make screenshots`).
 //
 // The checks of features the server may not have yet (QR code, results
 // visibility, timed polls, storage kind) look at what the server answers
@@ -253,7 +253,7 @@ test('the screen follows a session at 1920×1080: join panel, large poll, live b
     assert.deepEqual(await leading.allTextContents(), ['Lisbon']);
     await seeJoinPanel(screen, server, session);
     await screen.getByTestId('key-hint').evaluate((el) => el.classList.add('faded'));
-    await screen.screenshot({ path: path.join(screenshots, 'screenshot-screen-1920.png') });
+    await screen.screenshot({ path: path.join(screenshots, 'screenshot-screen.png') });
 
     // The same screen on a phone: still no scrolling, the code readable.
     const phone = await openScreen(server, session.id, PHONE);
