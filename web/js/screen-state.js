@@ -32,6 +32,10 @@ function resultsArePublic(raw) {
   if (raw.results === null) return false; // withheld from this (token-less) caller
   if (typeof raw.resultsVisible === 'boolean') return raw.resultsVisible;
   if (typeof raw.resultsRevealed === 'boolean') return raw.resultsRevealed;
+  // poll:created names the visibility only: a new poll is public only when
+  // its results always are (the others wait for a vote, the close or the
+  // presenter).
+  if (typeof raw.resultsVisibility === 'string') return raw.resultsVisibility === 'always';
   return true; // a server without results visibility always shows them
 }
 
