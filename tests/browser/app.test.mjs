@@ -846,6 +846,65 @@ test('a whole meeting: presenter link in a new browser, the projector\'s screen,
   }
 });
 
+test('after_vote: a phone that voted keeps its bars current from the results endpoint, at most every 2 s', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast().start();
+  const pages = [];
+  try {
+    const rest = async (method, pathname, options) => {
+      const res = await server.request(method, pathname, options);
+      assert.ok(res.status < 300, `${method} ${pathname}: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body;
+    };
+    const created = await rest('POST', '/v1/sessions', { body: { title: 'Lunch vote' } });
+    const token = created.presenterToken;
+    await rest('POST', `/v1/sessions/${created.sessionId}/start`, { token });
+    const question = 'Pizza or sushi?';
+    const poll = await rest('POST', `/v1/sessions/${created.sessionId}/polls`, {
+      token,
+      body: { question, pollType: 'multiple_choice', options: ['Pizza', 'Sushi'], resultsVisibility: 'after_vote' },
+    });
+    await rest('POST', `/v1/polls/${poll.pollId}/activate`, { token });
+    const [pizza, sushi] = poll.options.map((o) => o.optionId);
+
+    const phone = await openPhone('Ines');
+    pages.push(phone);
+    const fetches = [];
+    phone.on('request', (request) => {
+      if (new URL(request.url()).pathname === `/v1/polls/${poll.pollId}/results`) fetches.push(Date.now());
+    });
+    await join(phone, `${server.url}/join?code=${created.slug}`, 'Ines');
+    const results = phone.getByTestId('active-poll').getByTestId('results');
+    // Before voting: no results on this phone, none asked for.
+    await seeText(phone.getByTestId('active-poll').getByTestId('poll-question-text'), question);
+    assert.equal(await phone.getByTestId('active-poll').locator('[data-testid="result-row"]:visible').count(), 0);
+    await vote(phone, question, { option: 'Pizza' });
+    await seeCounts(results, { Pizza: 1, Sushi: 0 });
+
+    // Six more votes, one every half second, as others vote: the frames
+    // (coalesced by the server) carry only the count; the bars follow anyway.
+    const started = Date.now();
+    const others = [];
+    for (let i = 0; i < 6; i += 1) {
+      others.push((await rest('POST', `/v1/sessions/${created.slug}/participants`, { body: { displayName: `p${i}` } })).participantToken);
+    }
+    for (const [i, other] of others.entries()) {
+      await rest('POST', `/v1/polls/${poll.pollId}/votes`, { token: other, body: { voteData: { selectedOptionIds: [i % 3 ? sushi : pizza] } } });
+      await sleep(500);
+    }
+    await seeCounts(results, { Pizza: 3, Sushi: 4 });
+    const frames = framesAbout(phone.frames, poll.pollId).filter((e) => e.type === 'vote:accepted' && e.payload.resultsWithheld);
+    assert.ok(frames.length >= 3, `${frames.length} withheld frames`);
+    // Throttled: requests at least ~2 s apart, fewer than the frames.
+    assert.ok(fetches.length >= 1 && fetches.length <= Math.ceil((Date.now() - started) / 2000) + 1, `${fetches.length} requests`);
+    assert.ok(fetches.length < frames.length, `${fetches.length} requests for ${frames.length} frames`);
+    for (let i = 1; i < fetches.length; i += 1) assert.ok(fetches[i] - fetches[i - 1] >= 1900, `requests ${fetches[i] - fetches[i - 1]} ms apart`);
+    assertNoScriptErrors(pages);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
+    await server.stop();
+  }
+});
+
 test('on the memory store the presenter is warned, and a lost session says why', { timeout: TEST_TIMEOUT }, async () => {
   const server = await new Pollcast({ store: 'memory' }).start();
   const pages = [];
