@@ -55,6 +55,7 @@ const ASSETS: &[Asset] = &[
     asset!("/join", HTML, "join.html"),
     asset!("/assets/app.css", CSS, "app.css"),
     asset!("/assets/screen.css", CSS, "screen.css"),
+    asset!("/assets/screen-results.css", CSS, "screen-results.css"),
     asset!("/assets/favicon.svg", SVG, "favicon.svg"),
     asset!("/assets/js/api.js", JS, "js/api.js"),
     asset!("/assets/js/dom.js", JS, "js/dom.js"),
@@ -64,6 +65,10 @@ const ASSETS: &[Asset] = &[
     asset!("/assets/js/present.js", JS, "js/present.js"),
     asset!("/assets/js/join.js", JS, "js/join.js"),
     asset!("/assets/js/screen.js", JS, "js/screen.js"),
+    asset!("/assets/js/screen-state.js", JS, "js/screen-state.js"),
+    asset!("/assets/js/screen-feed.js", JS, "js/screen-feed.js"),
+    asset!("/assets/js/screen-results.js", JS, "js/screen-results.js"),
+    asset!("/assets/js/screen-views.js", JS, "js/screen-views.js"),
 ];
 
 fn find(path: &str) -> Option<&'static Asset> {

@@ -217,13 +217,11 @@ async function pageIn(context, label) {
 }
 
 /**
- * A phone whose every SSE frame (whatever EventSource the page opens, across
- * reloads) and every session snapshot it fetched are kept in page.frames and
- * page.snapshots, as the page received them.
+ * Keeps every SSE frame `page` receives (whatever EventSource it opens,
+ * across reloads) and every session snapshot it fetches in page.frames and
+ * page.snapshots, as the page received them. Call before the first goto.
  */
-async function openPhone(label) {
-  const page = await openPage(label);
-  await page.setViewportSize(PHONE);
+async function recordStreams(page) {
   page.frames = [];
   page.snapshots = [];
   await page.exposeFunction('__pollcastFrame', (frame) => page.frames.push(frame));
@@ -245,6 +243,72 @@ async function openPhone(label) {
     }
   });
   return page;
+}
+
+/** A phone (390×844) whose frames and snapshots are recorded (recordStreams). */
+async function openPhone(label) {
+  const page = await openPage(label);
+  await page.setViewportSize(PHONE);
+  return recordStreams(page);
+}
+
+/**
+ * The projector: /screen at 1920×1080 in a context of its own (no presenter
+ * key in its storage), its frames and snapshots recorded like a phone's.
+ */
+async function openProjector(context, url, sessionId) {
+  const page = await recordStreams(await pageIn(context, 'screen'));
+  await page.goto(`${url}/screen?session=${sessionId}`);
+  return page;
+}
+
+/** {option: count} as the screen's bars show them. */
+function screenChoices(screen) {
+  return screen.getByTestId('choice-results').evaluate((list) => {
+    const counts = {};
+    for (const row of list.querySelectorAll('[data-testid="choice-row"]')) {
+      counts[row.dataset.option] = Number(row.querySelector('[data-testid="choice-count"]').textContent);
+    }
+    return counts;
+  });
+}
+
+/** Whether an <img> has loaded a picture (an SVG that failed has no natural width). */
+async function seeImageLoaded(image) {
+  await eventually(async () => {
+    assert.ok(await image.isVisible(), `${image} is not visible`);
+    assert.ok(await image.evaluate((img) => img.complete && img.naturalWidth > 0), `${image} has not loaded`);
+  });
+}
+
+/** A CSV document as rows of fields (RFC 4180 quoting), header row first. */
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"';
+        i += 1;
+      } else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') {
+      row.push(field);
+      field = '';
+    } else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i += 1;
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+    } else field += c;
+  }
+  if (field || row.length) rows.push([...row, field]);
+  return rows;
 }
 
 /** The JSON frames of `frames` about `pollId`: [{type, payload, topic}]. */
@@ -302,12 +366,6 @@ async function barWidths(results) {
       fill: track.firstElementChild.getBoundingClientRect().width,
     })),
   );
-}
-
-/** Whether this binary has the route (features of #18 land one by one; an unknown route is 'no such resource'). */
-async function serverHas(server, method, pathname, token) {
-  const answer = await server.request(method, pathname, { token });
-  return !(answer.status === 404 && answer.body?.error?.message === 'no such resource');
 }
 
 // ------------------------------------------------------------------ tests --
@@ -578,7 +636,7 @@ test('a refused stream is reopened after a backoff, and connection:reset resyncs
   }
 });
 
-test('a whole meeting: presenter link in a new browser, results hidden then revealed, a reload mid-poll, a timed poll', { timeout: TEST_TIMEOUT }, async (t) => {
+test('a whole meeting: presenter link in a new browser, the projector\'s screen, results hidden then revealed, a reload mid-poll, a timed poll', { timeout: TEST_TIMEOUT }, async () => {
   const server = await new Pollcast().start();
   const other = await launchOtherBrowser();
   const pages = [];
@@ -588,13 +646,24 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
     const laptop = await other.newContext({ viewport: LAPTOP, reducedMotion: 'reduce' });
     const presenter = await pageIn(laptop, 'presenter');
     pages.push(presenter);
-    const { link } = await createSession(presenter, server.url, 'Company all-hands');
+    const { code, link } = await createSession(presenter, server.url, 'Company all-hands');
     const sessionId = new URL(presenter.url()).searchParams.get('session');
     const presenterLink = await presenter.getByTestId('presenter-link').inputValue();
     assert.equal(presenterLink.split('#')[0], `${server.url}/present?session=${sessionId}`);
     assert.match(presenterLink, /#key=[\w.-]{20,}$/);
     assert.equal(await presenter.getByTestId('storage-banner').isVisible(), false, 'banner on the Postgres store');
     assert.equal(await presenter.getByTestId('open-screen').getAttribute('href'), `/screen?session=${sessionId}`);
+    await seeImageLoaded(presenter.getByTestId('join-qr'));
+
+    // The projector: the screen view in a browser context of its own, so
+    // without the presenter key, watching as the audience does.
+    const projector = await other.newContext({ viewport: PROJECTOR, reducedMotion: 'reduce' });
+    const screen = await openProjector(projector, server.url, sessionId);
+    pages.push(screen);
+    await seeText(screen.getByTestId('join-code'), code);
+    await seeImageLoaded(screen.getByTestId('join-qr'));
+    await seeText(screen.getByTestId('key-hint'), 'F: full screen'); // no keys to move polls without the key
+    await screen.getByTestId('welcome').waitFor({ timeout: SHOW });
 
     // Three phones.
     const names = ['Priya', 'Tomás', 'Mei'];
@@ -609,6 +678,7 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
     // Beside Priya's page, her stream read raw with her own token.
     raw.push(rawStream(server.url, sessionId, await participantToken(priya)));
     await seeText(presenter.getByTestId('participant-count'), '3');
+    await seeText(screen.getByTestId('participant-count'), '3');
     await presenter.getByTestId('start-session').click();
     await seeText(presenter.getByTestId('session-status'), 'live session');
 
@@ -622,6 +692,10 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
     await seeText(launch.getByTestId('results-hidden-badge'), 'hidden from audience');
     // The open poll is the first thing on the page.
     assert.equal(await presenter.getByTestId('live-polls').getByTestId('poll').count(), 1);
+    // The screen follows the presenter to it: the question, the options, no results.
+    await seeText(screen.getByTestId('screen-question'), question);
+    await seeText(screen.getByTestId('poll-status'), 'Vote now');
+    await screen.getByTestId('results-hidden').waitFor({ timeout: SHOW });
     const picks = ['Tuesday', 'Tuesday', 'Thursday'];
     await Promise.all(phones.map((phone, i) => vote(phone, question, { option: picks[i] })));
     await Promise.all(phones.map((phone) => seeVoteMessage(phone, 'accepted', '✓ Your vote was counted.')));
@@ -633,6 +707,12 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
       await seeText(poll.getByTestId('vote-count'), '3 votes so far.');
       assert.equal(await poll.locator('[data-testid="result-row"]:visible').count(), 0);
     }
+    // The screen counts the votes and shows nothing else.
+    await seeText(screen.getByTestId('withheld-count'), '3');
+    await seeText(screen.getByTestId('vote-count'), '3 votes');
+    assert.deepEqual(await screen.getByTestId('option-label').allTextContents(), ['Tuesday', 'Thursday']);
+    assert.equal(await screen.getByTestId('choice-results').count(), 0);
+    assert.equal(await screen.getByTestId('choice-count').count(), 0);
 
     // Mei reloads mid-poll, with this tab's own memory of her vote wiped:
     // what comes back comes from the server (the snapshot's myVote).
@@ -678,6 +758,9 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
       const events = assertNothingLeaked(names[i], phone.frames, phone.snapshots, pollId);
       assert.ok(events.some((e) => e.type === 'vote:accepted' && e.payload.resultsWithheld === true), `${names[i]} saw no vote frames`);
     }
+    const screenEvents = assertNothingLeaked('screen', screen.frames, screen.snapshots, pollId);
+    assert.ok(screenEvents.filter((e) => e.type === 'vote:accepted' && e.payload.resultsWithheld === true).length >= 3, 'the screen saw no vote frames');
+    assert.ok(screen.snapshots.length >= 1, 'the screen fetched no snapshot');
     const rawEvents = assertNothingLeaked('raw stream', raw[0].frames, [], pollId);
     assert.ok(rawEvents.filter((e) => e.type === 'vote:accepted').length >= 3, 'the raw stream saw the votes');
 
@@ -692,6 +775,10 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
       assert.ok(Math.abs(widths[0].fill / widths[0].track - 2 / 3) < 0.02, 'Tuesday’s bar is not two thirds');
     }
     assert.ok(framesAbout(priya.frames, pollId).some((e) => e.type === 'poll:results_revealed'));
+    // The screen shows the results now, in place of the count.
+    await eventually(async () => assert.deepEqual(await screenChoices(screen), { Tuesday: 2, Thursday: 1 }));
+    assert.equal(await screen.getByTestId('results-hidden').count(), 0);
+    assert.ok(framesAbout(screen.frames, pollId).some((e) => e.type === 'poll:results_revealed'));
     await tomas.screenshot({ path: path.join(screenshots, 'screenshot-participant.png') });
 
     // A timed poll closes by itself; phones count down, then lock.
@@ -702,6 +789,9 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
     await clear.getByTestId('poll-timer').selectOption('10');
     await clear.getByTestId('activate-poll').click();
     await seeText(clear.getByTestId('countdown'), /^0:(0\d|10) left$/);
+    // The screen switches to it and counts down too.
+    await seeText(screen.getByTestId('screen-question'), timed);
+    await seeText(screen.getByTestId('countdown'), /^0:(0\d|10)$/);
     await seeText(launch2.getByTestId('poll-status'), 'closed');
     for (const phone of phones) await seeText(phone.getByTestId('active-poll').getByTestId('countdown'), /^0:(0\d|10) left$/);
     await vote(priya, timed, { rating: 4 });
@@ -723,29 +813,94 @@ test('a whole meeting: presenter link in a new browser, results hidden then reve
     }
     const closed = framesAbout(priya.frames, timedId).find((e) => e.type === 'poll:closed');
     assert.equal(closed?.payload.reason, 'timer');
+    // The screen: no countdown any more, the final results.
+    await seeText(screen.getByTestId('poll-status'), 'Time is up · final results');
+    await seeText(screen.getByTestId('rating-average'), '4.50');
+    assert.equal(await screen.getByTestId('countdown').isVisible(), false);
 
-    // Features that land later in this binary's history: QR, co-presenters, export.
-    const token = stored.token;
-    if (await serverHas(server, 'GET', `/v1/sessions/${sessionId}/qr.svg`)) {
-      await eventually(async () => assert.ok(await presenter2.getByTestId('join-qr').isVisible(), 'no QR code'));
-    } else t.diagnostic('qr.svg is not in this binary: QR check skipped');
-    if (await serverHas(server, 'GET', `/v1/sessions/${sessionId}/export.csv`, token)) {
-      const [download] = await Promise.all([presenter2.waitForEvent('download'), presenter2.getByTestId('export-csv').click()]);
-      const csv = await (await download.createReadStream()).toArray();
-      assert.match(Buffer.concat(csv).toString(), /Which day for the launch\?/);
-    } else t.diagnostic('export is not in this binary: download check skipped');
-    if (await serverHas(server, 'POST', `/v1/sessions/${sessionId}/presenters`, token)) {
-      await presenter2.getByTestId('invite-presenter').click();
-      const coLink = presenter2.getByTestId('co-presenter-link');
-      await eventually(async () => assert.match(await coLink.inputValue(), /\/present\?session=.*#key=/));
-      assert.notEqual(await coLink.inputValue(), presenterLink);
-    } else t.diagnostic('co-presenters are not in this binary: invite check skipped');
+    // The results as a CSV file, downloaded with the presenter's button:
+    // a row per option (or rating value) of each poll, with its count.
+    const [download] = await Promise.all([presenter2.waitForEvent('download'), presenter2.getByTestId('export-csv').click()]);
+    assert.match(download.suggestedFilename(), /\.csv$/);
+    const [header, ...rows] = parseCsv(Buffer.concat(await (await download.createReadStream()).toArray()).toString());
+    const col = Object.fromEntries(header.map((name, i) => [name, i]));
+    for (const name of ['question', 'answer', 'count', 'votes']) assert.ok(name in col, `no ${name} column in ${header}`);
+    const counted = (q) => Object.fromEntries(rows.filter((r) => r[col.question] === q).map((r) => [r[col.answer], Number(r[col.count])]));
+    assert.deepEqual(counted(question), { Tuesday: 2, Thursday: 1 });
+    assert.deepEqual(counted(timed), { 1: 0, 2: 0, 3: 0, 4: 1, 5: 1 });
+    assert.ok(rows.filter((r) => r[col.question] === question).every((r) => r[col.votes] === '3'));
+
+    // A co-presenter gets a link of their own.
+    await presenter2.getByTestId('invite-presenter').click();
+    const coLink = presenter2.getByTestId('co-presenter-link');
+    await eventually(async () => assert.match(await coLink.inputValue(), /\/present\?session=.*#key=/));
+    assert.notEqual(await coLink.inputValue(), presenterLink);
+    await seeImageLoaded(presenter2.getByTestId('join-qr'));
 
     assertNoScriptErrors(pages);
   } finally {
     for (const stream of raw) stream.close();
     await Promise.all(pages.map((page) => page.close().catch(() => {})));
     await other.close();
+    await server.stop();
+  }
+});
+
+test('after_vote: a phone that voted keeps its bars current from the results endpoint, at most every 2 s', { timeout: TEST_TIMEOUT }, async () => {
+  const server = await new Pollcast().start();
+  const pages = [];
+  try {
+    const rest = async (method, pathname, options) => {
+      const res = await server.request(method, pathname, options);
+      assert.ok(res.status < 300, `${method} ${pathname}: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body;
+    };
+    const created = await rest('POST', '/v1/sessions', { body: { title: 'Lunch vote' } });
+    const token = created.presenterToken;
+    await rest('POST', `/v1/sessions/${created.sessionId}/start`, { token });
+    const question = 'Pizza or sushi?';
+    const poll = await rest('POST', `/v1/sessions/${created.sessionId}/polls`, {
+      token,
+      body: { question, pollType: 'multiple_choice', options: ['Pizza', 'Sushi'], resultsVisibility: 'after_vote' },
+    });
+    await rest('POST', `/v1/polls/${poll.pollId}/activate`, { token });
+    const [pizza, sushi] = poll.options.map((o) => o.optionId);
+
+    const phone = await openPhone('Ines');
+    pages.push(phone);
+    const fetches = [];
+    phone.on('request', (request) => {
+      if (new URL(request.url()).pathname === `/v1/polls/${poll.pollId}/results`) fetches.push(Date.now());
+    });
+    await join(phone, `${server.url}/join?code=${created.slug}`, 'Ines');
+    const results = phone.getByTestId('active-poll').getByTestId('results');
+    // Before voting: no results on this phone, none asked for.
+    await seeText(phone.getByTestId('active-poll').getByTestId('poll-question-text'), question);
+    assert.equal(await phone.getByTestId('active-poll').locator('[data-testid="result-row"]:visible').count(), 0);
+    await vote(phone, question, { option: 'Pizza' });
+    await seeCounts(results, { Pizza: 1, Sushi: 0 });
+
+    // Six more votes, one every half second, as others vote: the frames
+    // (coalesced by the server) carry only the count; the bars follow anyway.
+    const started = Date.now();
+    const others = [];
+    for (let i = 0; i < 6; i += 1) {
+      others.push((await rest('POST', `/v1/sessions/${created.slug}/participants`, { body: { displayName: `p${i}` } })).participantToken);
+    }
+    for (const [i, other] of others.entries()) {
+      await rest('POST', `/v1/polls/${poll.pollId}/votes`, { token: other, body: { voteData: { selectedOptionIds: [i % 3 ? sushi : pizza] } } });
+      await sleep(500);
+    }
+    await seeCounts(results, { Pizza: 3, Sushi: 4 });
+    const frames = framesAbout(phone.frames, poll.pollId).filter((e) => e.type === 'vote:accepted' && e.payload.resultsWithheld);
+    assert.ok(frames.length >= 3, `${frames.length} withheld frames`);
+    // Throttled: requests at least ~2 s apart, fewer than the frames.
+    assert.ok(fetches.length >= 1 && fetches.length <= Math.ceil((Date.now() - started) / 2000) + 1, `${fetches.length} requests`);
+    assert.ok(fetches.length < frames.length, `${fetches.length} requests for ${frames.length} frames`);
+    for (let i = 1; i < fetches.length; i += 1) assert.ok(fetches[i] - fetches[i - 1] >= 1900, `requests ${fetches[i] - fetches[i - 1]} ms apart`);
+    assertNoScriptErrors(pages);
+  } finally {
+    await Promise.all(pages.map((page) => page.close()));
     await server.stop();
   }
 });

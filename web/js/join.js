@@ -373,10 +373,50 @@ function render() {
   );
 }
 
+// An after_vote poll: once this participant has voted it may see the
+// results, but the session's broadcast carries only the count (others have
+// not voted yet), so the bars would freeze at this vote. A withheld frame
+// with a count past the bars' brings GET /v1/polls/{id}/results instead: at
+// most one request per poll every 2 s, the last frame of a burst answered
+// by a request at the end of its 2 s.
+const RESULTS_REFRESH_MS = 2000;
+const refreshes = new Map(); // pollId -> { last, timer }
+
+function needsResults(poll) {
+  return (
+    poll?.status === 'open' &&
+    poll.resultsVisibility === 'after_vote' &&
+    poll.resultsVisible &&
+    voted.has(poll.pollId) &&
+    poll.count > poll.results.currentVoteCount
+  );
+}
+
+function refreshResults(pollId) {
+  const entry = refreshes.get(pollId) ?? { last: 0, timer: null };
+  refreshes.set(pollId, entry);
+  if (entry.timer) return; // one is due already
+  entry.timer = setTimeout(async () => {
+    entry.timer = null;
+    if (!needsResults(state?.polls.get(pollId))) return;
+    entry.last = Date.now();
+    try {
+      const results = await api.results(pollId, me.token);
+      state.apply({ type: 'vote:accepted', payload: { ...results, pollId } });
+      render();
+    } catch {
+      /* withheld again, or the network: the next frame asks again */
+    }
+  }, Math.max(0, entry.last + RESULTS_REFRESH_MS - Date.now()));
+}
+
 function onEvent(event) {
   const p = event.payload ?? {};
   const own = event.topic?.startsWith('participant:');
   if (event.type === 'poll:closed') lastClosedPollId = p.pollId;
+  if (event.type === 'vote:accepted' && p.resultsWithheld && needsResults(state.polls.get(p.pollId))) {
+    refreshResults(p.pollId);
+  }
   if (own && event.type === 'vote:accepted') return accepted(p.pollId, null);
   if (own && event.type === 'vote:rejected') rejected(p.pollId, p.reason, p.message);
   if (own && event.type === 'error:general') setMessage(current?.pollId, 'error', p.message);
