@@ -145,7 +145,7 @@ async function seeCounts(results, expected) {
 
 async function seeAnswers(results, expected) {
   await eventually(async () => {
-    const answers = await results.getByTestId('text-answer').allTextContents();
+    const answers = await results.getByTestId('text-answer').locator('.answer-text').allTextContents();
     assert.deepEqual([...answers].sort(), [...expected].sort());
   });
 }
@@ -469,6 +469,14 @@ test('a presenter and four participants run a session with all three poll types'
     for (const name of names) {
       assert.equal(await presenter.getByTestId('poll-list').getByText(name).count(), 0, `${name} is shown`);
     }
+    // The presenter hides an answer: it leaves every phone and the presenter's list.
+    const calm = word.getByTestId('text-answer').filter({ hasText: 'Calm' });
+    await calm.getByTestId('hide-answer').click();
+    const kept = words.filter((w) => w !== 'Calm');
+    await seeAnswers(word.getByTestId('results'), kept);
+    for (const page of people) {
+      await seeAnswers(page.getByTestId('active-poll').getByTestId('results'), kept);
+    }
 
 
     // Ending the session (the button asks for a second click) closes the open poll.
@@ -478,7 +486,7 @@ test('a presenter and four participants run a session with all three poll types'
     await seeText(word.getByTestId('poll-status'), 'closed');
     for (const page of people) {
       await page.getByTestId('session-ended').waitFor({ timeout: SHOW });
-      await seeAnswers(page.getByTestId('last-poll').getByTestId('results'), words);
+      await seeAnswers(page.getByTestId('last-poll').getByTestId('results'), kept);
     }
     assertNoScriptErrors(pages);
   } finally {

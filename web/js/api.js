@@ -58,6 +58,9 @@ export const api = {
     call('POST', `/v1/polls/${seg(pollId)}/activate`, { token, body: durationSeconds ? { durationSeconds } : undefined }),
   closePoll: (pollId, token) => call('POST', `/v1/polls/${seg(pollId)}/close`, { token }),
   revealPoll: (pollId, token) => call('POST', `/v1/polls/${seg(pollId)}/reveal`, { token }),
+  /** Hides an open-text answer (and its case/spacing variants) from every result. */
+  hideAnswer: (pollId, token, text) =>
+    call('POST', `/v1/polls/${seg(pollId)}/hidden-answers`, { token, body: { text } }),
   /** A poll's results for this caller; 403 `results_withheld` while it may not see them. */
   results: (pollId, token) => call('GET', `/v1/polls/${seg(pollId)}/results`, { token }),
   join: (code, displayName) =>

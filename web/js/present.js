@@ -169,7 +169,9 @@ function pollCard(poll) {
   const timeLeft = countdown(clock, () => state.serverNow());
   const toggle = h('button', { class: 'link-button', type: 'button', testid: 'toggle-results', 'aria-expanded': 'false' });
   const error = h('p', { class: 'form-error', testid: 'poll-error', role: 'alert', hidden: true });
-  const results = resultsPanel(poll);
+  const hideAnswer = (text, button) =>
+    command(button, () => api.hideAnswer(poll.pollId, token, text), error);
+  const results = resultsPanel(poll, { onHide: poll.pollType === 'open_text' ? hideAnswer : undefined });
   const controls = pollControls(poll, error);
   const body = h('div', { class: 'poll-body' }, results.el);
   let expanded = false;

@@ -83,17 +83,27 @@ function ratingResults(poll) {
   };
 }
 
-/** One answer line; with a count when several people gave the same answer. */
-function answerItem(text, count) {
+/**
+ * One answer line; with a count when several people gave the same answer,
+ * and a Hide button when `onHide` is given (the presenter's view).
+ */
+function answerItem(text, count, onHide) {
+  let hide = null;
+  if (onHide) {
+    hide = h('button', { class: 'link-button hide-answer', type: 'button', testid: 'hide-answer' }, 'Hide');
+    hide.title = 'Hide this answer from every screen and phone';
+    hide.addEventListener('click', () => onHide(text, hide));
+  }
   return h(
     'li',
     { class: 'text-answer', testid: 'text-answer', dataset: { count: String(count) } },
     h('span', { class: 'answer-text' }, text),
     count > 1 ? h('span', { class: 'answer-count', testid: 'answer-count' }, `×${count}`) : null,
+    hide,
   );
 }
 
-function textResults() {
+function textResults(poll, onHide) {
   const list = h('ul', { class: 'text-answers', testid: 'text-answers' });
   const empty = h('p', { class: 'muted', testid: 'text-answers-empty' }, 'No answers yet.');
   const note = h('p', { class: 'muted small' });
@@ -110,23 +120,36 @@ function textResults() {
       const key = JSON.stringify(groups);
       if (key !== shown) {
         shown = key;
-        list.replaceChildren(...groups.map(([text, count]) => answerItem(text, count)));
+        list.replaceChildren(...groups.map(([text, count]) => answerItem(text, count, onHide)));
       }
       const answered = groups.reduce((sum, [, count]) => sum + count, 0);
-      setText(note, results.currentVoteCount > answered ? `Showing the ${answered} newest answers.` : '');
+      const grouped = Array.isArray(results.textGroups);
+      const unseen = results.currentVoteCount - answered;
+      setText(
+        note,
+        unseen <= 0
+          ? ''
+          : grouped
+            ? `${plural(unseen, 'answer')} not shown (hidden, or beyond the largest groups).`
+            : `Showing the ${answered} newest answers.`,
+      );
     },
   };
 }
 
-/** A results panel for `poll`; call `update(poll)` whenever its results change. */
-export function resultsPanel(poll) {
+/**
+ * A results panel for `poll`; call `update(poll)` whenever its results
+ * change. `onHide(text, button)`, given on the presenter's view, puts a
+ * Hide button on each open-text answer.
+ */
+export function resultsPanel(poll, { onHide } = {}) {
   const total = h('span', { testid: 'result-total' });
   const body =
     poll.pollType === 'multiple_choice'
       ? choiceResults(poll)
       : poll.pollType === 'rating_scale'
         ? ratingResults(poll)
-        : textResults(poll);
+        : textResults(poll, onHide);
   const totalLine = h('p', { class: 'result-total muted' }, total);
   const el = h('div', { class: 'results', testid: 'results', dataset: { pollId: poll.pollId } }, body.el, totalLine);
   const panel = {
