@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::rows::{session_from_row, SESSION_COLUMNS};
 use super::PgTx;
 use crate::domain::polling::ids::{PollId, SessionId};
-use crate::domain::polling::model::{Poll, PollKind, Session};
+use crate::domain::polling::model::{answer_key, Poll, PollKind, Session};
 use crate::store::error::StoreError;
 use crate::store::tx::{PollRepo, SessionRepo};
 
@@ -156,9 +156,9 @@ impl PollRepo for PgTx<'_> {
 
     async fn hide_answer(&mut self, poll: PollId, answer: &str, at: DateTime<Utc>) -> R<()> {
         self.execute(
-            "INSERT INTO hidden_answers (poll_id, answer, hidden_at) VALUES ($1, $2, $3)
+            "INSERT INTO hidden_answers (poll_id, answer_key, answer, hidden_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
-            &[&poll.0, &answer, &at],
+            &[&poll.0, &answer_key(answer), &answer, &at],
         )
         .await?;
         Ok(())
@@ -167,12 +167,10 @@ impl PollRepo for PgTx<'_> {
     async fn answer_hidden(&mut self, poll: PollId, answer: &str) -> R<bool> {
         let rows = self
             .query(
-                "SELECT EXISTS (SELECT 1 FROM hidden_answers WHERE poll_id = $1
-                   AND lower(regexp_replace(answer, '\\s+', ' ', 'g'))
-                     = lower(regexp_replace($2, '\\s+', ' ', 'g')))",
-                &[&poll.0, &answer],
+                "SELECT 1 FROM hidden_answers WHERE poll_id = $1 AND answer_key = $2",
+                &[&poll.0, &answer_key(answer)],
             )
             .await?;
-        Ok(rows.first().is_some_and(|r| r.get(0)))
+        Ok(!rows.is_empty())
     }
 }

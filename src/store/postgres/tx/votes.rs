@@ -28,7 +28,7 @@ use super::rows::{
 };
 use super::PgTx;
 use crate::domain::polling::ids::{OptionId, ParticipantId, PollId, VoteId};
-use crate::domain::polling::model::{Choice, Poll, PollKind, Tally, TextGroup, Vote};
+use crate::domain::polling::model::{answer_key, Choice, Poll, PollKind, Tally, TextGroup, Vote};
 use crate::store::error::StoreError;
 use crate::store::tx::{BallotReads, VoteRecord, VoteRepo, Voters};
 
@@ -63,7 +63,16 @@ const RECORD_VOTES: &str = "WITH recorded AS (
            JOIN recorded r ON r.id = s.vote_id
           GROUP BY r.poll_id, s.rating
          ON CONFLICT (poll_id, rating)
-         DO UPDATE SET vote_count = poll_rating_counts.vote_count + EXCLUDED.vote_count)
+         DO UPDATE SET vote_count = poll_rating_counts.vote_count + EXCLUDED.vote_count),
+     texts_bumped AS (
+         INSERT INTO poll_text_groups (poll_id, answer_key, first_answer, first_at, vote_count)
+         SELECT r.poll_id, s.answer_key, (array_agg(s.answer ORDER BY s.at, s.vote_id))[1], min(s.at), count(*)
+           FROM unnest($11::uuid[], $12::text[], $13::text[], $14::timestamptz[])
+                AS s(vote_id, answer_key, answer, at)
+           JOIN recorded r ON r.id = s.vote_id
+          GROUP BY r.poll_id, s.answer_key
+         ON CONFLICT (poll_id, answer_key)
+         DO UPDATE SET vote_count = poll_text_groups.vote_count + EXCLUDED.vote_count)
      SELECT id FROM recorded";
 
 /// For each `(participant, poll)`: the participant and whether it already
@@ -88,29 +97,28 @@ const CHOICE_TALLY: &str = "SELECT p.vote_count, o.id, o.vote_count FROM polls p
 const RATING_TALLY: &str = "SELECT p.vote_count, r.rating, r.vote_count FROM polls p
        LEFT JOIN poll_rating_counts r ON r.poll_id = p.id
       WHERE p.id = $1";
-/// The count, the newest answers, and the answers grouped as
-/// `model::answer_key` groups them (case and runs of whitespace ignored),
-/// each group shown with its first spelling, the most frequent first.
-/// Answers the presenter hid (`hidden_answers`, compared by the same key)
-/// are left out of both.
-const TEXT_TALLY: &str = "WITH hidden AS (
-         SELECT lower(regexp_replace(answer, '\\s+', ' ', 'g')) AS answer_key
-           FROM hidden_answers WHERE poll_id = $1),
-     visible AS (
-         SELECT id, submitted_at, choice->>'textResponse' AS answer
-           FROM votes
-          WHERE poll_id = $1
-            AND lower(regexp_replace(choice->>'textResponse', '\\s+', ' ', 'g'))
-                NOT IN (SELECT answer_key FROM hidden))
+/// The count, the newest answers, and the largest groups of answers
+/// (`poll_text_groups`, kept by [`RECORD_VOTES`]), the most frequent
+/// first. Answers the presenter hid (`hidden_answers`) are in neither: the
+/// newest answers are read back from the end of the poll's votes until
+/// enough are shown, each compared by the same key in SQL. (The hidden
+/// keys as an array, not a join: a join made the planner sort every vote
+/// of the poll instead of reading the newest from the index.)
+const TEXT_TALLY: &str = "WITH top AS (
+         SELECT g.first_answer, g.vote_count, g.first_at
+           FROM poll_text_groups g
+          WHERE g.poll_id = $1
+            AND NOT EXISTS (SELECT 1 FROM hidden_answers h
+                             WHERE h.poll_id = $1 AND h.answer_key = g.answer_key)
+          ORDER BY g.vote_count DESC, g.first_at LIMIT $2)
      SELECT (SELECT vote_count FROM polls WHERE id = $1),
-            ARRAY(SELECT answer FROM visible ORDER BY submitted_at DESC, id DESC LIMIT $2),
-            grouped.texts, grouped.counts
-       FROM (SELECT array_agg(first ORDER BY n DESC, seen) AS texts,
-                    array_agg(n ORDER BY n DESC, seen) AS counts
-               FROM (SELECT (array_agg(answer ORDER BY submitted_at, id))[1] AS first,
-                            count(*) AS n, min(submitted_at) AS seen
-                       FROM visible GROUP BY lower(regexp_replace(answer, '\\s+', ' ', 'g'))
-                      ORDER BY n DESC, seen LIMIT $2) top) grouped";
+            ARRAY(SELECT choice->>'textResponse' FROM votes
+                   WHERE poll_id = $1
+                     AND lower(regexp_replace(choice->>'textResponse', '\\s+', ' ', 'g'))
+                         <> ALL (ARRAY(SELECT answer_key FROM hidden_answers WHERE poll_id = $1))
+                   ORDER BY submitted_at DESC, id DESC LIMIT $2),
+            ARRAY(SELECT first_answer FROM top ORDER BY vote_count DESC, first_at),
+            ARRAY(SELECT vote_count FROM top ORDER BY vote_count DESC, first_at)";
 
 fn tally_statement(poll: &Poll) -> &'static str {
     match poll.kind {
@@ -228,7 +236,7 @@ impl PgTx<'_> {
         if columns.ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let params: [&(dyn ToSql + Sync); 10] = [
+        let params: [&(dyn ToSql + Sync); 14] = [
             &columns.ids,
             &columns.polls,
             &columns.participants,
@@ -239,6 +247,10 @@ impl PgTx<'_> {
             &columns.options,
             &columns.rating_votes,
             &columns.ratings,
+            &columns.text_votes,
+            &columns.text_keys,
+            &columns.text_answers,
+            &columns.text_times,
         ];
         let rows = self.query(RECORD_VOTES, &params).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -258,7 +270,8 @@ impl PgTx<'_> {
 }
 
 /// A batch's votes as the parallel arrays [`RECORD_VOTES`] takes: one
-/// entry per vote, then one per chosen option and one per rating.
+/// entry per vote, then one per chosen option, per rating and per text
+/// answer.
 struct VoteColumns {
     ids: Vec<Uuid>,
     polls: Vec<Uuid>,
@@ -270,6 +283,11 @@ struct VoteColumns {
     options: Vec<Uuid>,
     rating_votes: Vec<Uuid>,
     ratings: Vec<i32>,
+    /// Open-text answers with their `answer_key`, for `poll_text_groups`.
+    text_votes: Vec<Uuid>,
+    text_keys: Vec<String>,
+    text_answers: Vec<String>,
+    text_times: Vec<DateTime<Utc>>,
 }
 
 impl VoteColumns {
@@ -285,6 +303,10 @@ impl VoteColumns {
             options: Vec::new(),
             rating_votes: Vec::new(),
             ratings: Vec::new(),
+            text_votes: Vec::new(),
+            text_keys: Vec::new(),
+            text_answers: Vec::new(),
+            text_times: Vec::new(),
         };
         for vote in votes {
             columns.ids.push(vote.id.0);
@@ -304,7 +326,12 @@ impl VoteColumns {
                     columns.rating_votes.push(vote.id.0);
                     columns.ratings.push(*value);
                 }
-                Choice::Text(_) => {}
+                Choice::Text(answer) => {
+                    columns.text_votes.push(vote.id.0);
+                    columns.text_keys.push(answer_key(answer));
+                    columns.text_answers.push(answer.clone());
+                    columns.text_times.push(vote.submitted_at);
+                }
             }
         }
         columns
