@@ -44,17 +44,30 @@ impl PollTimers {
         tokio::spawn(async move {
             // The poll each sleeping task waits for, and when it is due.
             let mut armed: HashMap<PollId, DateTime<Utc>> = HashMap::new();
+            // Said once when the store fails and once when it is back, not
+            // every second of an outage.
+            let mut failing = false;
             loop {
                 match query(&*store, TimedPolls).await {
                     Ok(timed) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("reading timed polls works again");
+                        }
                         armed.retain(|id, _| timed.iter().any(|(t, _)| t == id));
+                        let now = Utc::now();
                         for (poll, due) in timed {
-                            if armed.insert(poll, due) != Some(due) {
+                            // New here, or overdue and still open (its close
+                            // failed for good, or another node's did): try.
+                            if armed.insert(poll, due) != Some(due) || due <= now {
                                 arm(Arc::clone(&store), poll, due, stop.clone());
                             }
                         }
                     }
-                    Err(error) => tracing::warn!(error = %error.report(), "reading timed polls failed"),
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %error.report(), "reading timed polls failed; retrying every second");
+                    }
+                    Err(_) => {}
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
