@@ -16,7 +16,7 @@ use super::connections::ConnectionInfo;
 use super::request::{self, Body, RequestContext};
 use super::routes::{self, Route};
 use super::state::AppState;
-use super::{admin, error, history, ops, polling, presence, publish, rooms, stream, web};
+use super::{admin, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web};
 
 /// Every route of the server, as one filter for [`super::server::serve`].
 pub fn router(state: AppState) -> BoxedFilter<(Response,)> {
@@ -64,6 +64,7 @@ async fn dispatch(
         Route::TopicStream => stream::handle(state, ctx, connection).await,
         Route::History => history::handle(state, ctx).await,
         Route::Publish { topic } => publish::handle(state, topic, ctx, body).await,
+        Route::PublishMany => publish_many::handle(state, ctx, body).await,
         Route::Presence { topic } => presence::list(state, topic, ctx).await,
         Route::Heartbeat => presence::heartbeat(state, ctx, body).await,
         Route::JoinRoom { connection } => rooms::join(state, connection, ctx, body).await,

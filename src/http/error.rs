@@ -43,6 +43,13 @@ impl ApiError {
         self
     }
 
+    /// The error with its message prefixed (which item of a request it is
+    /// about).
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.message = format!("{prefix}{}", self.message);
+        self
+    }
+
     /// Malformed input: bad JSON, bad names, bad parameters.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_payload", message)

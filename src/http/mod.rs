@@ -24,6 +24,7 @@ mod ops;
 mod polling;
 mod presence;
 mod publish;
+mod publish_many;
 pub mod request;
 pub mod rooms;
 pub mod routes;

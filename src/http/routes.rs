@@ -30,6 +30,8 @@ pub enum Route {
     History,
     /// `POST /v1/topics/{topic}/events`
     Publish { topic: String },
+    /// `POST /v1/events`: several events, on several topics, in one commit.
+    PublishMany,
     /// `GET /v1/topics/{topic}/presence`
     Presence { topic: String },
     /// `POST /v1/presence/heartbeat`
@@ -139,6 +141,7 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
         ["readyz"] if get => Route::Readyz,
         ["metrics"] if get => Route::Metrics,
         ["v1", "events"] if get => Route::TopicStream,
+        ["v1", "events"] if post => Route::PublishMany,
         ["v1", "events", "history"] if get => Route::History,
         ["v1", "topics", topic, "events"] if post => Route::Publish { topic: own(topic) },
         ["v1", "topics", topic, "presence"] if get => Route::Presence { topic: own(topic) },

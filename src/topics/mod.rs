@@ -7,6 +7,7 @@
 //!   or live polling write;
 //! - [`publish`]: a publish checked, then run in the writer's transaction,
 //!   with optimistic locking of entities (`expectedVersion`);
+//! - [`publish_many`]: several publishes in one commit, all or none;
 //! - [`presence`]: `presence:update` events debounced by the grace period,
 //!   and who is on a topic across nodes;
 //! - [`history`]: events after a cursor, with an optional long-poll;
@@ -21,4 +22,5 @@ pub mod history;
 pub mod outcome;
 pub mod presence;
 pub mod publish;
+pub mod publish_many;
 pub mod reserved;

@@ -50,6 +50,12 @@ pub struct VersionCheck {
     expected: Option<i64>,
 }
 
+impl VersionCheck {
+    pub fn entity_id(&self) -> &str {
+        &self.entity_id
+    }
+}
+
 /// Checks an `entityId` and `expectedVersion` pair: `None` when the publish
 /// names no entity.
 pub fn version_check(
@@ -94,6 +100,38 @@ pub struct Publish {
     check: Option<VersionCheck>,
 }
 
+impl Publish {
+    /// The event and its version check, for a command that runs several.
+    pub(super) fn into_parts(self) -> (Option<NewEvent>, Option<VersionCheck>) {
+        (self.event, self.check)
+    }
+}
+
+/// The event as it is appended: with its entity's next version when it
+/// names one (written in this transaction), or the conflict that refuses
+/// it.
+pub(super) async fn stamped(
+    tx: &mut dyn Tx,
+    mut event: NewEvent,
+    check: Option<VersionCheck>,
+) -> Result<Result<NewEvent, PublishRejection>, StoreError> {
+    let Some(check) = check else {
+        return Ok(Ok(event));
+    };
+    let topic = event.topic.as_str().to_string();
+    let current = tx.entity_version(&topic, &check.entity_id).await?;
+    let version = match next_version(&check, current) {
+        Ok(version) => version,
+        Err(conflict) => return Ok(Err(conflict)),
+    };
+    tx.set_entity_version(&topic, &check.entity_id, version).await?;
+    event.entity = Some(EntityVersion {
+        entity_id: check.entity_id,
+        version,
+    });
+    Ok(Ok(event))
+}
+
 /// Appends a checked publish; its outcome once committed (or, for a
 /// retried Idempotency-Key, what the key kept).
 pub async fn publish(
@@ -110,24 +148,13 @@ impl Command for Publish {
     type Decided = Result<(), PublishRejection>;
 
     async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, Self::Decided), StoreError> {
-        let Some(mut event) = self.event.take() else {
+        let Some(event) = self.event.take() else {
             return Err(StoreError::internal("a publish ran twice"));
         };
-        let Some(check) = self.check.take() else {
-            return Ok((vec![event], Ok(())));
-        };
-        let topic = event.topic.as_str().to_string();
-        let current = tx.entity_version(&topic, &check.entity_id).await?;
-        let version = match next_version(&check, current) {
-            Ok(version) => version,
-            Err(conflict) => return Ok((Vec::new(), Err(conflict))),
-        };
-        tx.set_entity_version(&topic, &check.entity_id, version).await?;
-        event.entity = Some(EntityVersion {
-            entity_id: check.entity_id,
-            version,
-        });
-        Ok((vec![event], Ok(())))
+        Ok(match stamped(tx, event, self.check.take()).await? {
+            Ok(event) => (vec![event], Ok(())),
+            Err(conflict) => (Vec::new(), Err(conflict)),
+        })
     }
 
     fn outcome(decided: Self::Decided, events: &[StoredEvent]) -> PublishOutcome {

@@ -12,6 +12,7 @@ mod ops;
 mod polling;
 mod polling_helpers;
 mod presence;
+mod publish_many;
 mod rooms;
 mod streams;
 mod system;
