@@ -340,14 +340,7 @@ impl TokenKeys {
         presenter: PresenterId,
         issued: DateTime<Utc>,
     ) -> String {
-        self.mint(&Claims {
-            sub: Some(presenter.to_string()),
-            exp: expiry_after(issued, POLLING_TOKEN_TTL),
-            subscribe: vec![format!("session:{session}")],
-            role: Some("presenter".into()),
-            sid: Some(session.to_string()),
-            ..Claims::default()
-        })
+        self.mint(&presenter_claims(session, presenter, issued))
     }
 
     /// A co-presenter's token: the presenter's powers, with an `iat` and a
@@ -359,14 +352,9 @@ impl TokenKeys {
         issued: DateTime<Utc>,
     ) -> String {
         self.mint(&Claims {
-            sub: Some(presenter.to_string()),
-            exp: expiry_after(issued, POLLING_TOKEN_TTL),
             iat: Some(issued.timestamp().max(0) as u64),
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
-            subscribe: vec![format!("session:{session}")],
-            role: Some("presenter".into()),
-            sid: Some(session.to_string()),
-            ..Claims::default()
+            ..presenter_claims(session, presenter, issued)
         })
     }
 
@@ -387,6 +375,19 @@ impl TokenKeys {
             sid: Some(session.to_string()),
             ..Claims::default()
         })
+    }
+}
+
+/// What a presenter token of `session` claims: control of the session and
+/// its topic, for [`POLLING_TOKEN_TTL`] after `issued`.
+fn presenter_claims(session: SessionId, presenter: PresenterId, issued: DateTime<Utc>) -> Claims {
+    Claims {
+        sub: Some(presenter.to_string()),
+        exp: expiry_after(issued, POLLING_TOKEN_TTL),
+        subscribe: vec![format!("session:{session}")],
+        role: Some("presenter".into()),
+        sid: Some(session.to_string()),
+        ..Claims::default()
     }
 }
 

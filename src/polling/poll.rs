@@ -64,18 +64,12 @@ impl Command for MovePoll {
                 poll_id: self.poll_id,
                 at,
             },
-            PollMove::HideAnswer { answer } => {
-                let hidden = ctx.tx.answer_hidden(self.poll_id, &answer).await;
-                match hidden {
-                    Ok(already_hidden) => Rule::HideAnswer {
-                        poll_id: self.poll_id,
-                        answer,
-                        already_hidden,
-                        at,
-                    },
-                    Err(error) => return Err(error),
-                }
-            }
+            PollMove::HideAnswer { answer } => Rule::HideAnswer {
+                poll_id: self.poll_id,
+                already_hidden: ctx.tx.answer_hidden(self.poll_id, &answer).await?,
+                answer,
+                at,
+            },
         };
         settle(move_poll(&mut ctx, self.poll_id, Some(self.presenter), rule).await)
     }

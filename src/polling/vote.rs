@@ -125,6 +125,9 @@ pub async fn vote_batch(
             _ => None,
         })
         .collect();
+    // The voter's confirmation carries the results only if a participant
+    // who voted may see them (`always`, `after_vote`, or revealed): only
+    // those polls' tallies are read.
     let voted_polls: Vec<&Poll> = poll_ids
         .iter()
         .filter(|id| accepted.iter().any(|vote| vote.poll_id == **id))
@@ -134,6 +137,7 @@ pub async fn vote_batch(
                 .and_then(Option::as_ref)
                 .map(|state| &state.polls[0])
         })
+        .filter(|poll| poll.results_visible_to(Viewer::Participant { voted: true }))
         .collect();
     let (recorded, tallies) = ctx
         .tx
@@ -145,12 +149,9 @@ pub async fn vote_batch(
             *verdict = Verdict::Refuse(RejectReason::DuplicateVote, DUPLICATE.into());
         }
     }
-    // The voter's confirmation carries the results only if a participant
-    // who voted may see them (`always`, `after_vote`, or revealed).
     let results: HashMap<PollId, Value> = voted_polls
         .iter()
         .zip(&tallies)
-        .filter(|(poll, _)| poll.results_visible_to(Viewer::Participant { voted: true }))
         .map(|(poll, tally)| (poll.id, tally.results_json(poll)))
         .collect();
     let mut events = Vec::with_capacity(ballots.len());

@@ -37,7 +37,8 @@ const STORED_EVENTS = [
   'error:general',
 ];
 
-const RESULT_FIELDS = [
+/** The fields of an event payload that are a poll's results. */
+export const RESULT_FIELDS = [
   'currentVoteCount',
   'voteBreakdown',
   'averageRating',

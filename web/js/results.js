@@ -30,16 +30,7 @@ function choiceResults(poll) {
   return {
     el: list,
     update(results) {
-      const byOption = new Map((results.voteBreakdown ?? []).map((b) => [b.optionId, b]));
-      const top = Math.max(0, ...[...byOption.values()].map((b) => b.voteCount));
-      for (const [optionId, parts] of rows) {
-        const b = byOption.get(optionId) ?? { voteCount: 0, percentage: 0 };
-        parts.fill.style.width = `${Math.max(0, Math.min(100, b.percentage))}%`;
-        parts.row.classList.toggle('leading', top > 0 && b.voteCount === top);
-        parts.row.dataset.count = String(b.voteCount);
-        setText(parts.count, b.voteCount);
-        setText(parts.percent, formatPercent(b.percentage));
-      }
+      updateBars(rows, results);
     },
   };
 }
@@ -81,6 +72,25 @@ function ratingResults(poll) {
       }
     },
   };
+}
+
+/**
+ * Sets each option's bar, count and share from `results.voteBreakdown`,
+ * marking the leading options. `rows` maps an option id to its
+ * `{row, fill, count, percent}` elements (the presenter's, a phone's or the
+ * screen's).
+ */
+export function updateBars(rows, results) {
+  const byOption = new Map((results.voteBreakdown ?? []).map((b) => [b.optionId, b]));
+  const top = Math.max(0, ...[...byOption.values()].map((b) => b.voteCount));
+  for (const [optionId, parts] of rows) {
+    const b = byOption.get(optionId) ?? { voteCount: 0, percentage: 0 };
+    parts.fill.style.width = `${Math.max(0, Math.min(100, b.percentage))}%`;
+    parts.row.classList.toggle('leading', top > 0 && b.voteCount === top);
+    parts.row.dataset.count = String(b.voteCount);
+    setText(parts.count, b.voteCount);
+    setText(parts.percent, formatPercent(b.percentage));
+  }
 }
 
 /**

@@ -4,7 +4,8 @@
 // Each builder returns {el, update(results)}; update changes the DOM in
 // place (so the bars slide) and returns true when the layout may have grown.
 
-import { h, setText, formatPercent, formatAverage } from './dom.js';
+import { h, setText, formatAverage } from './dom.js';
+import { updateBars } from './results.js';
 
 /** Bars for a multiple-choice poll; widths slide (CSS transition) as votes come. */
 function choiceResults(poll) {
@@ -32,16 +33,7 @@ function choiceResults(poll) {
   return {
     el: list,
     update(results) {
-      const byOption = new Map((results.voteBreakdown ?? []).map((b) => [b.optionId, b]));
-      const top = Math.max(0, ...[...byOption.values()].map((b) => b.voteCount));
-      for (const [optionId, parts] of rows) {
-        const b = byOption.get(optionId) ?? { voteCount: 0, percentage: 0 };
-        parts.fill.style.width = `${Math.max(0, Math.min(100, b.percentage))}%`;
-        parts.row.classList.toggle('leading', top > 0 && b.voteCount === top);
-        parts.row.dataset.count = String(b.voteCount);
-        setText(parts.percent, formatPercent(b.percentage));
-        setText(parts.count, b.voteCount);
-      }
+      updateBars(rows, results);
     },
   };
 }

@@ -3,14 +3,8 @@
 // results as far as the room may see them (a withheld poll keeps only its
 // count) and the server's clock offset for countdowns. No DOM here.
 
-const RESULT_FIELDS = [
-  'currentVoteCount',
-  'voteBreakdown',
-  'averageRating',
-  'ratingDistribution',
-  'textResponses',
-  'textGroups',
-];
+import { RESULT_FIELDS } from './feed.js';
+
 
 function blankResults(poll) {
   const distribution = {};

@@ -9,11 +9,10 @@ use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use warp::reply::Response;
 
-use super::super::error::ApiError;
 use super::super::request::RequestContext;
 use super::super::routes::ExportFormat;
 use super::super::state::AppState;
-use super::parse::{parse_session_id, presenter_of};
+use super::parse::presenter_of_session;
 use super::render;
 use crate::domain::event::format_timestamp;
 use crate::domain::polling::model::{Poll, PollKind, Tally};
@@ -30,11 +29,7 @@ pub async fn export(
 ) -> Response {
     let result = async {
         let caller = ctx.caller(&state.keys, true)?;
-        let session_id = parse_session_id(&raw_session)?;
-        let (session, presenter) = presenter_of(&caller)?;
-        if session != session_id {
-            return Err(ApiError::forbidden("only the session's presenter may do that"));
-        }
+        let (session_id, presenter) = presenter_of_session(&caller, &raw_session)?;
         let query = GetExport {
             session_id,
             presenter,

@@ -37,7 +37,9 @@ use crate::polling::session::{CreatePoll, CreateSession, MoveSession, Transition
 use crate::polling::vote::{Ballot, VoteRequest};
 use crate::polling::{new_session, Actor, Stamp};
 use crate::store::{Answer, Idempotent};
-use parse::{parse_poll_id, parse_session_id, parse_session_key, presenter_of, role_of};
+use parse::{
+    optional_json, parse_poll_id, parse_session_id, parse_session_key, presenter_of, role_of, Empty,
+};
 use render::Rendered;
 
 pub use export::export;
@@ -63,15 +65,6 @@ fn answered<O>(
 
 fn respond(ctx: &RequestContext, result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|error| error.into_response(&ctx.trace_id))
-}
-
-/// A JSON body, or `{}` when the request has none (start, end, activate…).
-fn optional_json<T: serde::de::DeserializeOwned>(ctx: &RequestContext, body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return ctx.json(&Bytes::from_static(b"{}"));
-    }
-    ctx.require_json()?;
-    ctx.json(body)
 }
 
 fn route_of(ctx_path: &str) -> String {
@@ -145,10 +138,6 @@ pub async fn create_session(state: AppState, ctx: RequestContext, body: Body) ->
     .await;
     respond(&ctx, result)
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
 
 /// The body of `POST /v1/polls/{id}/hidden-answers`.
 #[derive(Deserialize)]

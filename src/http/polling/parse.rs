@@ -1,9 +1,12 @@
-//! Path parameters and callers of the polling routes, parsed at the edge
-//! into domain types.
+//! Path parameters, callers and bodies of the polling routes, parsed at
+//! the edge into domain types.
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
 use super::super::error::ApiError;
+use super::super::request::RequestContext;
 use crate::auth::{Caller, Role};
 use crate::domain::polling::ids::{PollId, PresenterId, SessionId};
 use crate::polling::SessionKey;
@@ -41,6 +44,20 @@ pub fn role_of(caller: &Caller) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::forbidden("this token is not a presenter or participant token"))
 }
 
+/// The presenter of the session a path names: a presenter token of that
+/// very session; any other is refused.
+pub fn presenter_of_session(
+    caller: &Caller,
+    raw_session: &str,
+) -> Result<(SessionId, PresenterId), ApiError> {
+    let session_id = parse_session_id(raw_session)?;
+    let (session, presenter) = presenter_of(caller)?;
+    if session != session_id {
+        return Err(ApiError::forbidden("only the session's presenter may do that"));
+    }
+    Ok((session, presenter))
+}
+
 /// The session and presenter of a presenter token; any other is refused.
 pub fn presenter_of(caller: &Caller) -> Result<(SessionId, PresenterId), ApiError> {
     match role_of(caller)? {
@@ -48,3 +65,20 @@ pub fn presenter_of(caller: &Caller) -> Result<(SessionId, PresenterId), ApiErro
         Role::Participant { .. } => Err(ApiError::forbidden("only the session's presenter may do that")),
     }
 }
+
+/// A JSON body, or `{}` when the request has none (start, end, activate…).
+pub fn optional_json<T: serde::de::DeserializeOwned>(
+    ctx: &RequestContext,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return ctx.json(&Bytes::from_static(b"{}"));
+    }
+    ctx.require_json()?;
+    ctx.json(body)
+}
+
+/// A command that takes no fields: no body, or `{}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}

@@ -13,7 +13,7 @@ use warp::reply::Response;
 use super::super::error::ApiError;
 use super::super::request::{json_response, Body, RequestContext};
 use super::super::state::AppState;
-use super::parse::{parse_session_id, presenter_of};
+use super::parse::{optional_json, presenter_of_session, Empty};
 use crate::auth::POLLING_TOKEN_TTL;
 use crate::domain::event::format_timestamp;
 
@@ -26,16 +26,8 @@ pub async fn invite_presenter(
 ) -> Response {
     let result = async {
         let caller = ctx.caller(&state.keys, false)?;
-        let session_id = parse_session_id(&raw_session)?;
-        let (session, presenter) = presenter_of(&caller)?;
-        if session != session_id {
-            return Err(ApiError::forbidden("only the session's presenter may do that"));
-        }
-        let body = body.read().await?;
-        if !body.iter().all(u8::is_ascii_whitespace) {
-            ctx.require_json()?;
-            let _: Empty = ctx.json(&body)?;
-        }
+        let (session, presenter) = presenter_of_session(&caller, &raw_session)?;
+        optional_json::<Empty>(&ctx, &body.read().await?)?;
         let issued = crate::domain::event::now_millis();
         let token = state.keys.co_presenter_token(session, presenter, issued);
         let expires = issued + chrono::Duration::from_std(POLLING_TOKEN_TTL).unwrap_or_default();
@@ -47,9 +39,5 @@ pub async fn invite_presenter(
         Ok(json_response(StatusCode::CREATED, answer.to_string()))
     }
     .await;
-    result.unwrap_or_else(|error| error.into_response(&ctx.trace_id))
+    result.unwrap_or_else(|error: ApiError| error.into_response(&ctx.trace_id))
 }
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
