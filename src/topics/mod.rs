@@ -8,6 +8,8 @@
 //! - [`publish`]: a publish checked, then run in the writer's transaction,
 //!   with optimistic locking of entities (`expectedVersion`);
 //! - [`publish_many`]: several publishes in one commit, all or none;
+//! - [`sql_publish`]: publishes made in SQL (`pollcast.publish`) inside
+//!   applications' transactions, moved from the outbox into the log;
 //! - [`presence`]: `presence:update` events debounced by the grace period,
 //!   and who is on a topic across nodes;
 //! - [`history`]: events after a cursor, with an optional long-poll;
@@ -24,3 +26,4 @@ pub mod presence;
 pub mod publish;
 pub mod publish_many;
 pub mod reserved;
+pub mod sql_publish;

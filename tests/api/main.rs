@@ -14,6 +14,7 @@ mod polling_helpers;
 mod presence;
 mod publish_many;
 mod rooms;
+mod sql_publish;
 mod streams;
 mod system;
 mod tenants;

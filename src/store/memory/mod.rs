@@ -221,6 +221,10 @@ impl EventStore for MemoryStore {
         broadcast::channel(1).1
     }
 
+    fn outbox_wakeups(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+
     async fn bus_send(&self, _message: &str) -> Result<(), StoreError> {
         Ok(())
     }

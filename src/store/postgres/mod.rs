@@ -62,6 +62,8 @@ pub struct PostgresStore {
     hints: watch::Sender<EventId>,
     batches: broadcast::Sender<CommittedBatch>,
     bus: broadcast::Sender<String>,
+    /// Bumped when a publish made in SQL may wait in the outbox.
+    outbox: watch::Sender<u64>,
     /// Stops the LISTEN task when the store is dropped.
     stop: CancellationToken,
 }
@@ -123,11 +125,13 @@ impl PostgresStore {
         ))?;
         let (bus, _) = broadcast::channel(BUS_BACKLOG);
         let (listening, listening_now) = watch::channel(false);
+        let (outbox, _) = watch::channel(0);
         let heard = Heard {
             origin,
             hints: hints.clone(),
             bus: bus.clone(),
             listening,
+            outbox: outbox.clone(),
         };
         tokio::spawn(run_listener(config, heard, stop.clone()));
         // Bus replies and other nodes' commits are heard only once LISTEN
@@ -141,6 +145,7 @@ impl PostgresStore {
             hints,
             batches,
             bus,
+            outbox,
             stop,
         }))
     }
@@ -352,6 +357,10 @@ impl EventStore for PostgresStore {
 
     fn bus_messages(&self) -> broadcast::Receiver<String> {
         self.bus.subscribe()
+    }
+
+    fn outbox_wakeups(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.outbox.subscribe())
     }
 
     async fn bus_send(&self, message: &str) -> Result<(), StoreError> {
