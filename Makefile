@@ -26,8 +26,8 @@ $(DEV_SECRET):
 ## Every test: formatting, lints, unit and integration tests (on a real
 ## Postgres, one database per test), the OpenAPI document, the live server
 ## against hostile input generated from it, clients nobody here wrote (npm
-## eventsource, Python httpx-sse, curl through nginx) and the web app in
-## Chromium, EventSource conformance included.
+## eventsource, Python httpx-sse, curl through nginx, curl and httpx through
+## squid) and the web app in Chromium, EventSource conformance included.
 test: lint postgres openapi schemathesis unit clients browser
 
 ## Formatting, clippy, and the architecture rules of docs/architecture.md
@@ -56,7 +56,7 @@ schemathesis:
 unit: postgres
 	$(CARGO) test --workspace --all-targets
 
-## Debian's chromium and nginx, Node.js and the pinned npm packages
+## Debian's chromium, nginx and squid, Node.js and the pinned npm packages
 ## (installed only when missing).
 browser-tools:
 	@scripts/ensure-browser-tools.sh
@@ -75,7 +75,8 @@ screenshots: postgres browser-tools release
 	cd tests/browser && UPDATE_SCREENSHOTS=1 node --test --test-concurrency=1 app.test.mjs screen.test.mjs
 
 ## Independent SSE clients: npm eventsource, Python httpx-sse, curl -N
-## through nginx with its default (buffering) proxy settings.
+## through nginx with its default (buffering) proxy settings, curl and httpx
+## through Squid as a forward proxy with Debian's default config.
 clients: postgres browser-tools release
 	@scripts/clients.sh
 
