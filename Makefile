@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients screenshots bench cluster soak fuzz
+.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients recipes screenshots bench cluster soak fuzz
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -27,8 +27,9 @@ $(DEV_SECRET):
 ## Postgres, one database per test), the OpenAPI document, the live server
 ## against hostile input generated from it, clients nobody here wrote (npm
 ## eventsource, Python httpx-sse, curl through nginx, curl and httpx through
-## squid) and the web app in Chromium, EventSource conformance included.
-test: lint postgres openapi schemathesis unit clients browser
+## squid), the recipes of docs/recipes.md run as written, and the web app
+## in Chromium, EventSource conformance included.
+test: lint postgres openapi schemathesis unit clients recipes browser
 
 ## Formatting, clippy, and the architecture rules of docs/architecture.md
 ## (no import cycles, each layer imports only the layers below it, only
@@ -79,6 +80,12 @@ screenshots: postgres browser-tools release
 ## through Squid as a forward proxy with Debian's default config.
 clients: postgres browser-tools release
 	@scripts/clients.sh
+
+## docs/recipes.md run as written: its sh blocks in one shell against a
+## release server on a fresh database, its js blocks in headless Chromium,
+## every output compared with the page (tests/recipes/recipes.test.mjs).
+recipes: postgres browser-tools release
+	node --test tests/recipes/recipes.test.mjs
 
 ## The benchmark suite (minutes; not part of make test): pollcast beside
 ## Nchan, pgbench and psql COPY on this machine; rewrites BENCHMARKS.md.
