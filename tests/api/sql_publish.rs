@@ -71,8 +71,8 @@ async fn a_commit_publishes_and_a_rollback_publishes_nothing() {
     assert_eq!(event["topic"], "demo:orders");
     assert_eq!(event["payload"], json!({"id": 1, "status": "paid"}));
     assert_eq!(event["traceId"], trace.as_str());
-    // Longer than the drain's recheck: had the rolled-back row been kept,
-    // it would be in the log by now.
+    // Many times the drain's poll: had the rolled-back row been kept, it
+    // would be in the log by now.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         app.history_len("topic=demo:orders").await,

@@ -221,8 +221,8 @@ impl EventStore for MemoryStore {
         broadcast::channel(1).1
     }
 
-    fn outbox_wakeups(&self) -> Option<watch::Receiver<u64>> {
-        None
+    fn has_outbox(&self) -> bool {
+        false
     }
 
     async fn bus_send(&self, _message: &str) -> Result<(), StoreError> {

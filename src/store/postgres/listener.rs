@@ -1,6 +1,5 @@
 //! The LISTEN connection: other nodes' commit notices become commit
-//! hints, bus messages go to the cluster bus's readers, and publishes made
-//! from SQL wake the outbox drain. It reconnects with
+//! hints, bus messages go to the cluster bus's readers. It reconnects with
 //! a backoff for as long as the store lives.
 
 use std::time::Duration;
@@ -10,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::notify::{other_nodes_head, raise, BUS_CHANNEL, NOTIFY_CHANNEL, OUTBOX_CHANNEL};
+use super::notify::{other_nodes_head, raise, BUS_CHANNEL, NOTIFY_CHANNEL};
 use crate::domain::event::EventId;
 
 /// Where the LISTEN connection hands what it hears.
@@ -27,16 +26,6 @@ pub struct Heard {
     pub bus: broadcast::Sender<String>,
     /// Whether LISTEN is in effect right now.
     pub listening: watch::Sender<bool>,
-    /// Bumped when an application's transaction committed a publish made
-    /// in SQL (and after every reconnect, in case one was missed).
-    pub outbox: watch::Sender<u64>,
-}
-
-/// Which channel a notification came on.
-enum Channel {
-    Commits,
-    Bus,
-    Outbox,
 }
 
 /// Keeps a LISTEN connection open and turns notifications into hints and
@@ -75,12 +64,7 @@ async fn listen_once(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    let channel = match n.channel() {
-                        BUS_CHANNEL => Channel::Bus,
-                        OUTBOX_CHANNEL => Channel::Outbox,
-                        _ => Channel::Commits,
-                    };
-                    let _ = tx.send((channel, n.payload().to_string()));
+                    let _ = tx.send((n.channel() == BUS_CHANNEL, n.payload().to_string()));
                 }
                 Ok(_) => {}
                 Err(error) => return Err(error),
@@ -89,24 +73,18 @@ async fn listen_once(
         Ok(())
     });
     client
-        .batch_execute(&format!(
-            "LISTEN {NOTIFY_CHANNEL}; LISTEN {BUS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}"
-        ))
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}; LISTEN {BUS_CHANNEL}"))
         .await?;
     heard.listening.send_replace(true);
     hints.send_modify(|_| {});
-    heard.outbox.send_modify(|n| *n = n.wrapping_add(1));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             next = notifications.recv() => match next {
-                Some((Channel::Bus, message)) => {
+                Some((true, message)) => {
                     let _ = heard.bus.send(message);
                 }
-                Some((Channel::Outbox, _)) => {
-                    heard.outbox.send_modify(|n| *n = n.wrapping_add(1));
-                }
-                Some((Channel::Commits, payload)) => {
+                Some((false, payload)) => {
                     if let Some(id) = other_nodes_head(&payload, &heard.origin) {
                         hints.send_if_modified(|known| raise(known, id));
                     }

@@ -62,8 +62,6 @@ pub struct PostgresStore {
     hints: watch::Sender<EventId>,
     batches: broadcast::Sender<CommittedBatch>,
     bus: broadcast::Sender<String>,
-    /// Bumped when a publish made in SQL may wait in the outbox.
-    outbox: watch::Sender<u64>,
     /// Stops the LISTEN task when the store is dropped.
     stop: CancellationToken,
 }
@@ -125,13 +123,11 @@ impl PostgresStore {
         ))?;
         let (bus, _) = broadcast::channel(BUS_BACKLOG);
         let (listening, listening_now) = watch::channel(false);
-        let (outbox, _) = watch::channel(0);
         let heard = Heard {
             origin,
             hints: hints.clone(),
             bus: bus.clone(),
             listening,
-            outbox: outbox.clone(),
         };
         tokio::spawn(run_listener(config, heard, stop.clone()));
         // Bus replies and other nodes' commits are heard only once LISTEN
@@ -145,7 +141,6 @@ impl PostgresStore {
             hints,
             batches,
             bus,
-            outbox,
             stop,
         }))
     }
@@ -359,8 +354,8 @@ impl EventStore for PostgresStore {
         self.bus.subscribe()
     }
 
-    fn outbox_wakeups(&self) -> Option<watch::Receiver<u64>> {
-        Some(self.outbox.subscribe())
+    fn has_outbox(&self) -> bool {
+        true
     }
 
     async fn bus_send(&self, message: &str) -> Result<(), StoreError> {

@@ -1,8 +1,7 @@
 //! What the NOTIFYs carry. The writer ends every batch with a notice on
 //! [`NOTIFY_CHANNEL`] naming the new head and the node that wrote it; the
 //! cluster bus ([`BUS_CHANNEL`]) carries requests and replies between
-//! nodes; [`OUTBOX_CHANNEL`] says that an application's transaction left a
-//! publish in the outbox. Both are wake-ups and messages, never the truth: the table is.
+//! nodes. Both are wake-ups and messages, never the truth: the table is.
 
 use crate::domain::event::EventId;
 
@@ -10,9 +9,6 @@ use crate::domain::event::EventId;
 pub const NOTIFY_CHANNEL: &str = "pollcast_events";
 /// The NOTIFY channel of the cluster bus: requests and replies between nodes.
 pub const BUS_CHANNEL: &str = "pollcast_bus";
-/// The NOTIFY channel `pollcast.publish` (SQL) sends on when its
-/// transaction commits: a publish waits in the outbox.
-pub const OUTBOX_CHANNEL: &str = "pollcast_outbox";
 
 /// The notice of a commit: its new head and the node (`origin`) that made it.
 pub fn commit_notice(head: EventId, origin: &str) -> String {
