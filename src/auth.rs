@@ -32,6 +32,7 @@ pub use crate::revocation::TokenFacts;
 mod der;
 mod jwks;
 pub mod keys;
+mod material;
 
 use keys::{Pick, PublicKey};
 

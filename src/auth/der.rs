@@ -10,7 +10,7 @@
 //! is strict (definite lengths, no trailing bytes) and small; it never
 //! checks a certificate's signature or dates, only takes its key.
 
-use super::keys::{Curve, Material};
+use super::material::{Curve, Material};
 
 /// One DER element: its tag byte and its contents.
 struct Tlv<'a> {

@@ -17,7 +17,7 @@ use base64::Engine;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::keys::{Curve, Material};
+use super::material::{Curve, Material};
 
 /// A signing key of the set.
 #[derive(Debug)]
