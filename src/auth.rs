@@ -69,6 +69,40 @@ pub struct Claims {
     pub tenant: Option<String>,
 }
 
+/// The claims of an identity provider's token: [`Claims`] without the
+/// polling ones, so that the provider's own `role` or `sid`, of whatever
+/// type, is ignored: polling roles come only from tokens pollcast signed.
+#[derive(Deserialize)]
+struct ProviderClaims {
+    sub: Option<String>,
+    exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    jti: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    tenant: Option<String>,
+}
+
+impl From<ProviderClaims> for Claims {
+    fn from(c: ProviderClaims) -> Claims {
+        Claims {
+            sub: c.sub,
+            exp: c.exp,
+            nbf: c.nbf,
+            iat: c.iat,
+            jti: c.jti,
+            publish: c.publish,
+            subscribe: c.subscribe,
+            tenant: c.tenant,
+            role: None,
+            sid: None,
+        }
+    }
+}
+
 /// What a live polling token makes its holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -258,15 +292,8 @@ impl TokenKeys {
             Pick::Keys(indexes) => indexes,
         };
         for key in indexes.into_iter().map(|i| &self.public[i]) {
-            match jsonwebtoken::decode::<Claims>(token, key.decoding_key(), key.validation()) {
-                Ok(data) => {
-                    // Polling roles come only from tokens pollcast signed.
-                    return Ok(Claims {
-                        role: None,
-                        sid: None,
-                        ..data.claims
-                    });
-                }
+            match jsonwebtoken::decode::<ProviderClaims>(token, key.decoding_key(), key.validation()) {
+                Ok(data) => return Ok(data.claims.into()),
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
                 Err(e) => return Err(refusal(e)),
             }

@@ -399,9 +399,13 @@ async fn forged_confused_unsigned_and_expired_tokens_are_refused_like_a_bad_hs25
     let early = scratch.sign(&ed, json!({"alg": "EdDSA"}), &early);
     assert_eq!(open(&app, &early).await.0, 401);
 
-    // And the genuine ones still pass, polling-looking claims ignored.
-    for (pair, alg) in [(&rsa, "RS256"), (&ed, "EdDSA")] {
-        let token = scratch.sign(pair, json!({"alg": alg}), &good);
+    // And the genuine ones still pass, the provider's own `role` and
+    // `sid` ignored whatever their type.
+    let mut odd = good.clone();
+    odd["role"] = json!(["admin", "presenter"]);
+    odd["sid"] = json!(42);
+    for (pair, alg, claims) in [(&rsa, "RS256", &good), (&ed, "EdDSA", &odd)] {
+        let token = scratch.sign(pair, json!({"alg": alg}), claims);
         assert_eq!(open(&app, &token).await.0, 200, "{alg}");
     }
 }
