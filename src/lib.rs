@@ -94,8 +94,8 @@ impl Server {
         let store = open_store(config).await?;
         let secret = config.token_secret.clone().unwrap_or_else(|| {
             tracing::warn!(
-                "no --token-secret / POLLCAST_TOKEN_SECRET: using a random secret; tokens will not survive a restart \
-                 and other nodes will not accept them"
+                "no --token-secret / POLLCAST_TOKEN_SECRET: using a random secret; the tokens it signs (live polling, \
+                 HS256) will not survive a restart and other nodes will not accept them"
             );
             secret::Secret::from(TokenKeys::random_secret())
         });
@@ -109,7 +109,11 @@ impl Server {
             },
         );
         let shutdown = CancellationToken::new();
-        let keys = Arc::new(TokenKeys::new(secret.expose().as_bytes()));
+        let keys =
+            Arc::new(TokenKeys::new(secret.expose().as_bytes()).with_public_keys(config.public_keys()));
+        for key in keys.public_keys() {
+            tracing::info!(alg = ?key.alg, kid = ?key.kid, source = %key.source, "verifying tokens with a public key");
+        }
         let polling = Polling::start(
             Arc::clone(&store),
             PollingSettings {

@@ -8,6 +8,7 @@ mod errors;
 mod helpers;
 mod history;
 mod idempotency;
+mod idp_tokens;
 mod ops;
 mod polling;
 mod polling_helpers;
