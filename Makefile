@@ -65,15 +65,15 @@ browser-tools:
 release:
 	$(CARGO) build --release --bin pollcast
 
-## The web app end to end (presenter, participants and the projector's
-## screen) and EventSource conformance, in headless Chromium.
+## The web app end to end (presenter, participants, the projector's
+## screen, the admin console) and EventSource conformance, in headless Chromium.
 browser: postgres browser-tools release
-	cd tests/browser && node --test --test-concurrency=1 app.test.mjs screen.test.mjs conformance.test.mjs
+	cd tests/browser && node --test --test-concurrency=1 app.test.mjs screen.test.mjs conformance.test.mjs admin.test.mjs
 
 ## The README's screenshots (docs/): presenter, participant and the
 ## projector's screen, from real sessions in the browser tests.
 screenshots: postgres browser-tools release
-	cd tests/browser && UPDATE_SCREENSHOTS=1 node --test --test-concurrency=1 app.test.mjs screen.test.mjs
+	cd tests/browser && UPDATE_SCREENSHOTS=1 node --test --test-concurrency=1 app.test.mjs screen.test.mjs admin.test.mjs
 
 ## Independent SSE clients: npm eventsource, Python httpx-sse, curl -N
 ## through nginx with its default (buffering) proxy settings, curl and httpx

@@ -159,6 +159,14 @@ impl Server {
             streams_per_address: StreamQuota::new(config.streams_per_address as usize),
         });
         let connections = http::connections::Connections::new(connection_limits(config));
+        let census = cluster::census::Census::start(
+            node_id,
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            Arc::clone(&open_streams),
+            polling.live_nodes(),
+            shutdown.clone(),
+        );
         let state = AppState::new(AppShared {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
@@ -177,6 +185,7 @@ impl Server {
             admin_key: config.admin_key.clone(),
             public_url: config.public_url.clone(),
             catchups: Arc::new(tokio::sync::Semaphore::new(config.max_catchups as usize)),
+            census,
         });
         metrics::handle();
 

@@ -16,7 +16,9 @@ use super::connections::ConnectionInfo;
 use super::request::{self, Body, RequestContext};
 use super::routes::{self, Route};
 use super::state::AppState;
-use super::{admin, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web};
+use super::{
+    admin, admin_console, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web,
+};
 
 /// Every route of the server, as one filter for [`super::server::serve`].
 pub fn router(state: AppState) -> BoxedFilter<(Response,)> {
@@ -81,6 +83,11 @@ async fn dispatch(
         Route::Revoke => admin::revoke(state, ctx, body).await,
         Route::Revocations => admin::revocations(state, ctx).await,
         Route::CloseConnection { connection } => admin::close_connection(connection, state, ctx).await,
+        // The admin console's routes (#19 item 5), kept together.
+        Route::AdminNodes => admin_console::nodes(state, ctx).await,
+        Route::AdminConnections => admin_console::connections(state, ctx).await,
+        Route::AdminTail => admin_console::tail(state, ctx, connection).await,
+        Route::AdminPublish => admin_console::publish(state, ctx, body).await,
     }
 }
 

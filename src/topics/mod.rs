@@ -13,6 +13,7 @@
 //! - [`presence`]: `presence:update` events debounced by the grace period,
 //!   and who is on a topic across nodes;
 //! - [`history`]: events after a cursor, with an optional long-poll;
+//! - [`tail`]: what an admin's live tail shows;
 //! - [`outcome`]: what comes back, and why a request is refused.
 //!
 //! It imports `domain`, `store`, and beside it `fanout` (the hub a history
@@ -27,3 +28,4 @@ pub mod publish;
 pub mod publish_many;
 pub mod reserved;
 pub mod sql_publish;
+pub mod tail;

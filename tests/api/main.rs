@@ -1,6 +1,7 @@
 //! One integration test binary: every test starts a real server on a
 //! port-0 listener, on its own Postgres database or on the memory store.
 
+mod admin_console;
 mod authz;
 mod catalog;
 mod direct;

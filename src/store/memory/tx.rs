@@ -336,6 +336,11 @@ impl ConnectionRepo for MemTx<'_> {
     async fn live_nodes(&mut self, _node: Uuid, _now: DateTime<Utc>, _before: DateTime<Utc>) -> R<usize> {
         Ok(1)
     }
+
+    /// No heartbeats are kept: the one node is the process itself.
+    async fn node_heartbeats(&mut self) -> R<Vec<(Uuid, DateTime<Utc>)>> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]
