@@ -37,7 +37,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { Pollcast, repoRoot } from '../browser/lib/server.mjs';
+import { Pollcast, databaseUrl, repoRoot } from '../browser/lib/server.mjs';
 import { launchChromium } from '../browser/lib/browser.mjs';
 
 const docPath = path.join(repoRoot, 'docs/recipes.md');
@@ -194,6 +194,8 @@ before(async () => {
     ...process.env,
     B: server.url,
     POLLCAST_TOKEN_SECRET: server.secret,
+    // For the SQL recipe's psql: the server's own database.
+    DATABASE_URL: databaseUrl(server.database),
     PATH: `${binDir}:${process.env.PATH}`,
   });
   browser = await launchChromium();
