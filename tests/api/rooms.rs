@@ -183,6 +183,30 @@ async fn a_token_with_sub_follows_its_personal_topic(backend: Backend) {
 }
 on_both_stores!(personal_topic, a_token_with_sub_follows_its_personal_topic);
 
+/// Given a token with `sub: ann` and no subscribe claim naming `user:ann`,
+/// when it opens a stream on its personal topic alone and reads that
+/// topic's history, then both work; another user's topic stays 403.
+async fn a_personal_topic_needs_no_claim(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = token_for(&app, Some("ann"), &[], &["demo:*"]);
+    let (mut alone, _) = open(&app, &ann, &["user:ann"]).await;
+    let backend_token = token_for(&app, None, &["user:*"], &[]);
+    let note = publish_as(&app, &backend_token, "user:ann", 1).await;
+    assert_eq!(alone.next_stored().await.id, note["id"].as_str().unwrap());
+    let history = app.history_with(&ann, "topic=user:ann").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["id"], note["id"]);
+    let bobs = app
+        .http
+        .get(app.url("/v1/events?topic=user:bob"))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 403);
+}
+on_both_stores!(personal_topic_alone, a_personal_topic_needs_no_claim);
+
 /// A stream on one node, its room changed through another node of the
 /// same database: the bus carries the change to the node holding it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,9 @@ pub fn read_filter(
     max_topics: usize,
 ) -> Result<TopicFilter, ApiError> {
     let selectors = read_selectors(ctx, caller, max_topics)?;
-    let filter = TopicFilter::new(selectors, Some(caller.subscribe.clone()));
+    let mut allowed = caller.subscribe.clone();
+    allowed.extend(personal_topic(caller));
+    let filter = TopicFilter::new(selectors, Some(allowed));
     Ok(match own_private_topic(caller) {
         Some(_) => filter,
         None => filter.without_private(),
@@ -78,7 +80,11 @@ fn read_selectors(
             "at most {max_topics} topics per request"
         )));
     }
-    if let Some(denied) = selectors.iter().find(|s| !caller.may_subscribe(s)) {
+    // The caller's personal topic needs no claim: its streams follow it
+    // anyway, so naming it alone (or reading its history) is allowed too.
+    let personal = personal_topic(caller);
+    let may_read = |s: &Selector| caller.may_subscribe(s) || personal.as_ref() == Some(s);
+    if let Some(denied) = selectors.iter().find(|s| !may_read(s)) {
         return Err(ApiError::forbidden(format!(
             "the token may not subscribe to `{}`",
             denied.display_name()
