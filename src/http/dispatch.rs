@@ -16,7 +16,9 @@ use super::connections::ConnectionInfo;
 use super::request::{self, Body, RequestContext};
 use super::routes::{self, Route};
 use super::state::AppState;
-use super::{admin, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web};
+use super::{
+    admin, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web, webhooks,
+};
 
 /// Every route of the server, as one filter for [`super::server::serve`].
 pub fn router(state: AppState) -> BoxedFilter<(Response,)> {
@@ -81,6 +83,12 @@ async fn dispatch(
         Route::Revoke => admin::revoke(state, ctx, body).await,
         Route::Revocations => admin::revocations(state, ctx).await,
         Route::CloseConnection { connection } => admin::close_connection(connection, state, ctx).await,
+        Route::CreateWebhook => webhooks::create(state, ctx, body).await,
+        Route::ListWebhooks => webhooks::list(state, ctx).await,
+        Route::GetWebhook { webhook } => webhooks::get(webhook, state, ctx).await,
+        Route::UpdateWebhook { webhook } => webhooks::update(webhook, state, ctx, body).await,
+        Route::DeleteWebhook { webhook } => webhooks::delete(webhook, state, ctx).await,
+        Route::ReplayWebhook { webhook } => webhooks::replay(webhook, state, ctx, body).await,
     }
 }
 

@@ -70,4 +70,6 @@ pub struct AppShared {
     /// Replay reads from the store at once on this node (`--max-catchups`):
     /// reconnecting streams past it wait their turn, first come first served.
     pub catchups: Arc<tokio::sync::Semaphore>,
+    /// The webhooks service (`/v1/webhooks`).
+    pub webhooks: crate::webhooks::Webhooks,
 }

@@ -38,6 +38,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_hidden_answers",
         include_str!("../../../sql/0010_hidden_answers.sql"),
     ),
+    ("0012_webhooks", include_str!("../../../sql/0012_webhooks.sql")),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).
