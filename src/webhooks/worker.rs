@@ -80,7 +80,7 @@ impl Worker {
         let mut next_attempt = (failures > 0).then(|| Instant::now() + self.delay(failures));
         let poll = (self.shared.settings.lease / 3).max(Duration::from_millis(50));
         loop {
-            if self.row.has_changed().unwrap_or(false) {
+            if self.changed(&target) {
                 target = Target::new(self.row.borrow_and_update().clone());
                 scanned = target.row.cursor;
                 failures = target.row.consecutive_failures;
@@ -113,7 +113,7 @@ impl Worker {
                 if self.lost.is_cancelled() {
                     return;
                 }
-                if self.row.has_changed().unwrap_or(false) {
+                if self.changed(&target) {
                     complete = false;
                     break;
                 }
@@ -214,6 +214,11 @@ impl Worker {
                 Some(Step::Retry(STORE_RETRY.max(self.delay(*failures))))
             }
         }
+    }
+
+    /// Whether the API changed the webhook since `target` was read.
+    fn changed(&self, target: &Target) -> bool {
+        self.row.borrow().revision != target.row.revision
     }
 
     fn delay(&self, failures: u32) -> Duration {

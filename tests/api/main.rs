@@ -18,3 +18,6 @@ mod streams;
 mod system;
 mod tenants;
 mod versions;
+mod webhook_delivery;
+mod webhook_receiver;
+mod webhooks;
