@@ -10,6 +10,7 @@
 //! shared.rs      the settings, and what the service and its tasks share
 //! supervisor.rs  which webhooks this node delivers (leases in the store)
 //! worker.rs      one webhook's delivery: cursor, retries, fencing
+//! waker.rs       wakes the workers whose selectors match a commit
 //! ```
 //!
 //! The cursor, the circuit and the lease live in the store
@@ -26,6 +27,7 @@ mod shared;
 pub mod signing;
 pub mod spec;
 mod supervisor;
+mod waker;
 mod worker;
 
 use std::sync::Arc;
@@ -114,6 +116,7 @@ impl Webhooks {
                 settings,
                 sender,
                 wake: Notify::new(),
+                wakers: Arc::default(),
             }),
         })
     }
@@ -121,7 +124,14 @@ impl Webhooks {
     /// Delivers the webhooks this node holds until `stop`, then gives
     /// their leases up.
     pub async fn run(self, stop: CancellationToken) {
-        supervisor::run(self.shared, stop).await;
+        let poll = (self.shared.settings.lease / 3).max(std::time::Duration::from_millis(50));
+        let waker = waker::run(
+            Arc::clone(&self.shared.store),
+            Arc::clone(&self.shared.wakers),
+            poll,
+            stop.clone(),
+        );
+        tokio::join!(supervisor::run(self.shared, stop), waker);
     }
 
     pub fn settings(&self) -> &WebhookSettings {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::retry::RetryPolicy;
 use super::sender::Sender;
+use super::waker::Wakers;
 use crate::store::webhooks::WebhookStore;
 use crate::store::EventStore;
 
@@ -32,4 +33,6 @@ pub(super) struct Shared {
     pub sender: Sender,
     /// Wakes the supervisor: a webhook was created or changed here.
     pub wake: Notify,
+    /// Wakes the workers whose events were committed.
+    pub wakers: Arc<Wakers>,
 }

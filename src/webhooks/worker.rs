@@ -2,9 +2,9 @@
 //! matching events after its cursor, one at a time, in id order; each
 //! POSTed until a 2xx, then the cursor moves to it (fenced on the lease
 //! and the revision). A failure is recorded and waited out (`retry.rs`);
-//! the same event is tried again, so nothing is skipped. Between events
-//! it waits for a commit hint (this node's commits and, through NOTIFY,
-//! every other node's), or `lease / 3` at most since hints can be lost.
+//! the same event is tried again, so nothing is skipped. Caught up, it
+//! sleeps until the waker (`waker.rs`) sees a matching event committed,
+//! on any node, or [`IDLE_POLL`] at most.
 //!
 //! At-least-once: an event whose POST succeeded but whose cursor write
 //! did not land (a crash, a lost lease, a database outage in between) is
@@ -29,6 +29,8 @@ use crate::store::webhooks::{DeliveryError, WebhookRow};
 const PAGE: usize = 100;
 /// How long to wait after the store failed before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The longest a caught-up worker sleeps without a wake-up.
+const IDLE_POLL: Duration = Duration::from_secs(10);
 
 /// What the worker delivers with, from the row as the API last left it.
 struct Target {
@@ -70,18 +72,18 @@ impl Worker {
     }
 
     pub async fn run(mut self) {
-        let mut hints = self.shared.store.commit_hints();
         let mut target = Target::new(self.row.borrow_and_update().clone());
+        let wake = self.shared.wakers.register(target.filter.clone());
         // Every matching event up to here was delivered; may be past the
         // cursor when the events after it did not match.
         let mut scanned: EventId = target.row.cursor;
         let mut failures = target.row.consecutive_failures;
         // A webhook taken over while failing keeps its pace.
         let mut next_attempt = (failures > 0).then(|| Instant::now() + self.delay(failures));
-        let poll = (self.shared.settings.lease / 3).max(Duration::from_millis(50));
         loop {
             if self.changed(&target) {
                 target = Target::new(self.row.borrow_and_update().clone());
+                wake.set_filter(target.filter.clone());
                 scanned = target.row.cursor;
                 failures = target.row.consecutive_failures;
                 next_attempt = None; // an admin's change is tried at once
@@ -94,7 +96,9 @@ impl Worker {
                     _ = tokio::time::sleep_until(at) => {}
                 }
             }
-            let hint = *hints.borrow_and_update();
+            // Committed before the read: what it does not return up to
+            // here did not match.
+            let floor = self.shared.wakers.seen();
             let events = match self
                 .shared
                 .store
@@ -143,15 +147,13 @@ impl Worker {
             if events.len() == PAGE {
                 continue; // more to read at once
             }
-            // Everything committed up to the hint was read: nothing after
-            // `scanned` matched up to there.
-            scanned = scanned.max(hint);
+            scanned = scanned.max(floor);
             tokio::select! {
                     biased;
                 _ = self.lost.cancelled() => return,
                 _ = self.row.changed() => {}
-                _ = hints.changed() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = wake.notify.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
     }
