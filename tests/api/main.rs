@@ -19,5 +19,6 @@ mod system;
 mod tenants;
 mod versions;
 mod webhook_delivery;
+mod webhook_leases;
 mod webhook_receiver;
 mod webhooks;
