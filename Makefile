@@ -7,7 +7,7 @@ CARGO ?= cargo
 DEV_SECRET := target/dev-token-secret
 SECRET = $${POLLCAST_TOKEN_SECRET:-$$(cat $(DEV_SECRET))}
 
-.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients screenshots bench cluster soak fuzz
+.PHONY: run token test lint unit openapi schemathesis postgres browser-tools release browser clients recipes screenshots bench cluster soak fuzz
 
 ## Run the server on the embedded in-memory store (no setup; nothing durable).
 ## With DATABASE_URL set it uses Postgres and applies sql/ at start.
@@ -26,9 +26,10 @@ $(DEV_SECRET):
 ## Every test: formatting, lints, unit and integration tests (on a real
 ## Postgres, one database per test), the OpenAPI document, the live server
 ## against hostile input generated from it, clients nobody here wrote (npm
-## eventsource, Python httpx-sse, curl through nginx) and the web app in
-## Chromium, EventSource conformance included.
-test: lint postgres openapi schemathesis unit clients browser
+## eventsource, Python httpx-sse, curl through nginx, curl and httpx through
+## squid), the recipes of docs/recipes.md run as written, and the web app
+## in Chromium, EventSource conformance included.
+test: lint postgres openapi schemathesis unit clients recipes browser
 
 ## Formatting, clippy, and the architecture rules of docs/architecture.md
 ## (no import cycles, each layer imports only the layers below it, only
@@ -56,7 +57,7 @@ schemathesis:
 unit: postgres
 	$(CARGO) test --workspace --all-targets
 
-## Debian's chromium and nginx, Node.js and the pinned npm packages
+## Debian's chromium, nginx and squid, Node.js and the pinned npm packages
 ## (installed only when missing).
 browser-tools:
 	@scripts/ensure-browser-tools.sh
@@ -64,20 +65,27 @@ browser-tools:
 release:
 	$(CARGO) build --release --bin pollcast
 
-## The web app end to end (presenter, participants and the projector's
-## screen) and EventSource conformance, in headless Chromium.
+## The web app end to end (presenter, participants, the projector's
+## screen, the admin console) and EventSource conformance, in headless Chromium.
 browser: postgres browser-tools release
-	cd tests/browser && node --test --test-concurrency=1 app.test.mjs screen.test.mjs conformance.test.mjs
+	cd tests/browser && node --test --test-concurrency=1 app.test.mjs screen.test.mjs conformance.test.mjs admin.test.mjs
 
 ## The README's screenshots (docs/): presenter, participant and the
 ## projector's screen, from real sessions in the browser tests.
 screenshots: postgres browser-tools release
-	cd tests/browser && UPDATE_SCREENSHOTS=1 node --test --test-concurrency=1 app.test.mjs screen.test.mjs
+	cd tests/browser && UPDATE_SCREENSHOTS=1 node --test --test-concurrency=1 app.test.mjs screen.test.mjs admin.test.mjs
 
 ## Independent SSE clients: npm eventsource, Python httpx-sse, curl -N
-## through nginx with its default (buffering) proxy settings.
+## through nginx with its default (buffering) proxy settings, curl and httpx
+## through Squid as a forward proxy with Debian's default config.
 clients: postgres browser-tools release
 	@scripts/clients.sh
+
+## docs/recipes.md run as written: its sh blocks in one shell against a
+## release server on a fresh database, its js blocks in headless Chromium,
+## every output compared with the page (tests/recipes/recipes.test.mjs).
+recipes: postgres browser-tools release
+	node --test tests/recipes/recipes.test.mjs
 
 ## The benchmark suite (minutes; not part of make test): pollcast beside
 ## Nchan, pgbench and psql COPY on this machine; rewrites BENCHMARKS.md.

@@ -8,22 +8,28 @@
 # 2. `curl -N` through Debian's nginx with default proxy settings
 #    (tests/clients/nginx-proxy.sh): every event arrives at once and one by
 #    one, thanks to pollcast's `X-Accel-Buffering: no`.
-# 3. The npm `eventsource` package on Node (tests/browser/
+# 3. curl and Python httpx through Debian's Squid as their forward proxy,
+#    with Debian's default squid.conf, the kind of proxy that blocks
+#    WebSockets (tests/clients/squid-proxy.sh): live events one by one,
+#    heartbeats, a Last-Event-ID resume; and that a WebSocket handshake or
+#    CONNECT through the same proxy does not get through.
+# 4. The npm `eventsource` package on Node (tests/browser/
 #    eventsource-client.test.mjs, its own server): named events, and
 #    reconnection with Last-Event-ID across server kills without a gap or a
 #    duplicate.
 #
-# 1 and 2 share one release server started here on a free loopback port,
+# 1 to 3 share one release server started here on a free loopback port,
 # on a database of its own on the local Postgres (POLLCAST_TEST_PG, the
 # admin URL, as for tests/browser), with a fresh token secret and a 1 s
-# heartbeat (so heartbeats can be seen through nginx). The server is stopped
-# and its database dropped when this script exits, however it exits; its log
-# stays in target/clients-run.
+# heartbeat (so heartbeats can be seen through the proxies). The server is
+# stopped and its database dropped when this script exits, however it
+# exits; its log stays in target/clients-run.
 #
 # Builds nothing: run `make release` (or `make clients`, which does) first.
 # The Python packages live in a virtualenv under target/pyclients, created
 # and filled on first use only (again when the pins below change); later
-# runs need no network. The npm packages come from `make browser-tools`.
+# runs need no network. The npm packages, nginx and squid come from
+# `make browser-tools`.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +51,7 @@ fail() { printf 'clients: FAILED: %s\n' "$*" >&2; exit 1; }
     || fail "the npm packages are missing in tests/browser: run \`make browser-tools\`"
 command -v node >/dev/null || fail "node is missing: run \`make browser-tools\`"
 [[ -x "${NGINX:-/usr/sbin/nginx}" ]] || fail "nginx is missing: run \`make browser-tools\`"
+[[ -x "${SQUID:-/usr/sbin/squid}" ]] || fail "squid is missing: run \`make browser-tools\`"
 psql "$pg_admin" -Atqc 'SELECT 1' >/dev/null 2>&1 \
     || fail "Postgres does not answer at $pg_admin: run \`make postgres\`"
 
@@ -54,7 +61,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 ensure_venv "$venv" "${requirements[@]}"
 
-# --- the server for the Python and nginx clients -----------------------------
+# --- the server for the Python, nginx and squid clients ----------------------
 
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
@@ -136,12 +143,15 @@ started=$SECONDS
 export POLLCAST_URL="$base" POLLCAST_TOKEN_SECRET="$secret" POLLCAST_BIN="$bin"
 export POLLCAST_ADMIN_KEY="$admin_key"
 
-say "1/3 Python httpx-sse: the README walk-through"
+say "1/4 Python httpx-sse: the README walk-through"
 run "$venv/bin/python" "$repo_root/tests/clients/httpx_sse_walkthrough.py"
 
-say "2/3 curl -N through nginx (default proxy settings)"
+say "2/4 curl -N through nginx (default proxy settings)"
 NGINX_PING_MS="$heartbeat_ms" run "$repo_root/tests/clients/nginx-proxy.sh"
 
+say "3/4 curl and httpx through squid (Debian's default forward-proxy config)"
+SQUID_PING_MS="$heartbeat_ms" SQUID_PYTHON="$venv/bin/python" \
+    run "$repo_root/tests/clients/squid-proxy.sh"
 # Webhooks (#19): the PyPI standardwebhooks package (its own venv, pinned)
 # verifies every delivery to a receiver of tests/clients/standardwebhooks_receiver.py.
 ensure_venv "$repo_root/target/pywebhooks" 'standardwebhooks==1.1.0'
@@ -156,8 +166,8 @@ fi
 stop_server
 unset POLLCAST_URL POLLCAST_TOKEN_SECRET POLLCAST_ADMIN_KEY
 
-say "3/3 npm eventsource on Node $(node --version) (its own server)"
+say "4/4 npm eventsource on Node $(node --version) (its own server)"
 cd "$repo_root/tests/browser"
 run node --test eventsource-client.test.mjs
 
-say "all three clients ok in $((SECONDS - started)) s"
+say "all four clients ok in $((SECONDS - started)) s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the browser and client tests need is here: Debian's
 # chromium (driven by playwright-core; Playwright's own browser download is
-# not available) and nginx (the reverse proxy of the curl test), Node.js 20
+# not available), nginx (the reverse proxy of the curl test) and squid (the
+# forward proxy of tests/clients/squid-proxy.sh), Node.js 20
 # with npm, and the npm packages pinned in tests/browser/package-lock.json.
 # Idempotent: installs only what is missing, and `npm ci` runs only when the
 # lock file changed since the last install. Python packages live in venvs
@@ -13,6 +14,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/squid ] || missing+=(squid)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -35,4 +37,4 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json .installed-lock 2>/dev/null; 
     npm ci --no-audit --no-fund --loglevel=error
     cp package-lock.json node_modules/../.installed-lock
 fi
-echo "browser tools: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), nginx, node $(node --version), npm packages ready"
+echo "browser tools: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), nginx, squid, node $(node --version), npm packages ready"

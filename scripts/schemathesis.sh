@@ -40,7 +40,7 @@
 # generic token that may publish and read every topic.
 #
 # Made finite, because they would not end in time:
-# - the two SSE streams (streamEvents, streamSession), endless by design, are
+# - the SSE streams (streamEvents, streamSession, adminTail), endless by design, are
 #   read up to their first event (connection:*, or the first replayed one),
 #   which is checked against its schema, data included, and then closed; so
 #   a `connectionId` that a link takes from such a stream names a closed
@@ -364,6 +364,7 @@ config += [
     operation("createSession", text=[("title", NUL)]),
     operation("listEvents", fixed={"query.wait": "0"}),
     operation("streamEvents", stream=True),
+    operation("adminTail", stream=True),
     operation("joinTopic", path__connectionId="connections"),
     operation("leaveTopic", path__connectionId="connections", path__topic="stream_topics"),
     operation("getPresence", path__topic="stream_topics"),

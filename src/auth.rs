@@ -1,5 +1,14 @@
 //! Tokens: HS256 JWTs signed with the server's secret, so any backend that
-//! knows the secret can mint them and every node can check them.
+//! knows the secret can mint them and every node can check them; and,
+//! beside them, tokens an identity provider signs with its private key
+//! (RS256, ES256, EdDSA), checked with public keys loaded at start
+//! ([`keys`]: which key checks which token).
+//!
+//! Both kinds carry the same claims and are revoked alike. The live
+//! polling tokens pollcast issues itself are always HS256: the `role` and
+//! `sid` claims count only in a token signed with the secret, so an
+//! identity provider's own `role` or `sid` claim (Supabase, Keycloak) is
+//! ignored rather than read as a polling role.
 //!
 //! A token says who is calling (`sub`), from when (`nbf`) until when
 //! (`exp`), and which topic selectors it may `publish` to and `subscribe`
@@ -19,6 +28,13 @@ use crate::domain::polling::ids::{ParticipantId, PresenterId, SessionId};
 use crate::domain::topic::{is_tenant_name, Selector, Topic};
 use crate::revocation::RevocationList;
 pub use crate::revocation::TokenFacts;
+
+mod der;
+mod jwks;
+pub mod keys;
+mod material;
+
+use keys::{Pick, PublicKey};
 
 /// The claims pollcast reads. Unknown claims are ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +67,40 @@ pub struct Claims {
     /// topics are invisible to other tenants and to tokens without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+}
+
+/// The claims of an identity provider's token: [`Claims`] without the
+/// polling ones, so that the provider's own `role` or `sid`, of whatever
+/// type, is ignored: polling roles come only from tokens pollcast signed.
+#[derive(Deserialize)]
+struct ProviderClaims {
+    sub: Option<String>,
+    exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    jti: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    tenant: Option<String>,
+}
+
+impl From<ProviderClaims> for Claims {
+    fn from(c: ProviderClaims) -> Claims {
+        Claims {
+            sub: c.sub,
+            exp: c.exp,
+            nbf: c.nbf,
+            iat: c.iat,
+            jti: c.jti,
+            publish: c.publish,
+            subscribe: c.subscribe,
+            tenant: c.tenant,
+            role: None,
+            sid: None,
+        }
+    }
 }
 
 /// What a live polling token makes its holder.
@@ -132,11 +182,13 @@ pub enum AuthError {
     Invalid(String),
 }
 
-/// The keys derived from the secret, built once at start.
+/// The keys derived from the secret, and the public keys, built once at start.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Identity providers' keys (`--token-public-key`, `--token-jwks`).
+    public: Vec<PublicKey>,
     /// Tokens already verified, with their expiry: clients send the same
     /// token on every request, and checking its HMAC (plus hashing it into
     /// an identity when it has no `sub`) was ~12 % of the server's
@@ -155,21 +207,25 @@ const VERIFIED_CACHE: usize = 10_000;
 
 impl TokenKeys {
     pub fn new(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // Tokens minted by other backends may carry an audience; pollcast has
-        // no audience of its own to check it against.
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
         TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            validation,
+            validation: keys::validation(Algorithm::HS256),
+            public: Vec::new(),
             verified: Mutex::new(HashMap::new()),
             revocations: Arc::new(RevocationList::default()),
         }
+    }
+
+    /// The same, also accepting tokens signed by these public keys.
+    pub fn with_public_keys(mut self, public: Vec<PublicKey>) -> Self {
+        self.public = public;
+        self
+    }
+
+    /// The identity providers' keys this node verifies with.
+    pub fn public_keys(&self) -> &[PublicKey] {
+        &self.public
     }
 
     /// The revoked tokens this node refuses.
@@ -221,16 +277,32 @@ impl TokenKeys {
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                _ => AuthError::Invalid("malformed token".into()),
+    /// The claims of a token whose signature and dates check out, by the
+    /// secret or by the public key its header picks.
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
+        let chosen = keys::pick(&self.public, header.alg, header.kid.as_deref())
+            .map_err(|why| AuthError::Invalid(why.into()))?;
+        let indexes = match chosen {
+            Pick::Secret => {
+                return jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                    .map(|data| data.claims)
+                    .map_err(refusal)
             }
-        })?;
-        let claims = data.claims;
+            Pick::Keys(indexes) => indexes,
+        };
+        for key in indexes.into_iter().map(|i| &self.public[i]) {
+            match jsonwebtoken::decode::<ProviderClaims>(token, key.decoding_key(), key.validation()) {
+                Ok(data) => return Ok(data.claims.into()),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(refusal(e)),
+            }
+        }
+        Err(refusal(ErrorKind::InvalidSignature.into()))
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
+        let claims = self.decode(token)?;
         // These end up in logs, rate-limit keys, idempotency scopes and
         // event payloads: nothing a database or a log line cannot hold.
         let printable =
@@ -298,6 +370,20 @@ impl TokenKeys {
             exp,
         ))
     }
+}
+
+/// A token jsonwebtoken refused, as the client is told.
+fn refusal(error: jsonwebtoken::errors::Error) -> AuthError {
+    match error.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+        _ => malformed(),
+    }
+}
+
+fn malformed() -> AuthError {
+    AuthError::Invalid("malformed token".into())
 }
 
 fn parse_role(claims: &Claims) -> Result<Option<Role>, AuthError> {

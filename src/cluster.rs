@@ -15,6 +15,8 @@
 //! covers; every node also reloads it every [`REVOCATION_RELOAD`], in case
 //! a message was lost while its listener reconnected.
 
+pub mod census;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::keys::{KeySet, PublicKey};
 use crate::secret::{DatabaseUrl, Secret};
 
 #[derive(Debug, Parser)]
@@ -38,10 +39,25 @@ pub struct ServeConfig {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
 
-    /// HS256 secret that signs and checks every token. Random per start when
-    /// absent, so tokens then die with the process.
+    /// HS256 secret that signs the tokens pollcast issues (live polling)
+    /// and checks HS256 tokens. Random per start when absent, so those
+    /// tokens then die with the process and other nodes refuse them.
+    /// Identity-provider tokens need none (--token-public-key, --token-jwks).
     #[arg(long, env = "POLLCAST_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<Secret>,
+
+    /// PEM file of an identity provider's public key (RSA, EC P-256 or
+    /// Ed25519, or a certificate holding one) that verifies its tokens
+    /// (RS256, ES256, EdDSA) beside the HS256 secret. Repeatable; read at
+    /// start only.
+    #[arg(long = "token-public-key", env = "POLLCAST_TOKEN_PUBLIC_KEY", value_name = "FILE", value_delimiter = ',', value_parser = load_public_key)]
+    pub token_public_keys: Vec<PublicKey>,
+
+    /// JWKS file (the JSON an identity provider serves at its `jwks_uri`,
+    /// saved): its signing keys verify tokens by their `kid`. Repeatable;
+    /// read at start only, never fetched.
+    #[arg(long = "token-jwks", env = "POLLCAST_TOKEN_JWKS", value_name = "FILE", value_delimiter = ',', value_parser = load_jwks)]
+    pub token_jwks: Vec<KeySet>,
 
     /// Interval of `: ping` comments on every stream.
     #[arg(long, env = "POLLCAST_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
@@ -262,6 +278,14 @@ pub struct TokenArgs {
     pub jti: Option<String>,
 }
 
+fn load_public_key(path: &str) -> Result<PublicKey, String> {
+    crate::auth::keys::load_pem_file(path)
+}
+
+fn load_jwks(path: &str) -> Result<KeySet, String> {
+    crate::auth::keys::load_jwks_file(path)
+}
+
 fn parse_ip_net(raw: &str) -> Result<crate::net::IpNet, String> {
     crate::net::IpNet::parse(raw)
 }
@@ -278,6 +302,12 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 }
 
 impl ServeConfig {
+    /// Every identity-provider key: the PEM files', then the JWKS files'.
+    pub fn public_keys(&self) -> Vec<PublicKey> {
+        let from_sets = self.token_jwks.iter().flat_map(|set| set.keys.iter());
+        self.token_public_keys.iter().chain(from_sets).cloned().collect()
+    }
+
     /// The defaults, listening on an ephemeral port: what tests start from.
     pub fn for_tests() -> Self {
         let cli = Cli::parse_from(["pollcast", "--listen", "127.0.0.1:0"]);
@@ -285,6 +315,8 @@ impl ServeConfig {
         // Tests must not inherit a developer's environment.
         config.database_url = None;
         config.token_secret = None;
+        config.token_public_keys.clear();
+        config.token_jwks.clear();
         config.cors_origins.clear();
         config.admin_key = None;
         config.trusted_proxies.clear();
@@ -380,6 +412,30 @@ mod tests {
         let token = Cli::parse_from(["pollcast", "token", "--token-secret", "token-secret-4"]);
         let shown = format!("{token:?}");
         assert!(!shown.contains("token-secret-4"), "{shown}");
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_be_used_stops_the_start_naming_flag_and_file() {
+        let dir = std::env::temp_dir().join(format!("pollcast-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_a_key = dir.join("not-a-key.pem");
+        std::fs::write(&not_a_key, "hello").unwrap();
+        let missing = dir.join("missing.json");
+        for (flag, path, why) in [
+            ("--token-public-key", &not_a_key, "not a PEM file"),
+            ("--token-jwks", &missing, "cannot read"),
+            ("--token-jwks", &not_a_key, "not a JWKS"),
+        ] {
+            let path = path.to_str().unwrap();
+            let err = Cli::try_parse_from(["pollcast", flag, path])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(flag) && err.contains(path) && err.contains(why),
+                "{err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -97,8 +97,8 @@ impl Server {
         let store = open_store(config).await?;
         let secret = config.token_secret.clone().unwrap_or_else(|| {
             tracing::warn!(
-                "no --token-secret / POLLCAST_TOKEN_SECRET: using a random secret; tokens will not survive a restart \
-                 and other nodes will not accept them"
+                "no --token-secret / POLLCAST_TOKEN_SECRET: using a random secret; the tokens it signs (live polling, \
+                 HS256) will not survive a restart and other nodes will not accept them"
             );
             secret::Secret::from(TokenKeys::random_secret())
         });
@@ -112,7 +112,11 @@ impl Server {
             },
         );
         let shutdown = CancellationToken::new();
-        let keys = Arc::new(TokenKeys::new(secret.expose().as_bytes()));
+        let keys =
+            Arc::new(TokenKeys::new(secret.expose().as_bytes()).with_public_keys(config.public_keys()));
+        for key in keys.public_keys() {
+            tracing::info!(alg = ?key.alg, kid = ?key.kid, source = %key.source, "verifying tokens with a public key");
+        }
         let polling = Polling::start(
             Arc::clone(&store),
             PollingSettings {
@@ -127,6 +131,7 @@ impl Server {
         let node_id = polling.settings().node_id;
         let presence =
             topics::presence::Announcer::start(Arc::clone(&store), config.grace_period, shutdown.clone());
+        topics::sql_publish::OutboxDrain::start(Arc::clone(&store), shutdown.clone());
         let rooms = Rooms::new(
             Arc::clone(&hub),
             store.commit_hints(),
@@ -158,6 +163,14 @@ impl Server {
         });
         let webhooks = webhooks::Webhooks::new(Arc::clone(&store), webhook_settings(config, node_id))?;
         let connections = http::connections::Connections::new(connection_limits(config));
+        let census = cluster::census::Census::start(
+            node_id,
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            Arc::clone(&open_streams),
+            polling.live_nodes(),
+            shutdown.clone(),
+        );
         let state = AppState::new(AppShared {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
@@ -176,6 +189,7 @@ impl Server {
             admin_key: config.admin_key.clone(),
             public_url: config.public_url.clone(),
             catchups: Arc::new(tokio::sync::Semaphore::new(config.max_catchups as usize)),
+            census,
             webhooks: webhooks.clone(),
         });
         metrics::handle();

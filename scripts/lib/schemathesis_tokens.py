@@ -65,6 +65,8 @@ _PRESENTER_OPERATIONS = {
 _PARTICIPANT_OPERATIONS = {"submitVote", "getPollResults", "streamSession"}
 _POLL_ANSWERS = {"createPoll", "activatePoll", "closePoll"}
 _ADMIN_OPERATIONS = {"createSession", "revokeTokens", "listRevocations", "closeConnection"}
+# The admin console's operations.
+_ADMIN_OPERATIONS |= {"adminNodes", "adminConnections", "adminTail", "adminPublish"}
 
 
 def _operation_id(case):

@@ -120,6 +120,13 @@ pub fn without_tenant(name: &str) -> &str {
     }
 }
 
+/// The tenant of an internal name (`~acme:orders:1` → `acme`), if any.
+pub fn tenant_of(name: &str) -> Option<&str> {
+    name.strip_prefix(TENANT_MARK)?
+        .split_once(':')
+        .map(|(tenant, _)| tenant)
+}
+
 /// `*` stands for one segment, but never a tenant's.
 fn segment_matches(pattern: &str, segment: &str) -> bool {
     pattern == segment || (pattern == "*" && !segment.starts_with(TENANT_MARK))
@@ -348,6 +355,10 @@ mod tests {
         let acme = Topic::parse("orders:1").unwrap().in_tenant("acme");
         assert_eq!(acme.as_str(), "~acme:orders:1");
         assert_eq!(acme.display_name(), "orders:1");
+        assert_eq!(
+            (tenant_of(acme.as_str()), tenant_of("orders:1")),
+            (Some("acme"), None)
+        );
         for outside in ["*:*:*", "*:orders:1", "*:*:1"] {
             assert!(
                 !Selector::parse(outside).unwrap().matches(acme.as_str()),

@@ -91,6 +91,27 @@ pub fn transient(event_type: &str, payload: Value) -> Bytes {
     Bytes::from(format!("event: {event_type}\ndata: {data}\n\n"))
 }
 
+/// A stored event's frame with its tenant first in the data
+/// (`data: {"tenant":"acme","id":…`), for a reader who sees every tenant
+/// (an admin's tail), since the envelope names topics as their tenant's
+/// clients see them; outside any tenant, the frame as it is. Tenant names
+/// are topic segments: nothing in them needs escaping.
+pub fn with_tenant(bytes: &Bytes, topic: &Topic) -> Bytes {
+    const DATA: &[u8] = b"\ndata: {";
+    let Some(tenant) = crate::domain::topic::tenant_of(topic.as_str()) else {
+        return bytes.clone();
+    };
+    let Some(at) = bytes.windows(DATA.len()).position(|w| w == DATA) else {
+        return bytes.clone();
+    };
+    let split = at + DATA.len();
+    let mut out = BytesMut::with_capacity(bytes.len() + tenant.len() + 12);
+    out.extend_from_slice(&bytes[..split]);
+    out.extend_from_slice(format!("\"tenant\":\"{tenant}\",").as_bytes());
+    out.extend_from_slice(&bytes[split..]);
+    out.freeze()
+}
+
 /// The heartbeat: an SSE comment, ignored by every client.
 pub const PING: &[u8] = b": ping\n\n";
 
@@ -112,6 +133,31 @@ mod tests {
     use super::*;
     use crate::domain::event::{EventType, NewEvent, TraceId};
     use crate::domain::topic::Selector;
+
+    #[test]
+    fn an_admin_sees_the_tenant_of_a_tenant_event_and_nothing_else_changes() {
+        let event = |topic: Topic| {
+            let new = NewEvent::new(
+                topic,
+                EventType::parse("demo:said").unwrap(),
+                TraceId::generate(),
+                &json!({"a": 1}),
+            );
+            Frame::from_event(&StoredEvent::from_new(7, new))
+        };
+        let acme = event(Topic::parse("orders:1").unwrap().in_tenant("acme"));
+        let shown = with_tenant(&acme.bytes, &acme.topic);
+        let text = std::str::from_utf8(&shown).unwrap();
+        let data: Value =
+            serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(
+            (data["tenant"].as_str(), data["topic"].as_str()),
+            (Some("acme"), Some("orders:1"))
+        );
+        assert!(text.starts_with("id: 7\nevent: demo:said\n") && text.ends_with("}\n\n"));
+        let plain = event(Topic::parse("orders:1").unwrap());
+        assert_eq!(with_tenant(&plain.bytes, &plain.topic), plain.bytes);
+    }
 
     proptest! {
         /// Whatever a client puts in a payload (CR, LF, NUL, U+2028, long

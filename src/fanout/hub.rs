@@ -213,6 +213,25 @@ impl Hub {
         self.lock().subscribers.len()
     }
 
+    /// How many live subscribers follow each selector (internal names; a
+    /// subscriber reading every topic counts under `""`): the admin
+    /// console's connections per topic. Walks every subscriber under the
+    /// lock, so it is for an admin's occasional look, not a hot path.
+    pub fn selector_counts(&self) -> HashMap<String, usize> {
+        let state = self.lock();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for subscriber in state.subscribers.values() {
+            let requested = subscriber.filter.requested();
+            if requested.is_empty() {
+                *counts.entry(String::new()).or_default() += 1;
+            }
+            for selector in requested {
+                *counts.entry(selector.as_str().to_owned()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// Ends every live subscription (their streams see the end of their
     /// queue) and refuses new ones: the server is shutting down. Streams
     /// need not watch the shutdown signal themselves, which would put every

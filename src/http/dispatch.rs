@@ -17,7 +17,8 @@ use super::request::{self, Body, RequestContext};
 use super::routes::{self, Route};
 use super::state::AppState;
 use super::{
-    admin, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web, webhooks,
+    admin, admin_console, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web,
+    webhooks,
 };
 
 /// Every route of the server, as one filter for [`super::server::serve`].
@@ -83,6 +84,11 @@ async fn dispatch(
         Route::Revoke => admin::revoke(state, ctx, body).await,
         Route::Revocations => admin::revocations(state, ctx).await,
         Route::CloseConnection { connection } => admin::close_connection(connection, state, ctx).await,
+        // The admin console's routes (#19 item 5), kept together.
+        Route::AdminNodes => admin_console::nodes(state, ctx).await,
+        Route::AdminConnections => admin_console::connections(state, ctx).await,
+        Route::AdminTail => admin_console::tail(state, ctx, connection).await,
+        Route::AdminPublish => admin_console::publish(state, ctx, body).await,
         Route::CreateWebhook => webhooks::create(state, ctx, body).await,
         Route::ListWebhooks => webhooks::list(state, ctx).await,
         Route::GetWebhook { webhook } => webhooks::get(webhook, state, ctx).await,

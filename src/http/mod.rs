@@ -14,6 +14,7 @@
 //! Only this module knows HTTP: below it, services return typed outcomes.
 
 mod admin;
+mod admin_console;
 pub mod connections;
 pub mod direct;
 mod dispatch;

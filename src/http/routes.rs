@@ -64,6 +64,15 @@ pub enum Route {
     Revocations,
     /// `DELETE /v1/admin/connections/{connection}`
     CloseConnection { connection: String },
+    // The admin console's routes (#19 item 5), kept together.
+    /// `GET /v1/admin/nodes`
+    AdminNodes,
+    /// `GET /v1/admin/connections`: open streams per topic.
+    AdminConnections,
+    /// `GET /v1/admin/tail`: every event, as SSE.
+    AdminTail,
+    /// `POST /v1/admin/events`: a test publish.
+    AdminPublish,
     /// `POST /v1/webhooks`
     CreateWebhook,
     /// `GET /v1/webhooks`
@@ -217,6 +226,11 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
         ["v1", "admin", "connections", connection] if delete => Route::CloseConnection {
             connection: own(connection),
         },
+        // The admin console's routes (#19 item 5), kept together.
+        ["v1", "admin", "nodes"] if get => Route::AdminNodes,
+        ["v1", "admin", "connections"] if get => Route::AdminConnections,
+        ["v1", "admin", "tail"] if get => Route::AdminTail,
+        ["v1", "admin", "events"] if post => Route::AdminPublish,
         ["v1", "webhooks"] if post => Route::CreateWebhook,
         ["v1", "webhooks"] if get => Route::ListWebhooks,
         ["v1", "webhooks", webhook] if get => Route::GetWebhook {

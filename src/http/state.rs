@@ -70,6 +70,8 @@ pub struct AppShared {
     /// Replay reads from the store at once on this node (`--max-catchups`):
     /// reconnecting streams past it wait their turn, first come first served.
     pub catchups: Arc<tokio::sync::Semaphore>,
+    /// What each node holds, for the admin console.
+    pub census: Arc<crate::cluster::census::Census>,
     /// The webhooks service (`/v1/webhooks`).
     pub webhooks: crate::webhooks::Webhooks,
 }

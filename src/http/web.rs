@@ -1,7 +1,7 @@
 //! The live-polling web app: the static files under `web/`, embedded in the
 //! binary at build time and served at `/` (landing), `/present` (presenter
-//! view), `/screen` (the projector's view), `/join` (participant view) and `/assets/…` (styles, scripts,
-//! icon).
+//! view), `/screen` (the projector's view), `/join` (participant view), `/admin`
+//! (the admin console) and `/assets/…` (styles, scripts, icon).
 //!
 //! For work on the pages, `POLLCAST_WEB_DIR=web` serves the same table from
 //! that folder instead, read on every request: edit, reload, no rebuild.
@@ -53,9 +53,11 @@ const ASSETS: &[Asset] = &[
     asset!("/present", HTML, "present.html"),
     asset!("/screen", HTML, "screen.html"),
     asset!("/join", HTML, "join.html"),
+    asset!("/admin", HTML, "admin.html"),
     asset!("/assets/app.css", CSS, "app.css"),
     asset!("/assets/screen.css", CSS, "screen.css"),
     asset!("/assets/screen-results.css", CSS, "screen-results.css"),
+    asset!("/assets/admin.css", CSS, "admin.css"),
     asset!("/assets/favicon.svg", SVG, "favicon.svg"),
     asset!("/assets/js/api.js", JS, "js/api.js"),
     asset!("/assets/js/dom.js", JS, "js/dom.js"),
@@ -69,6 +71,8 @@ const ASSETS: &[Asset] = &[
     asset!("/assets/js/screen-feed.js", JS, "js/screen-feed.js"),
     asset!("/assets/js/screen-results.js", JS, "js/screen-results.js"),
     asset!("/assets/js/screen-views.js", JS, "js/screen-views.js"),
+    asset!("/assets/js/admin.js", JS, "js/admin.js"),
+    asset!("/assets/js/admin-sse.js", JS, "js/admin-sse.js"),
 ];
 
 fn find(path: &str) -> Option<&'static Asset> {

@@ -123,6 +123,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// this one's included. At most about 7,000 bytes (NOTIFY's limit).
     async fn bus_send(&self, message: &str) -> Result<(), StoreError>;
 
+    /// Whether applications can publish from SQL into this store's outbox
+    /// (`pollcast.publish`), so that a node must drain it. The memory
+    /// store has no SQL.
+    fn has_outbox(&self) -> bool;
+
     /// Whether other nodes may share this store (and its bus).
     fn is_shared(&self) -> bool;
 

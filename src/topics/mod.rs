@@ -8,9 +8,12 @@
 //! - [`publish`]: a publish checked, then run in the writer's transaction,
 //!   with optimistic locking of entities (`expectedVersion`);
 //! - [`publish_many`]: several publishes in one commit, all or none;
+//! - [`sql_publish`]: publishes made in SQL (`pollcast.publish`) inside
+//!   applications' transactions, moved from the outbox into the log;
 //! - [`presence`]: `presence:update` events debounced by the grace period,
 //!   and who is on a topic across nodes;
 //! - [`history`]: events after a cursor, with an optional long-poll;
+//! - [`tail`]: what an admin's live tail shows;
 //! - [`outcome`]: what comes back, and why a request is refused.
 //!
 //! It imports `domain`, `store`, and beside it `fanout` (the hub a history
@@ -24,3 +27,5 @@ pub mod presence;
 pub mod publish;
 pub mod publish_many;
 pub mod reserved;
+pub mod sql_publish;
+pub mod tail;

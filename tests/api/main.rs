@@ -1,6 +1,7 @@
 //! One integration test binary: every test starts a real server on a
 //! port-0 listener, on its own Postgres database or on the memory store.
 
+mod admin_console;
 mod authz;
 mod catalog;
 mod direct;
@@ -8,12 +9,14 @@ mod errors;
 mod helpers;
 mod history;
 mod idempotency;
+mod idp_tokens;
 mod ops;
 mod polling;
 mod polling_helpers;
 mod presence;
 mod publish_many;
 mod rooms;
+mod sql_publish;
 mod streams;
 mod system;
 mod tenants;

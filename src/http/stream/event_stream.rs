@@ -114,6 +114,8 @@ pub struct EventStream {
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The polling session whose end ends this stream.
     session: Option<SessionEnd>,
+    /// Every event's data names its tenant (an admin's tail).
+    show_tenants: bool,
 }
 
 /// How a stream of a live polling session ends.
@@ -179,6 +181,21 @@ impl EventStream {
             expires_at,
             expiry,
             session: None,
+            show_tenants: false,
+        }
+    }
+
+    /// Names each event's tenant in its data (see [`frame::with_tenant`]).
+    pub fn showing_tenants(mut self) -> Self {
+        self.show_tenants = true;
+        self
+    }
+
+    /// A stored event's frame as this stream sends it.
+    fn shown(&self, frame: &Frame) -> Bytes {
+        match self.show_tenants {
+            true => frame::with_tenant(&frame.bytes, &frame.topic),
+            false => frame.bytes.clone(),
         }
     }
 
@@ -426,7 +443,12 @@ impl EventStream {
                     BytesMut::with_capacity(page.iter().map(|e| e.payload.get().len() + 256).sum());
                 let cursor = self.cursor;
                 for event in page.iter().filter(|e| e.id > cursor) {
+                    let start = chunk.len();
                     frame::write_event(&mut chunk, event);
+                    if self.show_tenants {
+                        let written = chunk.split_off(start).freeze();
+                        chunk.extend_from_slice(&frame::with_tenant(&written, &event.topic));
+                    }
                     if self.ends_here(&event.topic, frame::ends_session(event)) {
                         break;
                     }
@@ -476,7 +498,7 @@ impl EventStream {
                     } else {
                         self.cursor = first.id;
                         self.ends_here(&first.topic, first.ends_session);
-                        Some(first.bytes.clone())
+                        Some(self.shown(&first))
                     }
                 } else {
                     let mut batch = vec![first];
@@ -527,8 +549,10 @@ impl EventStream {
                     continue;
                 }
                 self.cursor = frame.id;
+                chunk.extend_from_slice(&self.shown(frame));
+            } else {
+                chunk.extend_from_slice(&frame.bytes);
             }
-            chunk.extend_from_slice(&frame.bytes);
             if self.ends_here(&frame.topic, frame.ends_session) {
                 break;
             }

@@ -227,6 +227,10 @@ impl EventStore for MemoryStore {
         broadcast::channel(1).1
     }
 
+    fn has_outbox(&self) -> bool {
+        false
+    }
+
     async fn bus_send(&self, _message: &str) -> Result<(), StoreError> {
         Ok(())
     }

@@ -14,8 +14,8 @@ use crate::domain::polling::model::{
 };
 use crate::store::error::StoreError;
 use crate::store::tx::{
-    ConnectionRepo, LogRepo, ParticipantRepo, PollRepo, PresenceConnection, SessionRepo, VersionRepo,
-    VoteRecord, VoteRepo, Voters,
+    ConnectionRepo, LogRepo, OutboxRepo, OutboxRow, ParticipantRepo, PollRepo, PresenceConnection,
+    SessionRepo, VersionRepo, VoteRecord, VoteRepo, Voters,
 };
 
 type R<T> = Result<T, StoreError>;
@@ -336,6 +336,11 @@ impl ConnectionRepo for MemTx<'_> {
     async fn live_nodes(&mut self, _node: Uuid, _now: DateTime<Utc>, _before: DateTime<Utc>) -> R<usize> {
         Ok(1)
     }
+
+    /// No heartbeats are kept: the one node is the process itself.
+    async fn node_heartbeats(&mut self) -> R<Vec<(Uuid, DateTime<Utc>)>> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]
@@ -352,5 +357,17 @@ impl VersionRepo for MemTx<'_> {
         }
         self.tables.entity_versions.insert(key, version);
         Ok(())
+    }
+}
+
+/// The memory store has no SQL and so no outbox: nothing ever waits in it.
+#[async_trait]
+impl OutboxRepo for MemTx<'_> {
+    async fn take_outbox(&mut self, _limit: i64) -> R<Vec<OutboxRow>> {
+        Ok(Vec::new())
+    }
+
+    async fn outbox_waiting(&mut self) -> R<bool> {
+        Ok(false)
     }
 }

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_hidden_answers",
         include_str!("../../../sql/0010_hidden_answers.sql"),
     ),
+    (
+        "0011_publish_from_sql",
+        include_str!("../../../sql/0011_publish_from_sql.sql"),
+    ),
     ("0012_webhooks", include_str!("../../../sql/0012_webhooks.sql")),
 ];
 

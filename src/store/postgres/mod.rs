@@ -358,6 +358,10 @@ impl EventStore for PostgresStore {
         self.bus.subscribe()
     }
 
+    fn has_outbox(&self) -> bool {
+        true
+    }
+
     async fn bus_send(&self, message: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

@@ -9,6 +9,7 @@
 //! | [`SessionRepo`], [`PollRepo`], [`ParticipantRepo`], [`VoteRepo`] | live polling's tables | `crate::polling` |
 //! | [`ConnectionRepo`] | open participant streams, node heartbeats | presence |
 //! | [`VersionRepo`] | entity versions on generic topics | versioned publish |
+//! | [`OutboxRepo`] | publishes made from SQL, waiting for the log | the outbox drain |
 //!
 //! Events are not written through a repository: a command returns them
 //! and the store's writer appends them, with their ids, after it. Nor are
@@ -16,12 +17,14 @@
 //! commands (`postgres/statements.rs`, `memory/log.rs`).
 //! Writes only ever happen inside the writer's batch, under the log lock.
 
+mod outbox;
 mod polling;
 mod presence;
 mod topics;
 
 use async_trait::async_trait;
 
+pub use outbox::{OutboxRepo, OutboxRow};
 pub use polling::{BallotReads, ParticipantRepo, PollRepo, SessionRepo, VoteRecord, VoteRepo, Voters};
 pub use presence::{ConnectionRepo, PresenceConnection};
 pub use topics::VersionRepo;
@@ -38,11 +41,18 @@ pub trait LogRepo: Send {
 
 /// Everything a command may use inside its transaction.
 pub trait Tx:
-    LogRepo + SessionRepo + PollRepo + ParticipantRepo + VoteRepo + ConnectionRepo + VersionRepo
+    LogRepo + SessionRepo + PollRepo + ParticipantRepo + VoteRepo + ConnectionRepo + VersionRepo + OutboxRepo
 {
 }
 
 impl<T> Tx for T where
-    T: LogRepo + SessionRepo + PollRepo + ParticipantRepo + VoteRepo + ConnectionRepo + VersionRepo
+    T: LogRepo
+        + SessionRepo
+        + PollRepo
+        + ParticipantRepo
+        + VoteRepo
+        + ConnectionRepo
+        + VersionRepo
+        + OutboxRepo
 {
 }

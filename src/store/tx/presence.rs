@@ -35,4 +35,7 @@ pub trait ConnectionRepo: Send {
     /// Records this node's heartbeat, forgets nodes silent since `before`,
     /// and returns how many nodes are alive (this one included).
     async fn live_nodes(&mut self, node_id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> R<usize>;
+    /// Every node alive by its heartbeat, with that heartbeat, by node id
+    /// (the admin console's node list).
+    async fn node_heartbeats(&mut self) -> R<Vec<(Uuid, DateTime<Utc>)>>;
 }

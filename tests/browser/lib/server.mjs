@@ -29,7 +29,7 @@ function psql(sql) {
   execFileSync('psql', [pgAdminUrl, '-v', 'ON_ERROR_STOP=1', '-Atqc', sql], { stdio: 'pipe' });
 }
 
-function databaseUrl(name) {
+export function databaseUrl(name) {
   const url = new URL(pgAdminUrl);
   url.pathname = `/${name}`;
   return url.toString();

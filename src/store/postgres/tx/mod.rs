@@ -1,8 +1,10 @@
 //! The repositories of `store::tx` on a Postgres transaction (the caller
 //! began it and ends it): live polling's tables of `sql/0002_polling.sql`
 //! (`sessions.rs`, `participants.rs`, `votes.rs`, whose statements go out
-//! pipelined), presence and entity versions (`presence.rs`).
+//! pipelined), presence and entity versions (`presence.rs`), and the
+//! outbox of publishes made from SQL (`outbox.rs`).
 
+mod outbox;
 mod participants;
 mod presence;
 mod rows;

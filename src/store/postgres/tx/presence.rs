@@ -79,6 +79,13 @@ impl ConnectionRepo for PgTx<'_> {
         let rows = self.query("SELECT count(*) FROM nodes", &[]).await?;
         Ok(rows[0].get::<_, i64>(0).max(1) as usize)
     }
+
+    async fn node_heartbeats(&mut self) -> R<Vec<(Uuid, DateTime<Utc>)>> {
+        let rows = self
+            .query("SELECT node_id, last_seen FROM nodes ORDER BY node_id", &[])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }
 
 #[async_trait]
