@@ -28,7 +28,7 @@ MAX_LINES = 600
 LAYERS = [
     {"domain", "metrics", "net", "secret"},
     {"store", "auth", "revocation", "limits", "config"},
-    {"polling", "topics", "fanout", "streams", "rooms", "cluster", "status"},
+    {"polling", "topics", "fanout", "streams", "rooms", "cluster", "status", "webhooks"},
     {"http"},
     {"lib", "main"},
 ]

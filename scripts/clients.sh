@@ -66,6 +66,7 @@ ensure_venv "$venv" "${requirements[@]}"
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
 secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+admin_key="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 database="pollcast_clients_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 database_url="${pg_admin%/*}/$database"
 
@@ -117,6 +118,7 @@ env -u DATABASE_URL RUST_LOG=info "$bin" \
     --listen 127.0.0.1:0 \
     --database-url "$database_url" \
     --token-secret "$secret" \
+    --admin-key "$admin_key" \
     --heartbeat "${heartbeat_ms}ms" \
     >"$run_dir/server.log" 2>&1 &
 server_pid=$!
@@ -139,6 +141,7 @@ say "pollcast on $base, database $database"
 
 started=$SECONDS
 export POLLCAST_URL="$base" POLLCAST_TOKEN_SECRET="$secret" POLLCAST_BIN="$bin"
+export POLLCAST_ADMIN_KEY="$admin_key"
 
 say "1/4 Python httpx-sse: the README walk-through"
 run "$venv/bin/python" "$repo_root/tests/clients/httpx_sse_walkthrough.py"
@@ -149,6 +152,11 @@ NGINX_PING_MS="$heartbeat_ms" run "$repo_root/tests/clients/nginx-proxy.sh"
 say "3/4 curl and httpx through squid (Debian's default forward-proxy config)"
 SQUID_PING_MS="$heartbeat_ms" SQUID_PYTHON="$venv/bin/python" \
     run "$repo_root/tests/clients/squid-proxy.sh"
+# Webhooks (#19): the PyPI standardwebhooks package (its own venv, pinned)
+# verifies every delivery to a receiver of tests/clients/standardwebhooks_receiver.py.
+ensure_venv "$repo_root/target/pywebhooks" 'standardwebhooks==1.1.0'
+say "webhooks: every delivery verified by standardwebhooks (PyPI)"
+run "$repo_root/target/pywebhooks/bin/python" "$repo_root/tests/clients/standardwebhooks_receiver.py"
 
 # A panic in a handler may still have been answered; the log tells.
 if grep -q 'panicked' "$run_dir/server.log"; then
@@ -156,7 +164,7 @@ if grep -q 'panicked' "$run_dir/server.log"; then
     fail "the server panicked (log: $run_dir/server.log)"
 fi
 stop_server
-unset POLLCAST_URL POLLCAST_TOKEN_SECRET
+unset POLLCAST_URL POLLCAST_TOKEN_SECRET POLLCAST_ADMIN_KEY
 
 say "4/4 npm eventsource on Node $(node --version) (its own server)"
 cd "$repo_root/tests/browser"

@@ -216,6 +216,33 @@ pub struct ServeConfig {
     /// no notification arrived.
     #[arg(long, env = "POLLCAST_TAIL_POLL", default_value = "1s", value_parser = parse_duration)]
     pub tail_poll: Duration,
+
+    /// How long a node's claim on a webhook lasts without renewal (renewed
+    /// every third of it): after a node dies, another delivers its
+    /// webhooks within about this long.
+    #[arg(long, env = "POLLCAST_WEBHOOK_LEASE", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_lease: Duration,
+
+    /// Deadline of one webhook POST, connecting included.
+    #[arg(long, env = "POLLCAST_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// The longest wait before the first retry of a failed webhook
+    /// delivery; it doubles with each failure (full jitter below it).
+    #[arg(long, env = "POLLCAST_WEBHOOK_RETRY_BASE", default_value = "500ms", value_parser = parse_duration)]
+    pub webhook_retry_base: Duration,
+
+    /// The cap of that doubling wait.
+    #[arg(long, env = "POLLCAST_WEBHOOK_RETRY_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub webhook_retry_max: Duration,
+
+    /// Consecutive failures after which a webhook is `failing`.
+    #[arg(long, env = "POLLCAST_WEBHOOK_FAILING_AFTER", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub webhook_failing_after: u32,
+
+    /// How often a `failing` webhook is tried.
+    #[arg(long, env = "POLLCAST_WEBHOOK_FAILING_RETRY", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_failing_retry: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

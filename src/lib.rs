@@ -35,6 +35,8 @@
 //! - [`limits`]: per-token rate and stream limits held across the cluster.
 //! - [`metrics`]: the Prometheus names and recorder.
 //! - [`secret`]: secrets (keys, the database URL) that never print.
+//! - [`webhooks`]: events POSTed to HTTP receivers, signed, at least once
+//!   and in order, by one node at a time (a lease in the store).
 //!
 //! The path of one event: `http` parses and authorizes → `store` commits it
 //! in a batch → `fanout::tail` reads it back in id order → `fanout::hub`
@@ -57,6 +59,7 @@ pub mod status;
 pub mod store;
 pub mod streams;
 pub mod topics;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -158,6 +161,7 @@ impl Server {
             body_timeout: config.body_timeout,
             streams_per_address: StreamQuota::new(config.streams_per_address as usize),
         });
+        let webhooks = webhooks::Webhooks::new(Arc::clone(&store), webhook_settings(config, node_id))?;
         let connections = http::connections::Connections::new(connection_limits(config));
         let census = cluster::census::Census::start(
             node_id,
@@ -186,6 +190,7 @@ impl Server {
             public_url: config.public_url.clone(),
             catchups: Arc::new(tokio::sync::Semaphore::new(config.max_catchups as usize)),
             census,
+            webhooks: webhooks.clone(),
         });
         metrics::handle();
 
@@ -213,6 +218,7 @@ impl Server {
             }
             .run(shutdown.clone()),
         );
+        tasks.spawn(webhooks.run(shutdown.clone()));
         tasks.spawn(run_retention(
             Arc::clone(&store),
             config.retention,
@@ -252,6 +258,21 @@ impl Server {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// How this node delivers webhooks, from the flags.
+fn webhook_settings(config: &ServeConfig, node_id: uuid::Uuid) -> webhooks::WebhookSettings {
+    webhooks::WebhookSettings {
+        node_id,
+        lease: config.webhook_lease,
+        timeout: config.webhook_timeout,
+        retry: webhooks::RetryPolicy {
+            base: config.webhook_retry_base,
+            max: config.webhook_retry_max.max(config.webhook_retry_base),
+            failing_after: config.webhook_failing_after,
+            failing_retry: config.webhook_failing_retry,
+        },
     }
 }
 

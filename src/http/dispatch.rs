@@ -18,6 +18,7 @@ use super::routes::{self, Route};
 use super::state::AppState;
 use super::{
     admin, admin_console, error, history, ops, polling, presence, publish, publish_many, rooms, stream, web,
+    webhooks,
 };
 
 /// Every route of the server, as one filter for [`super::server::serve`].
@@ -88,6 +89,12 @@ async fn dispatch(
         Route::AdminConnections => admin_console::connections(state, ctx).await,
         Route::AdminTail => admin_console::tail(state, ctx, connection).await,
         Route::AdminPublish => admin_console::publish(state, ctx, body).await,
+        Route::CreateWebhook => webhooks::create(state, ctx, body).await,
+        Route::ListWebhooks => webhooks::list(state, ctx).await,
+        Route::GetWebhook { webhook } => webhooks::get(webhook, state, ctx).await,
+        Route::UpdateWebhook { webhook } => webhooks::update(webhook, state, ctx, body).await,
+        Route::DeleteWebhook { webhook } => webhooks::delete(webhook, state, ctx).await,
+        Route::ReplayWebhook { webhook } => webhooks::replay(webhook, state, ctx, body).await,
     }
 }
 

@@ -33,6 +33,7 @@ pub mod server;
 pub mod state;
 pub mod stream;
 mod web;
+mod webhooks;
 
 pub use dispatch::router;
 pub use state::{AppShared, AppState, StreamSettings};

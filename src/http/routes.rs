@@ -73,6 +73,18 @@ pub enum Route {
     AdminTail,
     /// `POST /v1/admin/events`: a test publish.
     AdminPublish,
+    /// `POST /v1/webhooks`
+    CreateWebhook,
+    /// `GET /v1/webhooks`
+    ListWebhooks,
+    /// `GET /v1/webhooks/{webhook}`
+    GetWebhook { webhook: String },
+    /// `PATCH /v1/webhooks/{webhook}`
+    UpdateWebhook { webhook: String },
+    /// `DELETE /v1/webhooks/{webhook}`
+    DeleteWebhook { webhook: String },
+    /// `POST /v1/webhooks/{webhook}/replay`
+    ReplayWebhook { webhook: String },
 }
 
 /// What each POST route under a session does.
@@ -136,7 +148,7 @@ pub enum PollQuery {
 }
 
 /// The methods [`allowed`] tries, in the order `Allow` lists them.
-const METHODS: [Method; 3] = [Method::GET, Method::POST, Method::DELETE];
+const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::PATCH, Method::DELETE];
 
 /// The route a method and path (without its query) name, if any.
 pub fn resolve(method: &Method, path: &str) -> Option<Route> {
@@ -144,6 +156,7 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
     let get = *method == Method::GET;
     let post = *method == Method::POST;
     let delete = *method == Method::DELETE;
+    let patch = *method == Method::PATCH;
     let own = |s: &str| s.to_owned();
     Some(match segments.as_slice() {
         ["healthz"] if get => Route::Healthz,
@@ -218,6 +231,20 @@ pub fn resolve(method: &Method, path: &str) -> Option<Route> {
         ["v1", "admin", "connections"] if get => Route::AdminConnections,
         ["v1", "admin", "tail"] if get => Route::AdminTail,
         ["v1", "admin", "events"] if post => Route::AdminPublish,
+        ["v1", "webhooks"] if post => Route::CreateWebhook,
+        ["v1", "webhooks"] if get => Route::ListWebhooks,
+        ["v1", "webhooks", webhook] if get => Route::GetWebhook {
+            webhook: own(webhook),
+        },
+        ["v1", "webhooks", webhook] if patch => Route::UpdateWebhook {
+            webhook: own(webhook),
+        },
+        ["v1", "webhooks", webhook] if delete => Route::DeleteWebhook {
+            webhook: own(webhook),
+        },
+        ["v1", "webhooks", webhook, "replay"] if post => Route::ReplayWebhook {
+            webhook: own(webhook),
+        },
         _ => return None,
     })
 }
@@ -321,6 +348,7 @@ mod tests {
         assert_eq!(allowed("/v1/admin/revocations").as_deref(), Some("GET, POST"));
         assert_eq!(allowed("/v1/sessions").as_deref(), Some("POST"));
         assert_eq!(allowed("/v1/connections/c/topics/t").as_deref(), Some("DELETE"));
+        assert_eq!(allowed("/v1/webhooks/w").as_deref(), Some("GET, PATCH, DELETE"));
         assert_eq!(allowed("/v1/nothing"), None);
     }
 }

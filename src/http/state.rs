@@ -72,4 +72,6 @@ pub struct AppShared {
     pub catchups: Arc<tokio::sync::Semaphore>,
     /// What each node holds, for the admin console.
     pub census: Arc<crate::cluster::census::Census>,
+    /// The webhooks service (`/v1/webhooks`).
+    pub webhooks: crate::webhooks::Webhooks,
 }

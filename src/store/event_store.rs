@@ -134,6 +134,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// `"postgres"` or `"memory"` (which keeps nothing across a restart),
     /// for logs, metrics and the snapshot's `storage`.
     fn kind(&self) -> &'static str;
+
+    /// The webhooks kept beside this log (`crate::webhooks` delivers them).
+    fn webhooks(&self) -> Arc<dyn super::webhooks::WebhookStore>;
 }
 
 /// Events one node just committed, and where the log stood before them.

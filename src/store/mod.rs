@@ -8,6 +8,7 @@
 //! event_store.rs  the EventStore trait: append, read by id range, bus, hints
 //! tx/             the repositories a command sees inside its transaction
 //! error.rs        StoreError: retry, refused, full, or a bug; with its cause
+//! webhooks.rs     webhook rows: cursor, circuit, lease (fenced writes)
 //! postgres/ memory/  the two backends
 //! ```
 //!
@@ -21,6 +22,7 @@ mod execute;
 pub mod memory;
 pub mod postgres;
 pub mod tx;
+pub mod webhooks;
 
 pub use command::{Append, Command, Remember, Remembered, TxCommand, Typed};
 pub use error::{Cause, StoreError};

@@ -21,3 +21,7 @@ mod streams;
 mod system;
 mod tenants;
 mod versions;
+mod webhook_delivery;
+mod webhook_leases;
+mod webhook_receiver;
+mod webhooks;

@@ -7,3 +7,8 @@ mod memory;
 mod nodes;
 mod outages;
 mod shutdown;
+// Shared with tests/api, which uses all of it.
+#[allow(dead_code)]
+#[path = "../api/webhook_receiver.rs"]
+mod webhook_receiver;
+mod webhooks;

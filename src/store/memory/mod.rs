@@ -12,6 +12,9 @@
 mod log;
 mod tables;
 mod tx;
+mod webhooks;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,6 +41,8 @@ pub struct MemoryStore {
     log: tokio::sync::Mutex<Log>,
     hints: watch::Sender<EventId>,
     batches: broadcast::Sender<CommittedBatch>,
+    /// The webhooks, with their cursors: in memory like the log.
+    webhooks: Arc<webhooks::MemoryWebhooks>,
 }
 
 impl Default for MemoryStore {
@@ -61,6 +66,7 @@ impl MemoryStore {
             }),
             hints: watch::channel(0).0,
             batches: broadcast::channel(COMMITTED_BATCH_BACKLOG).0,
+            webhooks: Arc::default(),
         }
     }
 
@@ -235,6 +241,10 @@ impl EventStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn webhooks(&self) -> Arc<dyn crate::store::webhooks::WebhookStore> {
+        self.webhooks.clone()
     }
 }
 

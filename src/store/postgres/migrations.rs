@@ -42,6 +42,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_publish_from_sql",
         include_str!("../../../sql/0011_publish_from_sql.sql"),
     ),
+    ("0012_webhooks", include_str!("../../../sql/0012_webhooks.sql")),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

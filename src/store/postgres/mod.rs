@@ -26,6 +26,7 @@ mod notify;
 mod reads;
 mod statements;
 mod tx;
+mod webhooks;
 mod writer;
 
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct PostgresStore {
     bus: broadcast::Sender<String>,
     /// Stops the LISTEN task when the store is dropped.
     stop: CancellationToken,
+    /// The webhooks table, on the same pool.
+    webhooks: Arc<webhooks::PgWebhooks>,
 }
 
 impl Drop for PostgresStore {
@@ -136,6 +139,7 @@ impl PostgresStore {
         let mut listening_now = listening_now;
         let _ = tokio::time::timeout(Duration::from_secs(3), listening_now.wait_for(|up| *up)).await;
         Ok(Arc::new(PostgresStore {
+            webhooks: Arc::new(webhooks::PgWebhooks::new(pool.clone())),
             pool,
             writer,
             hints,
@@ -373,5 +377,9 @@ impl EventStore for PostgresStore {
 
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn webhooks(&self) -> Arc<dyn crate::store::webhooks::WebhookStore> {
+        self.webhooks.clone()
     }
 }

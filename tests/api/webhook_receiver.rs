@@ -1,0 +1,198 @@
+//! A real HTTP receiver for webhook tests: a small hyper server on a
+//! port-0 listener that checks each delivery's Standard Webhooks
+//! signature itself (HMAC-SHA256 over `id.timestamp.body`, computed here,
+//! not with pollcast's signing code), and can be told to answer 500, to
+//! hang past the sender's deadline, or to accept. Shared with
+//! tests/faults through `#[path]`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+
+/// What the receiver does with the next requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Accept,
+    /// Answer with this status.
+    Fail(u16),
+    /// Answer nothing for a minute (past any deadline the sender has).
+    Hang,
+}
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub webhook_id: String,
+    /// The event id in the body (`data.id`), or -1.
+    pub event_id: i64,
+    pub body: Value,
+    /// Whether the signature matched the secret.
+    pub signed: bool,
+    /// Whether it was accepted (2xx).
+    pub accepted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    mode: Option<Mode>,
+    attempts: Vec<Attempt>,
+}
+
+pub struct Receiver {
+    pub url: String,
+    /// The secret the test gives the webhook (`whsec_…`).
+    pub secret: String,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `v1,<base64>` of `id.timestamp.body` under the key of `secret`.
+pub fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
+        .expect("base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn verified(secret: &str, request: &http::request::Parts, body: &[u8]) -> bool {
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let fresh = timestamp
+        .parse::<i64>()
+        .is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() <= 300);
+    let expected = expected_signature(secret, id, timestamp, body);
+    fresh && signatures.split(' ').any(|s| s == expected)
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let key: [u8; 32] = rand::random();
+        let secret = format!("whsec_{}", STANDARD.encode(key));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State {
+            mode: Some(Mode::Accept),
+            attempts: Vec::new(),
+        }));
+        let (shared, key) = (Arc::clone(&state), secret.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (state, secret) = (Arc::clone(&shared), key.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (state, secret) = (Arc::clone(&state), secret.clone());
+                        async move { Ok::<_, Infallible>(handle(request, &state, &secret).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            url,
+            secret,
+            state,
+            task,
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.state.lock().unwrap().attempts.clone()
+    }
+
+    /// The event ids of accepted deliveries, in arrival order.
+    pub fn accepted(&self) -> Vec<i64> {
+        self.attempts()
+            .iter()
+            .filter(|a| a.accepted)
+            .map(|a| a.event_id)
+            .collect()
+    }
+
+    /// Waits until `done` holds for the accepted ids; whether it did.
+    pub async fn wait_until(&self, within: Duration, done: impl Fn(&[i64]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if done(&self.accepted()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        done(&self.accepted())
+    }
+}
+
+async fn handle(
+    request: Request<hyper::body::Incoming>,
+    state: &Mutex<State>,
+    secret: &str,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mode = state.lock().unwrap().mode.unwrap_or(Mode::Accept);
+    let signed = verified(secret, &parts, &body);
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let attempt = Attempt {
+        webhook_id: parts
+            .headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        event_id: json["data"]["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(-1),
+        body: json,
+        signed,
+        accepted: signed && mode == Mode::Accept,
+    };
+    state.lock().unwrap().attempts.push(attempt);
+    let status = match mode {
+        _ if !signed => 401,
+        Mode::Accept => 204,
+        Mode::Fail(status) => status,
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            503
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    response
+}
