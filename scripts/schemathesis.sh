@@ -285,6 +285,9 @@ tokens = {
         "activatePoll": d_presenter, "closePoll": d_presenter, "listVotes": a_presenter,
         "submitVote": participant_token, "getPollResults": participant_token,
         "streamSession": participant_token,
+        "revealPollResults": d_presenter, "hidePollAnswer": d_presenter,
+        "invitePresenter": b_presenter, "exportSessionJson": b_presenter,
+        "exportSessionCsv": b_presenter,
     },
 }
 

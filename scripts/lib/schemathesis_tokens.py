@@ -56,17 +56,23 @@ _keep = set(_fixtures["keep"])
 _issued = set(_presenters.values()) | set(_participants.values())
 
 _TOPIC_OPERATIONS = {
-    "publishEvent", "listEvents", "streamEvents", "joinTopic", "leaveTopic",
+    "publishEvent", "publishEvents", "listEvents", "streamEvents", "joinTopic", "leaveTopic",
     "getPresence", "presenceHeartbeat",
 }
 _PRESENTER_OPERATIONS = {
     "startSession", "endSession", "createPoll", "activatePoll", "closePoll", "listVotes",
+    "revealPollResults", "hidePollAnswer", "invitePresenter", "exportSessionJson",
+    "exportSessionCsv",
 }
 _PARTICIPANT_OPERATIONS = {"submitVote", "getPollResults", "streamSession"}
 _POLL_ANSWERS = {"createPoll", "activatePoll", "closePoll"}
 _ADMIN_OPERATIONS = {"createSession", "revokeTokens", "listRevocations", "closeConnection"}
 # The admin console's operations.
 _ADMIN_OPERATIONS |= {"adminNodes", "adminConnections", "adminTail", "adminPublish"}
+# Webhooks.
+_ADMIN_OPERATIONS |= {
+    "createWebhook", "listWebhooks", "getWebhook", "updateWebhook", "deleteWebhook", "replayWebhook",
+}
 
 
 def _operation_id(case):

@@ -184,17 +184,26 @@ test('the console shows this node, streams per topic, and a live tail of every e
   await page.reload();
   await page.getByTestId('console').waitFor({ state: 'visible' });
 
-  // Webhooks: the panel says what the server has.
-  // TODO(lead): once /v1/webhooks is merged, create a webhook here through
-  // the API and require its row (status, cursor, lag, last error) instead of
-  // accepting the "not available" message.
-  await eventually(async () => {
-    const note = page.getByTestId('webhooks-note');
-    const rows = page.getByTestId('webhook-row');
-    const unavailable = (await note.isVisible()) && /not available on this server/.test(await note.textContent());
-    const listed = (await page.getByTestId('webhooks').isVisible()) && (await rows.count()) >= 0;
-    assert.ok(unavailable || listed, 'the webhooks panel shows its state');
+  // Webhooks: one whose receiver refuses connections shows up with its
+  // cursor, its lag and the error that holds it back.
+  const created = await fetch(`${server.url}/v1/webhooks`, {
+    method: 'POST',
+    headers: { 'X-Admin-Key': ADMIN_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ url: 'http://127.0.0.1:9/hook', topics: ['hooked:*'], description: 'a receiver that is down' }),
   });
+  assert.equal(created.status, 201);
+  const webhook = await created.json();
+  await publishRest(mintToken(server.secret, { publish: ['hooked:*'] }), 'hooked:1', 'demo:said', { text: 'for the hook' });
+  await eventually(async () => {
+    const row = page.locator(`[data-testid="webhook-row"][data-webhook-id="${webhook.id}"]`);
+    assert.ok(await row.isVisible(), 'the webhook is listed');
+    const text = await row.textContent();
+    assert.match(text, /http:\/\/127\.0\.0\.1:9\/hook/);
+    assert.match(text, /a receiver that is down/);
+    assert.match(await row.getAttribute('data-status'), /retrying|failing/);
+    assert.equal((await row.getByTestId('webhook-lag').textContent()).trim(), '1');
+    assert.match(text, /connect|refused/i, 'the last error is shown');
+  }, 15_000);
 
   // Sign out forgets the key.
   await page.getByTestId('sign-out').click();
