@@ -6,6 +6,14 @@
 //! lease is gone (disabled, deleted, taken over after this node could
 //! not renew for a whole lease).
 //!
+//! A node stops its workers once it cannot be sure of its leases: a
+//! lease counts from before the statement that renewed it (Postgres
+//! starts it later), and the workers stop a third of a lease before it
+//! would end when renewal fails or hangs (a renewal gets a third of a
+//! lease, so the check comes before the lease ends). So when another node
+//! may claim a webhook, this one has already cancelled its worker, the
+//! request in flight included.
+//!
 //! At shutdown the workers stop first (an attempt under way is dropped),
 //! then the node gives its leases up so that another node takes over at
 //! once. A node killed outright gives nothing up: its leases expire and
@@ -24,6 +32,7 @@ use uuid::Uuid;
 use super::shared::Shared;
 use super::worker::Worker;
 use crate::store::webhooks::WebhookRow;
+use crate::store::StoreError;
 
 /// Most webhooks claimed per round: a node starting next to a busy one
 /// leaves some for the others.
@@ -45,9 +54,13 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut failing = false;
     loop {
         held.retain(|_, webhook| !webhook.task.is_finished());
-        match shared.hooks.renew(node, lease).await {
+        let started = Instant::now();
+        let renewal = tokio::time::timeout(round, shared.hooks.renew(node, lease))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::unavailable("renewing webhook leases took too long")));
+        match renewal {
             Ok(rows) => {
-                renewed = Instant::now();
+                renewed = started;
                 if std::mem::take(&mut failing) {
                     tracing::info!("webhook leases renew again");
                 }
@@ -73,12 +86,13 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %error.report(), "cannot renew webhook leases; retrying");
                 }
-                // Past a whole lease without renewal another node may
-                // deliver them: stop before it does.
-                if renewed.elapsed() >= lease {
-                    held.values().for_each(|webhook| webhook.lost.cancel());
-                }
             }
+        }
+        // Close to the end of the last lease this node is sure of, another
+        // node may soon deliver its webhooks: stop before it can.
+        let sure_until = renewed + lease.saturating_sub(round);
+        if Instant::now() >= sure_until {
+            held.values().for_each(|webhook| webhook.lost.cancel());
         }
         if !failing {
             match shared.hooks.claim(node, lease, CLAIM_PER_ROUND).await {
@@ -99,6 +113,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep(round) => {}
+            _ = tokio::time::sleep_until(sure_until), if !held.is_empty() => {}
         }
     }
     for webhook in held.into_values() {
@@ -113,7 +128,8 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 fn start(shared: &Arc<Shared>, row: WebhookRow, stop: &CancellationToken) -> Held {
-    tracing::info!(webhook = %row.id, url = %row.url, "delivering a webhook from this node");
+    // Not the URL: receivers' URLs often carry credentials.
+    tracing::info!(webhook = %row.id, "delivering a webhook from this node");
     let (sender, receiver) = watch::channel(row);
     let lost = stop.child_token();
     let worker = Worker::new(Arc::clone(shared), receiver, lost.clone());

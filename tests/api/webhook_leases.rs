@@ -83,6 +83,11 @@ async fn fenced(backend: Backend) {
     assert!(hooks.record_delivery(id, b, rev + 1, 3).await.unwrap());
     let read = hooks.get(id).await.unwrap().unwrap();
     assert_eq!((read.cursor, read.consecutive_failures), (3, 0));
+    // The cursor only moves forward: a late write of an older delivery by
+    // a worker that lost the webhook and got it back does not move it back.
+    assert!(!hooks.record_delivery(id, b, rev + 1, 2).await.unwrap());
+    assert!(!hooks.record_delivery(id, b, rev + 1, 3).await.unwrap());
+    assert_eq!(hooks.get(id).await.unwrap().unwrap().cursor, 3);
 
     // Disabled: the lease ends and nobody claims it; enabled: claimable.
     let off = WebhookChange {

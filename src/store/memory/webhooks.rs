@@ -158,6 +158,11 @@ impl WebhookStore for MemoryWebhooks {
         let Some(row) = Self::fenced(&mut rows, id, node, revision) else {
             return Ok(false);
         };
+        // Only forward: a worker of this node that lost the webhook and got
+        // it back in one round must not move the cursor back.
+        if row.cursor >= cursor {
+            return Ok(false);
+        }
         row.cursor = cursor;
         row.consecutive_failures = 0;
         row.last_delivered_at = Some(now_millis());

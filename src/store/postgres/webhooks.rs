@@ -209,7 +209,7 @@ impl WebhookStore for PgWebhooks {
         let updated = client
             .execute(
                 "UPDATE webhooks SET delivered_through = $4, consecutive_failures = 0, last_delivered_at = now()
-                  WHERE id = $1 AND leased_by = $2 AND revision = $3",
+                  WHERE id = $1 AND leased_by = $2 AND revision = $3 AND delivered_through < $4",
                 &[&id, &node, &revision, &cursor],
             )
             .await
