@@ -59,6 +59,27 @@ pub struct ServeConfig {
     #[arg(long = "token-jwks", env = "POLLCAST_TOKEN_JWKS", value_name = "FILE", value_delimiter = ',', value_parser = load_jwks)]
     pub token_jwks: Vec<KeySet>,
 
+    /// Identity-provider tokens must name one of these in `aud`
+    /// (repeatable). Set it when the provider signs tokens for other
+    /// applications too: without it, their tokens would be accepted here.
+    #[arg(
+        long = "token-audience",
+        env = "POLLCAST_TOKEN_AUDIENCE",
+        value_name = "AUD",
+        value_delimiter = ','
+    )]
+    pub token_audience: Vec<String>,
+
+    /// Identity-provider tokens must carry one of these as `iss`
+    /// (repeatable).
+    #[arg(
+        long = "token-issuer",
+        env = "POLLCAST_TOKEN_ISSUER",
+        value_name = "ISS",
+        value_delimiter = ','
+    )]
+    pub token_issuer: Vec<String>,
+
     /// Interval of `: ping` comments on every stream.
     #[arg(long, env = "POLLCAST_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -305,7 +326,11 @@ impl ServeConfig {
     /// Every identity-provider key: the PEM files', then the JWKS files'.
     pub fn public_keys(&self) -> Vec<PublicKey> {
         let from_sets = self.token_jwks.iter().flat_map(|set| set.keys.iter());
-        self.token_public_keys.iter().chain(from_sets).cloned().collect()
+        self.token_public_keys
+            .iter()
+            .chain(from_sets)
+            .map(|key| key.clone().expecting(&self.token_audience, &self.token_issuer))
+            .collect()
     }
 
     /// The defaults, listening on an ephemeral port: what tests start from.
@@ -317,6 +342,8 @@ impl ServeConfig {
         config.token_secret = None;
         config.token_public_keys.clear();
         config.token_jwks.clear();
+        config.token_audience.clear();
+        config.token_issuer.clear();
         config.cors_origins.clear();
         config.admin_key = None;
         config.trusted_proxies.clear();

@@ -62,6 +62,27 @@ impl PublicKey {
         }
     }
 
+    /// The same key, refusing tokens whose `aud` names none of `audience`
+    /// or whose `iss` is not one of `issuer` (each only when not empty):
+    /// a provider that signs tokens for several applications signs them
+    /// all with the same keys.
+    pub fn expecting(mut self, audience: &[String], issuer: &[String]) -> Self {
+        let mut required = vec!["exp"];
+        if !audience.is_empty() {
+            self.validation.set_audience(audience);
+            self.validation.validate_aud = true;
+            required.push("aud");
+        }
+        if !issuer.is_empty() {
+            self.validation.set_issuer(issuer);
+            required.push("iss");
+        }
+        // Expected claims must be there: a token without `aud` is not
+        // one for this audience.
+        self.validation.set_required_spec_claims(&required);
+        self
+    }
+
     pub fn decoding_key(&self) -> &DecodingKey {
         &self.key
     }

@@ -484,3 +484,38 @@ async fn a_key_file_pollcast_cannot_use_stops_the_start_naming_it() {
         );
     }
 }
+
+/// Given a server that expects the audience `pollcast` and the issuer
+/// `https://idp.example.org/`, when the same provider key signs tokens for
+/// another application or from another issuer, then those are refused
+/// with 401 and a token for pollcast is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_audience_and_issuer_refuse_other_applications_tokens() {
+    let scratch = Scratch::new();
+    let pair = scratch.keypair("rsa", Kind::Rsa);
+    let key = load_pem_file(s(&pair.public)).unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, |config| {
+        config.token_public_keys = vec![key];
+        config.token_audience = vec!["pollcast".into()];
+        config.token_issuer = vec!["https://idp.example.org/".into()];
+    })
+    .await;
+    let header = json!({"alg": "RS256"});
+    let ours = scratch.sign(&pair, header.clone(), &claims("ann", "ours", in_an_hour()));
+    assert_eq!(open(&app, &ours).await.0, 200);
+
+    let mut other_app = claims("ann", "other-app", in_an_hour());
+    other_app["aud"] = json!("billing-api");
+    let mut no_audience = claims("ann", "no-aud", in_an_hour());
+    no_audience.as_object_mut().unwrap().remove("aud");
+    let mut other_issuer = claims("ann", "other-iss", in_an_hour());
+    other_issuer["iss"] = json!("https://evil.example.org/");
+    for (what, claims) in [
+        ("another audience", other_app),
+        ("no audience", no_audience),
+        ("another issuer", other_issuer),
+    ] {
+        let token = scratch.sign(&pair, header.clone(), &claims);
+        assert_eq!(open(&app, &token).await.0, 401, "{what}");
+    }
+}
