@@ -73,8 +73,8 @@ BEGIN
         RAISE EXCEPTION 'pollcast.publish: payload must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF octet_length(payload::text) > 1048576 THEN
-        RAISE EXCEPTION 'pollcast.publish: payload is larger than 1 MiB'
+    IF octet_length(payload::text) > 65536 THEN
+        RAISE EXCEPTION 'pollcast.publish: payload is larger than 64 KiB (as a REST request body)'
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
     IF tenant IS NOT NULL AND tenant !~ '^[a-z0-9_.-]{1,64}$' THEN

@@ -16,6 +16,8 @@ pub const TCP_REFUSED: &str = "pollcast_tcp_connections_refused_total";
 pub const TIMED_OUT: &str = "pollcast_connections_timed_out_total";
 pub const VOTE_BATCH_SIZE: &str = "pollcast_vote_batch_size";
 pub const JOIN_BATCH_SIZE: &str = "pollcast_join_batch_size";
+pub const WEBHOOK_ATTEMPTS: &str = "pollcast_webhook_attempts_total";
+pub const OUTBOX_EVENTS: &str = "pollcast_outbox_events_total";
 
 /// The process-wide recorder. Installed once: the `metrics` facade has one
 /// global recorder, and tests start many servers in one process.
@@ -52,6 +54,14 @@ fn describe() {
     metrics::describe_histogram!(JOIN_BATCH_SIZE, "Joins committed per join batch");
     metrics::describe_gauge!(TCP_CONNECTIONS, "Open TCP connections on this node, all states");
     metrics::describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "Webhook POSTs sent by this node, by result (delivered, failed)"
+    );
+    metrics::describe_counter!(
+        OUTBOX_EVENTS,
+        "Rows of pollcast.outbox (publishes made in SQL) this node's writer took, by result (published, dropped)"
+    );
+    metrics::describe_counter!(
         TCP_REFUSED,
         "Connections refused or evicted at accept, by reason (per_address, at_capacity, evicted_waiting)"
     );
@@ -75,6 +85,18 @@ pub fn connection_refused(reason: &'static str) {
 
 pub fn connection_timed_out(reason: &'static str) {
     metrics::counter!(TIMED_OUT, "reason" => reason).increment(1);
+}
+
+pub fn webhook_attempt(delivered: bool) {
+    let result = if delivered { "delivered" } else { "failed" };
+    metrics::counter!(WEBHOOK_ATTEMPTS, "result" => result).increment(1);
+}
+
+pub fn outbox_taken(published: usize, dropped: usize) {
+    metrics::counter!(OUTBOX_EVENTS, "result" => "published").increment(published as u64);
+    if dropped > 0 {
+        metrics::counter!(OUTBOX_EVENTS, "result" => "dropped").increment(dropped as u64);
+    }
 }
 
 pub fn events_appended(count: usize) {

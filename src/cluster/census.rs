@@ -132,7 +132,22 @@ pub struct Census {
     streams: Arc<OpenStreams>,
     /// Nodes alive on the store, from their heartbeats.
     live_nodes: watch::Receiver<usize>,
+    /// Where the answers to each of this node's census queries go, while
+    /// it waits for them.
     gathering: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Part>>>,
+}
+
+/// Forgets a census query when its wait ends, however it ends: an admin's
+/// request dropped in the middle of the wait included.
+struct Forget<'a> {
+    census: &'a Census,
+    request_id: Uuid,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.census.gathering().remove(&self.request_id);
+    }
 }
 
 impl Census {
@@ -196,6 +211,10 @@ impl Census {
         let request_id = Uuid::new_v4();
         let (parts, mut incoming) = mpsc::unbounded_channel();
         self.gathering().insert(request_id, parts);
+        let forget = Forget {
+            census: self,
+            request_id,
+        };
         let asked = self
             .send(&Message::CensusQuery {
                 request_id,
@@ -223,7 +242,7 @@ impl Census {
                 }
             }
         }
-        self.gathering().remove(&request_id);
+        drop(forget);
         let complete = finished.len() >= others;
         let mut others: Vec<NodeReport> = building
             .into_iter()

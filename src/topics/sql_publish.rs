@@ -43,8 +43,10 @@ pub const DRAIN_LIMIT: i64 = 1000;
 pub const POLL: Duration = Duration::from_millis(25);
 /// How long a node waits before trying again after a failed look or drain.
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// Largest payload accepted from SQL, as `pollcast.publish` enforces it.
-pub const MAX_SQL_PAYLOAD: usize = 1 << 20;
+/// Largest payload accepted from SQL, as `pollcast.publish` enforces it:
+/// the REST default body limit, so that what readers page through (replays,
+/// the webhook waker) stays as large as REST publishes make it.
+pub const MAX_SQL_PAYLOAD: usize = 64 * 1024;
 
 /// Why a row of the outbox cannot become an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +70,7 @@ pub fn event_of(row: &OutboxRow) -> Result<NewEvent, RowRefused> {
     let event_type = EventType::parse(&row.event_type).map_err(RowRefused::EventType)?;
     reserved::check_event_type(&event_type).map_err(|e| RowRefused::EventType(e.message()))?;
     if row.payload.len() > MAX_SQL_PAYLOAD {
-        return Err(RowRefused::Payload("larger than 1 MiB".into()));
+        return Err(RowRefused::Payload("larger than 64 KiB".into()));
     }
     let payload: serde_json::Value =
         serde_json::from_str(&row.payload).map_err(|e| RowRefused::Payload(e.to_string()))?;
@@ -112,7 +114,8 @@ impl Command for DrainOutbox {
         Ok((events, rows.len()))
     }
 
-    fn outcome(taken: usize, _events: &[StoredEvent]) -> usize {
+    fn outcome(taken: usize, events: &[StoredEvent]) -> usize {
+        crate::metrics::outbox_taken(events.len(), taken - events.len());
         taken
     }
 }

@@ -175,6 +175,7 @@ impl Worker {
             // Only checked secrets are stored; should one not parse, say so.
             None => Err(super::sender::Failure::Other("the secret does not parse".into())),
         };
+        crate::metrics::webhook_attempt(sent.is_ok());
         let recorded = match sent {
             Ok(()) => self
                 .shared

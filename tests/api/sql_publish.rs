@@ -91,6 +91,19 @@ async fn a_commit_publishes_and_a_rollback_publishes_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(waiting, 0, "the outbox is drained");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pollcast_outbox_events_total{result=\"published\"}"),
+        "drained rows are counted:\n{metrics}"
+    );
 }
 
 /// Given an application transaction that published and stays open, when a
@@ -292,6 +305,8 @@ async fn the_sql_checks_are_the_servers_checks() {
         ("orders", "order:paid", json!({}), Some("Acme")),
         ("orders", "order:paid", json!({}), Some("")),
         ("orders", "order:paid", json!({}), Some(&long_tenant)),
+        ("orders", "order:paid", json!({"text": "x".repeat(60_000)}), None),
+        ("orders", "order:paid", json!({"text": "x".repeat(70_000)}), None),
     ];
     for (topic, event_type, payload, tenant) in cases {
         let sql = db

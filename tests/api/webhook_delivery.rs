@@ -71,6 +71,19 @@ async fn through_failures(backend: Backend) {
     assert_eq!(failing["lastError"]["message"], "HTTP 500");
     assert_eq!(failing["lag"], 5, "five matching events wait");
     assert!(failing["deliveringNode"].is_string());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pollcast_webhook_attempts_total{result=\"failed\"}"),
+        "failed attempts are counted:\n{metrics}"
+    );
 
     // When it hangs past the deadline: the error says so.
     receiver.set_mode(Mode::Hang);

@@ -9,6 +9,7 @@
 // target/screenshots, and the desktop one to docs/ with UPDATE_SCREENSHOTS=1.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -220,6 +221,24 @@ test('the console fits a laptop and a phone (screenshots)', { timeout: TEST_TIME
     await openStream(publisher, 'demo:lobby'),
     await openStream(publisher, 'demo:*'),
   ];
+  // Two webhooks: one whose receiver answers, one whose receiver is down.
+  const receiver = http.createServer((request, response) => {
+    request.resume();
+    request.on('end', () => response.writeHead(204).end());
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const hooks = [
+    { url: `http://127.0.0.1:${receiver.address().port}/pollcast`, topics: ['demo:*'], description: 'search indexer' },
+    { url: 'http://127.0.0.1:9/billing', topics: ['orders:*'], description: 'billing (receiver down)' },
+  ];
+  for (const hook of hooks) {
+    const created = await fetch(`${server.url}/v1/webhooks`, {
+      method: 'POST',
+      headers: { 'X-Admin-Key': ADMIN_KEY, 'Content-Type': 'application/json' },
+      body: JSON.stringify(hook),
+    });
+    assert.equal(created.status, 201);
+  }
   for (const [viewport, file] of [[LAPTOP, 'admin-console.png'], [PHONE, 'admin-console-phone.png']]) {
     const page = await openConsole(viewport);
     await signIn(page, ADMIN_KEY);
@@ -232,15 +251,23 @@ test('the console fits a laptop and a phone (screenshots)', { timeout: TEST_TIME
     await page.getByTestId('publish-submit').click();
     await eventually(async () => assert.ok((await tailEvents(page)).length >= 4));
     await eventually(async () => assert.ok((await page.getByTestId('topic-row').count()) >= 2));
+    await eventually(async () => {
+      const rows = page.getByTestId('webhook-row');
+      assert.equal(await rows.count(), 2);
+      const states = await rows.evaluateAll((all) => all.map((row) => row.dataset.status));
+      assert.ok(states.some((state) => /retrying|failing/.test(state)), `states: ${states}`);
+      assert.ok(states.includes('active'), `states: ${states}`);
+    }, 15_000);
     // Nothing sticks out sideways.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `the page is ${overflow}px wider than the window`);
     await page.screenshot({ path: path.join(screenshots, file) });
-    if (process.env.UPDATE_SCREENSHOTS && viewport === LAPTOP) {
+    if (process.env.UPDATE_SCREENSHOTS) {
       await page.screenshot({ path: path.join(repoRoot, 'docs', file) });
     }
     assert.deepEqual(page.errors, []);
     await page.close();
   }
   for (const close of closers) close();
+  receiver.close();
 });
