@@ -10,6 +10,9 @@ CREATE TABLE webhooks (
     topics               text[] NOT NULL,
     secret               text NOT NULL,
     description          text,
+    -- The tenant whose topics the selectors name (NULL: topics outside any
+    -- tenant), as a tenant's token would name them.
+    tenant               text,
     enabled              boolean NOT NULL DEFAULT true,
     -- The last event delivered (or skipped by a replay's afterId).
     delivered_through    bigint NOT NULL,

@@ -25,6 +25,8 @@ struct CreateIn {
     url: String,
     topics: Vec<String>,
     #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
     secret: Option<String>,
     #[serde(default)]
     description: Option<String>,
@@ -88,6 +90,7 @@ fn render(view: &WebhookView, with_secret: bool) -> Value {
         "id": row.id,
         "url": row.url,
         "topics": row.topics,
+        "tenant": row.tenant,
         "description": row.description,
         "enabled": row.enabled,
         "status": view.status.as_str(),
@@ -125,6 +128,7 @@ pub async fn create(state: AppState, ctx: RequestContext, body: Body) -> Respons
             .create(CreateWebhook {
                 url: input.url,
                 topics: input.topics,
+                tenant: input.tenant,
                 secret: input.secret,
                 description: input.description,
                 after,

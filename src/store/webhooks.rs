@@ -38,6 +38,9 @@ pub struct WebhookRow {
     pub url: String,
     /// Topic selectors, as the admin wrote them.
     pub topics: Vec<String>,
+    /// The tenant whose topics the selectors name (`None`: topics outside
+    /// any tenant). Fixed at creation.
+    pub tenant: Option<String>,
     /// `whsec_` + base64 of the key.
     pub secret: String,
     pub description: Option<String>,
@@ -70,6 +73,7 @@ impl WebhookRow {
 pub struct NewWebhook {
     pub url: String,
     pub topics: Vec<String>,
+    pub tenant: Option<String>,
     pub secret: String,
     pub description: Option<String>,
     pub cursor: EventId,

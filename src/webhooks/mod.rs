@@ -70,6 +70,9 @@ impl From<StoreError> for WebhookError {
 pub struct CreateWebhook {
     pub url: String,
     pub topics: Vec<String>,
+    /// Deliver this tenant's topics (the selectors name them as the
+    /// tenant's tokens do); `None`: topics outside any tenant.
+    pub tenant: Option<String>,
     pub secret: Option<String>,
     pub description: Option<String>,
     pub after: Option<EventId>,
@@ -141,6 +144,7 @@ impl Webhooks {
     pub async fn create(&self, input: CreateWebhook) -> Result<WebhookView, WebhookError> {
         let url = spec::check_url(&input.url).map_err(WebhookError::Invalid)?;
         spec::check_topics(&input.topics).map_err(WebhookError::Invalid)?;
+        let tenant = spec::check_tenant(input.tenant).map_err(WebhookError::Invalid)?;
         let secret = match input.secret {
             Some(secret) => spec::check_secret(&secret).map_err(WebhookError::Invalid)?,
             None => signing::generate_secret(),
@@ -157,6 +161,7 @@ impl Webhooks {
             .create(NewWebhook {
                 url,
                 topics: input.topics,
+                tenant,
                 secret,
                 description,
                 cursor,
@@ -269,7 +274,11 @@ impl Webhooks {
         } else {
             self.shared
                 .store
-                .count_range(row.cursor, head, &spec::stored_filter(&row.topics))
+                .count_range(
+                    row.cursor,
+                    head,
+                    &spec::stored_filter(&row.topics, row.tenant.as_deref()),
+                )
                 .await?
         };
         Ok(WebhookView {

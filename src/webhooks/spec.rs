@@ -5,9 +5,11 @@
 //! ([`Selector::parse`]); a wildcard leaves out participants' private
 //! topics, as it does for streams, unless a selector names the private
 //! kind itself (`participant:*`): the admin asked for them by name.
-//! Tenants' topics are out of reach (clients cannot write their mark).
+//! A selector never names a tenant's mark; a webhook created with a
+//! `tenant` has its selectors read inside that tenant's topics, as a
+//! tenant's token's are, and then gets only that tenant's events.
 
-use crate::domain::topic::{Selector, TopicFilter, PRIVATE_KIND};
+use crate::domain::topic::{is_tenant_name, Selector, TopicFilter, PRIVATE_KIND};
 
 use super::signing::SigningKey;
 
@@ -87,10 +89,26 @@ pub fn filter(selectors: Vec<Selector>) -> TopicFilter {
     }
 }
 
+/// A webhook's tenant: a tenant's name, as in a token's `tenant` claim.
+pub fn check_tenant(tenant: Option<String>) -> Result<Option<String>, String> {
+    match tenant {
+        Some(name) if !is_tenant_name(&name) => Err("tenant: 1 to 64 characters of [a-z0-9_.-]".into()),
+        other => Ok(other),
+    }
+}
+
 /// The filter of stored selectors (checked when they were written; one
-/// that no longer parses matches nothing).
-pub fn stored_filter(topics: &[String]) -> TopicFilter {
-    let selectors: Vec<Selector> = topics.iter().filter_map(|s| Selector::parse(s).ok()).collect();
+/// that no longer parses matches nothing), inside `tenant`'s topics when
+/// the webhook has one, as a tenant's token's selectors are.
+pub fn stored_filter(topics: &[String], tenant: Option<&str>) -> TopicFilter {
+    let selectors: Vec<Selector> = topics
+        .iter()
+        .filter_map(|s| Selector::parse(s).ok())
+        .map(|s| match tenant {
+            Some(tenant) => s.in_tenant(tenant),
+            None => s,
+        })
+        .collect();
     if selectors.is_empty() {
         // An empty request would mean "everything": match nothing instead.
         return TopicFilter::new(Vec::new(), Some(Vec::new()));
@@ -151,8 +169,23 @@ mod tests {
         assert!(everything.matches("session:1"));
         assert!(!everything.matches("participant:1"));
         assert!(p(&["participant:*"]).matches("participant:1"));
-        assert!(!stored_filter(&[]).matches("demo:a"));
-        assert!(stored_filter(&["demo:*".into()]).matches("demo:a"));
+        assert!(!stored_filter(&[], None).matches("demo:a"));
+        assert!(stored_filter(&["demo:*".into()], None).matches("demo:a"));
+    }
+
+    #[test]
+    fn a_tenants_webhook_gets_that_tenants_topics_only() {
+        let acme = stored_filter(&["orders:*".into()], Some("acme"));
+        assert!(acme.matches("~acme:orders:1"));
+        assert!(!acme.matches("orders:1"));
+        assert!(!acme.matches("~globex:orders:1"));
+        let plain = stored_filter(&["orders:*".into()], None);
+        assert!(plain.matches("orders:1"));
+        assert!(!plain.matches("~acme:orders:1"));
+        assert_eq!(check_tenant(Some("acme".into())), Ok(Some("acme".into())));
+        assert_eq!(check_tenant(None), Ok(None));
+        assert!(check_tenant(Some("Acme Corp".into())).is_err());
+        assert!(check_tenant(Some(String::new())).is_err());
     }
 
     #[test]

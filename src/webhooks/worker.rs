@@ -42,7 +42,7 @@ struct Target {
 impl Target {
     fn new(row: WebhookRow) -> Self {
         Target {
-            filter: stored_filter(&row.topics),
+            filter: stored_filter(&row.topics, row.tenant.as_deref()),
             key: SigningKey::parse(&row.secret).ok(),
             row,
         }

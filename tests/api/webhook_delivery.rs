@@ -228,3 +228,75 @@ async fn live_polling_events_go_out_when_selected() {
         "{first}"
     );
 }
+
+/// Given a webhook of tenant acme on `orders:*` and one without a tenant on
+/// the same selector, when acme, globex and a plain publisher each publish
+/// `orders:1`, then the acme webhook gets acme's event only (its envelope
+/// naming the topic as acme's clients see it) and the plain one the plain
+/// event only.
+async fn tenants_webhooks(backend: Backend) {
+    use pollcast::auth::{expiry_in, Claims};
+    let app = app_with_admin(backend).await;
+    let tenant_token = |tenant: &str| {
+        app.keys.mint(&Claims {
+            sub: Some("backend".into()),
+            exp: expiry_in(Duration::from_secs(600)),
+            publish: vec!["orders:*".into()],
+            tenant: Some(tenant.into()),
+            ..Claims::default()
+        })
+    };
+    let acme_receiver = Receiver::start().await;
+    let plain_receiver = Receiver::start().await;
+    let (status, acme_hook) = admin(
+        &app,
+        "POST",
+        "/v1/webhooks",
+        Some(json!({ "url": acme_receiver.url, "topics": ["orders:*"], "tenant": "acme", "secret": acme_receiver.secret })),
+    )
+    .await;
+    assert_eq!(status, 201, "{acme_hook}");
+    assert_eq!(acme_hook["tenant"], "acme");
+    create(&app, &plain_receiver, json!(["orders:*"])).await;
+    let (status, refused) = admin(
+        &app,
+        "POST",
+        "/v1/webhooks",
+        Some(json!({ "url": acme_receiver.url, "topics": ["orders:*"], "tenant": "Acme Corp" })),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+
+    let publish = |token: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .publish_raw(&token, "orders:1", json!({"type": "order:paid", "payload": {}}))
+                .await;
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().await.unwrap();
+            body["id"].as_str().unwrap().parse::<i64>().unwrap()
+        }
+    };
+    let acme = publish(tenant_token("acme")).await;
+    let _globex = publish(tenant_token("globex")).await;
+    let plain = publish(app.token(&["orders:*"], &[])).await;
+
+    assert!(
+        acme_receiver
+            .wait_until(Duration::from_secs(10), |got| !got.is_empty())
+            .await
+    );
+    assert!(
+        plain_receiver
+            .wait_until(Duration::from_secs(10), |got| !got.is_empty())
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(acme_receiver.accepted(), vec![acme]);
+    assert_eq!(plain_receiver.accepted(), vec![plain]);
+    let attempt = &acme_receiver.attempts()[0];
+    assert!(attempt.signed);
+    assert_eq!(attempt.body["data"]["topic"], "orders:1");
+}
+on_both_stores!(a_tenants_webhook_gets_its_tenants_events, tenants_webhooks);

@@ -29,6 +29,7 @@ async fn fenced(backend: Backend) {
         .create(NewWebhook {
             url: "http://127.0.0.1:9/".into(),
             topics: vec!["demo:*".into()],
+            tenant: None,
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
             description: None,
             cursor: 0,

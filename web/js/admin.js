@@ -175,7 +175,7 @@ function renderWebhooks(answer) {
   const rows = answer.webhooks.map((w) =>
     h('tr', { testid: 'webhook-row', dataset: { webhookId: w.id, status: w.status } },
       h('td', { class: 'wrap' }, h('code', {}, w.url), w.description ? h('div', { class: 'muted small' }, w.description) : null,
-        h('div', { class: 'muted small' }, (w.topics ?? []).join(' '))),
+        h('div', { class: 'muted small' }, (w.tenant ? `${w.tenant}: ` : '') + (w.topics ?? []).join(' '))),
       h('td', {}, h('span', { class: 'pill', dataset: { state: w.status } }, w.status)),
       h('td', { class: 'num' }, w.cursor ?? '—'),
       h('td', { class: 'num', testid: 'webhook-lag' }, w.lag ?? '—'),

@@ -48,6 +48,7 @@ impl WebhookStore for MemoryWebhooks {
             id: Uuid::new_v4(),
             url: webhook.url,
             topics: webhook.topics,
+            tenant: webhook.tenant,
             secret: webhook.secret,
             description: webhook.description,
             enabled: true,

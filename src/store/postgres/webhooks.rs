@@ -18,7 +18,7 @@ use crate::store::error::StoreError;
 use crate::store::webhooks::{DeliveryError, NewWebhook, WebhookChange, WebhookRow, WebhookStore};
 
 const COLUMNS: &str = "id, url, topics, secret, description, enabled, delivered_through, revision, \
-     consecutive_failures, last_error_at, last_error, last_delivered_at, leased_by, lease_until, created_at";
+     consecutive_failures, last_error_at, last_error, last_delivered_at, leased_by, lease_until, created_at, tenant";
 
 pub struct PgWebhooks {
     pool: Pool,
@@ -54,6 +54,7 @@ fn row_to_webhook(row: &tokio_postgres::Row) -> WebhookRow {
         leased_by: row.get(12),
         lease_until: row.get(13),
         created_at: row.get(14),
+        tenant: row.get(15),
     }
 }
 
@@ -69,8 +70,8 @@ impl WebhookStore for PgWebhooks {
         let row = client
             .query_one(
                 &format!(
-                    "INSERT INTO webhooks (id, url, topics, secret, description, delivered_through)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+                    "INSERT INTO webhooks (id, url, topics, secret, description, delivered_through, tenant)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
                 ),
                 &[
                     &Uuid::new_v4(),
@@ -79,6 +80,7 @@ impl WebhookStore for PgWebhooks {
                     &webhook.secret,
                     &webhook.description,
                     &webhook.cursor,
+                    &webhook.tenant,
                 ],
             )
             .await
