@@ -131,7 +131,7 @@ impl Server {
         let node_id = polling.settings().node_id;
         let presence =
             topics::presence::Announcer::start(Arc::clone(&store), config.grace_period, shutdown.clone());
-        topics::sql_publish::OutboxDrain::start(Arc::clone(&store), shutdown.clone());
+        topics::sql_publish::OutboxDrain::start(Arc::clone(&store), config.outbox_poll, shutdown.clone());
         let rooms = Rooms::new(
             Arc::clone(&hub),
             store.commit_hints(),

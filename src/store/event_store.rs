@@ -128,6 +128,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// store has no SQL.
     fn has_outbox(&self) -> bool;
 
+    /// Whether a committed row waits in the outbox: one statement, no
+    /// transaction and no lock (the drain asks 40 times a second).
+    async fn outbox_waiting(&self) -> Result<bool, StoreError>;
+
     /// Whether other nodes may share this store (and its bus).
     fn is_shared(&self) -> bool;
 

@@ -5,8 +5,8 @@
 //! log's lock).
 //!
 //! Every node runs an [`OutboxDrain`] on the Postgres store. Every
-//! [`POLL`] it asks, with an index probe on a read snapshot that takes no
-//! lock, whether a committed row waits; if one does, it runs
+//! `--outbox-poll` (25 ms) it asks, with one index probe outside any transaction that
+//! takes no lock, whether a committed row waits; if one does, it runs
 //! [`DrainOutbox`] in the writer's batch: the rows are deleted and their
 //! events appended in one transaction, under the log lock, so a row
 //! becomes exactly one event however many nodes look (the first takes the
@@ -16,8 +16,10 @@
 //! commits of transactions that sent a NOTIFY, so every application
 //! transaction that published would have waited for the others' commits
 //! (8 pgbench clients: 484 commits/s with the NOTIFY, 3,590 without, same
-//! sitting). The poll costs 40 small reads a second per node and adds
-//! half of [`POLL`] to the latency on average.
+//! sitting). The poll costs 40 small reads a second per node (about
+//! 1.3 % of a core for an idle node and its Postgres backend, against
+//! 0.15 % without; BENCHMARKS.md) and adds half of it to the latency on
+//! average.
 //!
 //! A row is checked again with the rules a REST publish meets
 //! ([`event_of`]): the SQL function checks the same things, so a row that
@@ -34,13 +36,11 @@ use super::reserved;
 use crate::domain::event::{EventType, NewEvent, StoredEvent, TraceId};
 use crate::domain::topic::{is_tenant_name, Topic};
 use crate::store::tx::OutboxRow;
-use crate::store::{execute, query, Answer, Command, EventStore, StoreError, Tx};
+use crate::store::{execute, Answer, Command, EventStore, StoreError, Tx};
 
 /// Most rows one drain takes: one writer transaction appends them all.
 /// A fuller outbox is drained by the next run, at once.
 pub const DRAIN_LIMIT: i64 = 1000;
-/// How often a node looks at the outbox.
-pub const POLL: Duration = Duration::from_millis(25);
 /// How long a node waits before trying again after a failed look or drain.
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Largest payload accepted from SQL, as `pollcast.publish` enforces it:
@@ -120,30 +120,13 @@ impl Command for DrainOutbox {
     }
 }
 
-/// Whether a committed row waits in the outbox (on a read snapshot).
-struct OutboxWaiting;
-
-#[async_trait]
-impl Command for OutboxWaiting {
-    type Outcome = bool;
-    type Decided = bool;
-
-    async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, bool), StoreError> {
-        Ok((Vec::new(), tx.outbox_waiting().await?))
-    }
-
-    fn outcome(waiting: bool, _events: &[StoredEvent]) -> bool {
-        waiting
-    }
-}
-
 /// This node's outbox drain; see the module's header.
 pub struct OutboxDrain;
 
 impl OutboxDrain {
     /// Starts draining, on a store with an outbox (does nothing on one
     /// without). Stops with `stop`.
-    pub fn start(store: Arc<dyn EventStore>, stop: CancellationToken) {
+    pub fn start(store: Arc<dyn EventStore>, poll: Duration, stop: CancellationToken) {
         if !store.has_outbox() {
             return;
         }
@@ -151,7 +134,7 @@ impl OutboxDrain {
             // Said once when draining fails and once when it works again.
             let mut failing = false;
             loop {
-                let result = match query(&*store, OutboxWaiting).await {
+                let result = match store.outbox_waiting().await {
                     Ok(true) => drain(&*store).await,
                     Ok(false) => Ok(()),
                     Err(error) => Err(error),
@@ -161,7 +144,7 @@ impl OutboxDrain {
                         if std::mem::take(&mut failing) {
                             tracing::info!("draining pollcast.outbox works again");
                         }
-                        POLL
+                        poll
                     }
                     Err(error) => {
                         if !failing {

@@ -231,6 +231,10 @@ impl EventStore for MemoryStore {
         false
     }
 
+    async fn outbox_waiting(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     async fn bus_send(&self, _message: &str) -> Result<(), StoreError> {
         Ok(())
     }

@@ -366,8 +366,4 @@ impl OutboxRepo for MemTx<'_> {
     async fn take_outbox(&mut self, _limit: i64) -> R<Vec<OutboxRow>> {
         Ok(Vec::new())
     }
-
-    async fn outbox_waiting(&mut self) -> R<bool> {
-        Ok(false)
-    }
 }

@@ -362,6 +362,19 @@ impl EventStore for PostgresStore {
         true
     }
 
+    async fn outbox_waiting(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM pollcast.outbox ORDER BY seq LIMIT 1)")
+            .await
+            .map_err(during("look at the outbox"))?;
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(during("look at the outbox"))?;
+        Ok(row.get(0))
+    }
+
     async fn bus_send(&self, message: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

@@ -26,7 +26,4 @@ pub trait OutboxRepo: Send {
     /// transactions left, in `seq` order. Only the writer calls it, under
     /// the log lock: its events join the log in the same transaction.
     async fn take_outbox(&mut self, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;
-
-    /// Whether any committed row waits (a cheap check on a read snapshot).
-    async fn outbox_waiting(&mut self) -> Result<bool, StoreError>;
 }

@@ -34,14 +34,4 @@ impl OutboxRepo for PgTx<'_> {
         taken.sort_by_key(|row| row.seq);
         Ok(taken)
     }
-
-    async fn outbox_waiting(&mut self) -> Result<bool, StoreError> {
-        let rows = self
-            .query(
-                "SELECT EXISTS (SELECT 1 FROM pollcast.outbox ORDER BY seq LIMIT 1)",
-                &[],
-            )
-            .await?;
-        Ok(rows.first().is_some_and(|row| row.get(0)))
-    }
 }
