@@ -15,6 +15,7 @@
 //! covers; every node also reloads it every [`REVOCATION_RELOAD`], in case
 //! a message was lost while its listener reconnected.
 
+mod bus;
 pub mod census;
 
 use std::collections::HashMap;
@@ -335,14 +336,7 @@ impl Cluster {
     }
 
     async fn send(&self, message: &Message) -> bool {
-        let text = serde_json::to_string(message).expect("bus messages serialize");
-        match self.store.bus_send(&text).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, "cluster bus: could not send");
-                false
-            }
-        }
+        bus::send_json(&*self.store, message, "cluster").await
     }
 
     async fn listen(self: Arc<Self>, stop: CancellationToken) {

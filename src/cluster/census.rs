@@ -286,14 +286,7 @@ impl Census {
     }
 
     async fn send(&self, message: &Message) -> bool {
-        let text = serde_json::to_string(message).expect("census messages serialize");
-        match self.store.bus_send(&text).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, "census: could not send on the cluster bus");
-                false
-            }
-        }
+        super::bus::send_json(&*self.store, message, "census").await
     }
 
     async fn listen(self: Arc<Self>, stop: CancellationToken) {

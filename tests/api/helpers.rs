@@ -229,6 +229,18 @@ impl TestApp {
             .clone()
     }
 
+    /// The `/metrics` page, as Prometheus reads it.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET path` with a bearer token.
     pub async fn get_with(&self, token: &str, path: &str) -> reqwest::Response {
         self.http

@@ -17,15 +17,7 @@ async fn health_readiness_and_metrics_answer() {
     client.next().await;
     app.publish("demo:a", "demo:said", json!({})).await;
     client.next_stored().await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "pollcast_connections",
         "pollcast_events_appended_total",

@@ -91,15 +91,7 @@ async fn a_commit_publishes_and_a_rollback_publishes_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(waiting, 0, "the outbox is drained");
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("pollcast_outbox_events_total{result=\"published\"}"),
         "drained rows are counted:\n{metrics}"

@@ -71,15 +71,7 @@ async fn through_failures(backend: Backend) {
     assert_eq!(failing["lastError"]["message"], "HTTP 500");
     assert_eq!(failing["lag"], 5, "five matching events wait");
     assert!(failing["deliveringNode"].is_string());
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("pollcast_webhook_attempts_total{result=\"failed\"}"),
         "failed attempts are counted:\n{metrics}"
