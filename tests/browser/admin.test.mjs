@@ -16,6 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Pollcast, repoRoot, mintToken } from './lib/server.mjs';
 import { launchChromium } from './lib/browser.mjs';
+import { eventually, sleep } from './lib/wait.mjs';
 
 const binary = process.env.POLLCAST_BIN ?? path.join(repoRoot, 'target/release/pollcast');
 const screenshots = path.join(repoRoot, 'target', 'screenshots');
@@ -39,20 +40,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function eventually(check, timeout = SHOW) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(150);
-    }
-  }
-}
 
 /** A tenant's token, minted as a backend would (`pollcast token --tenant`). */
 function tenantToken(tenant, publish) {

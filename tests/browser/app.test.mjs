@@ -24,6 +24,7 @@ const screenshots = process.env.UPDATE_SCREENSHOTS
   : path.join(repoRoot, 'target', 'screenshots');
 mkdirSync(screenshots, { recursive: true });
 import { launchChromium, chromiumPath } from './lib/browser.mjs';
+import { eventually, sleep } from './lib/wait.mjs';
 import { chromium } from 'playwright-core';
 
 /** How long anything may take to show up on screen (2 slow cores). */
@@ -41,21 +42,6 @@ after(async () => {
 });
 
 // ----------------------------------------------------------------- helpers --
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Retries `check` (which throws while not yet true) until it passes or `timeout` ends. */
-async function eventually(check, timeout = SHOW) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(150);
-    }
-  }
-}
 
 async function seeText(locator, expected, timeout = SHOW) {
   await eventually(async () => {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { Pollcast, repoRoot } from './lib/server.mjs';
 import { launchChromium } from './lib/browser.mjs';
+import { eventually, sleep } from './lib/wait.mjs';
 
 const screenshots = process.env.UPDATE_SCREENSHOTS
   ? path.join(repoRoot, 'docs')
@@ -37,21 +38,6 @@ after(async () => {
 });
 
 // ----------------------------------------------------------------- helpers --
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Retries `check` (which throws while not yet true) until it passes or `timeout` ends. */
-async function eventually(check, timeout = SHOW) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(150);
-    }
-  }
-}
 
 async function seeText(locator, expected, timeout = SHOW) {
   await eventually(async () => {
