@@ -127,17 +127,20 @@ fn open_tail(
     connection: Option<ConnectionInfo>,
 ) -> Result<EventStream, ApiError> {
     require_admin(state, ctx)?;
-    let selectors: Vec<Selector> = ctx
-        .query_all("topic")
-        .filter(|raw| !raw.is_empty())
-        .map(|raw| Selector::parse(raw).map_err(|e| ApiError::bad_request(format!("topic {raw:?}: {e}"))))
-        .collect::<Result<_, _>>()?;
-    if selectors.len() > state.limits.max_topics {
+    // The limit counts every `topic` value given, empty ones too: an empty
+    // value is ignored, but a request is not allowed to be unbounded.
+    let raw: Vec<&str> = ctx.query_all("topic").collect();
+    if raw.len() > state.limits.max_topics {
         return Err(ApiError::bad_request(format!(
             "at most {} topics per request",
             state.limits.max_topics
         )));
     }
+    let selectors: Vec<Selector> = raw
+        .into_iter()
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| Selector::parse(raw).map_err(|e| ApiError::bad_request(format!("topic {raw:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
     let tenant = ctx.query_one("tenant")?.filter(|t| !t.is_empty());
     if tenant.is_some_and(|t| !is_tenant_name(t)) {
         return Err(ApiError::bad_request("tenant: 1 to 64 of [a-z0-9_.-]"));
