@@ -79,6 +79,16 @@ pub struct NewWebhook {
     pub cursor: EventId,
 }
 
+/// What a failed attempt does to the webhook besides counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Keep it enabled: the worker tries again.
+    Retry,
+    /// Disable it and end the lease (the receiver answered `410 Gone`);
+    /// an admin enables it again.
+    Disable,
+}
+
 /// A change from the API; `None` leaves a field as it is. Any change bumps
 /// the revision. `enabled: Some(true)` also resets the circuit (failures
 /// and the next attempt); `enabled: Some(false)` ends the lease.
@@ -123,12 +133,15 @@ pub trait WebhookStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Records a failed attempt, if `node` still holds the webhook at
     /// `revision`: the consecutive failures now, or `None` when fenced off.
+    /// `then: Disable` also disables it, ends the lease and bumps the
+    /// revision.
     async fn record_failure(
         &self,
         id: Uuid,
         node: Uuid,
         revision: i64,
         error: DeliveryError,
+        then: AfterFailure,
     ) -> Result<Option<u32>, StoreError>;
     /// Gives up every lease `node` holds (at shutdown), so another node
     /// takes over at once rather than after the lease expires.

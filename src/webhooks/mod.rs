@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use retry::{backoff_ceiling, retry_delay, status, RetryPolicy, Status};
+pub use retry::{backoff_ceiling, heed_retry_after, retry_delay, status, RetryPolicy, Status};
 pub use shared::WebhookSettings;
 
 use crate::domain::event::EventId;

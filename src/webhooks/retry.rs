@@ -7,8 +7,17 @@
 //! `failing_after` consecutive failures the circuit opens: the webhook is
 //! `failing` and is tried only every `failing_retry` (one probe, no
 //! burst), until a delivery succeeds or an admin re-enables it.
+//!
+//! A receiver that answers with `Retry-After` gets at least that long (up
+//! to [`RETRY_AFTER_CAP`]) before the next attempt, whatever the backoff
+//! says: its own word on when it can take more beats a guess.
 
 use std::time::Duration;
+
+/// The longest wait a receiver's `Retry-After` can ask for: past it, the
+/// backoff or the circuit decides alone (a huge value must not park a
+/// webhook for days while its events pile up unseen).
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// How a node retries failed deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +104,13 @@ pub fn retry_delay(failures: u32, policy: &RetryPolicy, unit: f64) -> Duration {
     }
 }
 
+/// The wait before the next attempt: `delay` from the backoff, or what the
+/// receiver `asked` for with `Retry-After` when longer (capped at
+/// [`RETRY_AFTER_CAP`]).
+pub fn heed_retry_after(delay: Duration, asked: Option<Duration>) -> Duration {
+    asked.map_or(delay, |asked| delay.max(asked.min(RETRY_AFTER_CAP)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +167,26 @@ mod tests {
         assert_eq!(retry_delay(99, &p, 0.9), p.failing_retry);
         // Success resets the count, and so the state.
         assert_eq!(status(true, 0, &p), Status::Active);
+    }
+
+    #[test]
+    fn a_retry_after_longer_than_the_backoff_is_heeded_up_to_the_cap() {
+        let ms = Duration::from_millis;
+        // Nothing asked: the backoff decides.
+        assert_eq!(heed_retry_after(ms(300), None), ms(300));
+        // Asked for less than the backoff: the backoff still decides.
+        assert_eq!(heed_retry_after(ms(300), Some(ms(100))), ms(300));
+        // Asked for more: the receiver's word.
+        assert_eq!(heed_retry_after(ms(300), Some(ms(2_000))), ms(2_000));
+        // Asked for a day: an hour at most.
+        assert_eq!(
+            heed_retry_after(ms(300), Some(Duration::from_secs(86_400))),
+            RETRY_AFTER_CAP
+        );
+        assert_eq!(
+            heed_retry_after(Duration::from_secs(7_200), Some(Duration::MAX)),
+            Duration::from_secs(7_200)
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! sleeps until the waker (`waker.rs`) sees a matching event committed,
 //! on any node, or [`IDLE_POLL`] at most.
 //!
+//! A receiver that answers `410 Gone` has the webhook disabled (recorded
+//! with the failure, fenced like it) and the worker stops; an admin
+//! enables it again, and delivery resumes with that same event.
+//!
 //! At-least-once: an event whose POST succeeded but whose cursor write
 //! did not land (a crash, a lost lease, a database outage in between) is
 //! sent again, by this node or the next, with the same `webhook-id`.
@@ -17,13 +21,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::retry::retry_delay;
+use super::retry::{heed_retry_after, retry_delay};
 use super::shared::Shared;
 use super::signing::{message_body, message_id, SigningKey};
 use super::spec::stored_filter;
 use crate::domain::event::{EventId, StoredEvent};
 use crate::domain::topic::TopicFilter;
-use crate::store::webhooks::{DeliveryError, WebhookRow};
+use crate::store::webhooks::{AfterFailure, DeliveryError, WebhookRow};
 
 /// Events read from the log at a time.
 const PAGE: usize = 100;
@@ -189,15 +193,25 @@ impl Worker {
                     message: failure.message(),
                 };
                 tracing::debug!(webhook = %row.id, event = event.id, error = %error.message, "webhook delivery failed");
+                let then = if failure.is_gone() {
+                    AfterFailure::Disable
+                } else {
+                    AfterFailure::Retry
+                };
                 let recorded = self
                     .shared
                     .hooks
-                    .record_failure(row.id, node, row.revision, error)
+                    .record_failure(row.id, node, row.revision, error, then)
                     .await;
                 match recorded {
+                    Ok(Some(_)) if then == AfterFailure::Disable => {
+                        tracing::info!(webhook = %row.id, "the receiver answered 410 Gone: webhook disabled");
+                        return None;
+                    }
                     Ok(Some(count)) => {
                         *failures = count;
-                        return Some(Step::Retry(self.delay(count)));
+                        let delay = heed_retry_after(self.delay(count), failure.retry_after());
+                        return Some(Step::Retry(delay));
                     }
                     Ok(None) => Ok(None),
                     Err(error) => Err(error),

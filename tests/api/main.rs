@@ -22,6 +22,7 @@ mod system;
 mod tenants;
 mod versions;
 mod webhook_delivery;
+mod webhook_etiquette;
 mod webhook_leases;
 mod webhook_receiver;
 mod webhooks;

@@ -14,7 +14,7 @@ use crate::on_both_stores;
 use crate::webhook_receiver::{Mode, Receiver};
 use crate::webhooks::{admin, app_with_admin};
 
-async fn publish_ids(app: &TestApp, topic: &str, range: std::ops::Range<u32>) -> Vec<i64> {
+pub async fn publish_ids(app: &TestApp, topic: &str, range: std::ops::Range<u32>) -> Vec<i64> {
     let mut ids = Vec::new();
     for i in range {
         let event = app.publish(topic, "demo:said", json!({ "i": i })).await;
@@ -24,7 +24,7 @@ async fn publish_ids(app: &TestApp, topic: &str, range: std::ops::Range<u32>) ->
 }
 
 /// Reads the webhook until `done` holds (10 s at most); the last read.
-async fn webhook_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub async fn webhook_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, webhook) = admin(app, "GET", &format!("/v1/webhooks/{id}"), None).await;
@@ -36,7 +36,7 @@ async fn webhook_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -
     }
 }
 
-async fn create(app: &TestApp, receiver: &Receiver, topics: Value) -> String {
+pub async fn create(app: &TestApp, receiver: &Receiver, topics: Value) -> String {
     let (status, created) = admin(
         app,
         "POST",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pollcast::store::memory::MemoryStore;
 use pollcast::store::postgres::PostgresStore;
-use pollcast::store::webhooks::{DeliveryError, NewWebhook, WebhookChange};
+use pollcast::store::webhooks::{AfterFailure, DeliveryError, NewWebhook, WebhookChange};
 use pollcast::store::EventStore;
 use uuid::Uuid;
 
@@ -61,11 +61,20 @@ async fn fenced(backend: Backend) {
         message: "HTTP 500".into(),
     };
     assert_eq!(
-        hooks.record_failure(id, a, rev, error.clone()).await.unwrap(),
+        hooks
+            .record_failure(id, a, rev, error.clone(), AfterFailure::Retry)
+            .await
+            .unwrap(),
         None
     );
     assert!(hooks.renew(a, lease).await.unwrap().is_empty());
-    assert_eq!(hooks.record_failure(id, b, rev, error).await.unwrap(), Some(1));
+    assert_eq!(
+        hooks
+            .record_failure(id, b, rev, error.clone(), AfterFailure::Retry)
+            .await
+            .unwrap(),
+        Some(1)
+    );
 
     // A change from the API (a replay) fences off writes of the old revision.
     let replayed = hooks
@@ -105,6 +114,38 @@ async fn fenced(backend: Backend) {
     assert_eq!(hooks.claim(a, lease, 10).await.unwrap().len(), 1);
     // Given up at shutdown: claimable at once.
     hooks.release_all(a).await.unwrap();
-    assert_eq!(hooks.claim(b, lease, 10).await.unwrap().len(), 1);
+    let claimed = hooks.claim(b, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    // A failure that disables (410 Gone): only by the holder; the webhook
+    // is then disabled, unleased, at a new revision, and nobody claims it.
+    let rev = claimed[0].revision;
+    let gone = DeliveryError {
+        message: "HTTP 410 Gone".into(),
+        ..error
+    };
+    assert_eq!(
+        hooks
+            .record_failure(id, a, rev, gone.clone(), AfterFailure::Disable)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(hooks.get(id).await.unwrap().unwrap().enabled);
+    assert_eq!(
+        hooks
+            .record_failure(id, b, rev, gone, AfterFailure::Disable)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let read = hooks.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.enabled, read.leased_by, read.revision),
+        (false, None, rev + 1)
+    );
+    assert_eq!(read.last_error.unwrap().message, "HTTP 410 Gone");
+    assert!(hooks.claim(a, lease, 10).await.unwrap().is_empty());
+    assert!(hooks.renew(b, lease).await.unwrap().is_empty());
 }
 on_both_stores!(a_lost_lease_cannot_move_the_cursor, fenced);

@@ -1,8 +1,9 @@
 //! A real HTTP receiver for webhook tests: a small hyper server on a
 //! port-0 listener that checks each delivery's Standard Webhooks
 //! signature itself (HMAC-SHA256 over `id.timestamp.body`, computed here,
-//! not with pollcast's signing code), and can be told to answer 500, to
-//! hang past the sender's deadline, or to accept. Shared with
+//! not with pollcast's signing code), and can be told to answer 500 (or
+//! any status, with a `Retry-After` if asked), to hang past the sender's
+//! deadline, or to accept. Shared with
 //! tests/faults through `#[path]`.
 
 use std::convert::Infallible;
@@ -27,6 +28,8 @@ pub enum Mode {
     Accept,
     /// Answer with this status.
     Fail(u16),
+    /// Answer with this status and `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
     /// Answer nothing for a minute (past any deadline the sender has).
     Hang,
 }
@@ -42,6 +45,8 @@ pub struct Attempt {
     pub signed: bool,
     /// Whether it was accepted (2xx).
     pub accepted: bool,
+    /// When it arrived.
+    pub at: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -181,12 +186,18 @@ async fn handle(
         body: json,
         signed,
         accepted: signed && mode == Mode::Accept,
+        at: tokio::time::Instant::now(),
     };
     state.lock().unwrap().attempts.push(attempt);
+    let mut retry_after = None;
     let status = match mode {
         _ if !signed => 401,
         Mode::Accept => 204,
         Mode::Fail(status) => status,
+        Mode::RetryAfter(status, seconds) => {
+            retry_after = Some(seconds);
+            status
+        }
         Mode::Hang => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             503
@@ -194,5 +205,10 @@ async fn handle(
     };
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", seconds.to_string().parse().unwrap());
+    }
     response
 }

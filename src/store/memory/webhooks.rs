@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::domain::event::{now_millis, EventId};
 use crate::store::error::StoreError;
-use crate::store::webhooks::{DeliveryError, NewWebhook, WebhookChange, WebhookRow, WebhookStore};
+use crate::store::webhooks::{
+    AfterFailure, DeliveryError, NewWebhook, WebhookChange, WebhookRow, WebhookStore,
+};
 
 #[derive(Default)]
 pub struct MemoryWebhooks {
@@ -176,6 +178,7 @@ impl WebhookStore for MemoryWebhooks {
         node: Uuid,
         revision: i64,
         error: DeliveryError,
+        then: AfterFailure,
     ) -> Result<Option<u32>, StoreError> {
         let mut rows = self.rows();
         let Some(row) = Self::fenced(&mut rows, id, node, revision) else {
@@ -183,6 +186,12 @@ impl WebhookStore for MemoryWebhooks {
         };
         row.consecutive_failures = row.consecutive_failures.saturating_add(1);
         row.last_error = Some(error);
+        if then == AfterFailure::Disable {
+            row.enabled = false;
+            row.revision += 1;
+            row.leased_by = None;
+            row.lease_until = None;
+        }
         Ok(Some(row.consecutive_failures))
     }
 

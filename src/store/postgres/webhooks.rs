@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::error::{during, no_connection};
 use crate::domain::event::EventId;
 use crate::store::error::StoreError;
-use crate::store::webhooks::{DeliveryError, NewWebhook, WebhookChange, WebhookRow, WebhookStore};
+use crate::store::webhooks::{
+    AfterFailure, DeliveryError, NewWebhook, WebhookChange, WebhookRow, WebhookStore,
+};
 
 const COLUMNS: &str = "id, url, topics, secret, description, enabled, delivered_through, revision, \
      consecutive_failures, last_error_at, last_error, last_delivered_at, leased_by, lease_until, created_at, tenant";
@@ -225,15 +227,21 @@ impl WebhookStore for PgWebhooks {
         node: Uuid,
         revision: i64,
         error: DeliveryError,
+        then: AfterFailure,
     ) -> Result<Option<u32>, StoreError> {
         let client = self.client().await?;
+        let disable = then == AfterFailure::Disable;
         let row = client
             .query_opt(
                 "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1,
-                        last_error_at = $4, last_error = $5
+                        last_error_at = $4, last_error = $5,
+                        enabled = enabled AND NOT $6,
+                        revision = revision + CASE WHEN $6 THEN 1 ELSE 0 END,
+                        leased_by = CASE WHEN $6 THEN NULL ELSE leased_by END,
+                        lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END
                   WHERE id = $1 AND leased_by = $2 AND revision = $3
                   RETURNING consecutive_failures",
-                &[&id, &node, &revision, &error.at, &error.message],
+                &[&id, &node, &revision, &error.at, &error.message, &disable],
             )
             .await
             .map_err(during("record a webhook failure"))?;
