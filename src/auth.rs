@@ -1,8 +1,9 @@
 //! Tokens: HS256 JWTs signed with the server's secret, so any backend that
 //! knows the secret can mint them and every node can check them; and,
 //! beside them, tokens an identity provider signs with its private key
-//! (RS256, ES256, EdDSA), checked with public keys loaded at start
-//! ([`keys`]: which key checks which token).
+//! (RS256, ES256, EdDSA), checked with public keys loaded at start or
+//! fetched from the provider's JWKS URL ([`keys`]: which key checks which
+//! token; [`remote`]: fetching and rotation).
 //!
 //! Both kinds carry the same claims and are revoked alike. The live
 //! polling tokens pollcast issues itself are always HS256: the `role` and
@@ -33,8 +34,11 @@ mod der;
 mod jwks;
 pub mod keys;
 mod material;
+pub mod remote;
+mod ring;
 
 use keys::{Pick, PublicKey};
+use ring::KeyRing;
 
 /// The claims pollcast reads. Unknown claims are ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -187,8 +191,9 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    /// Identity providers' keys (`--token-public-key`, `--token-jwks`).
-    public: Vec<PublicKey>,
+    /// Identity providers' keys (`--token-public-key`, `--token-jwks`,
+    /// `--token-jwks-url`).
+    public: KeyRing,
     /// Tokens already verified, with their expiry: clients send the same
     /// token on every request, and checking its HMAC (plus hashing it into
     /// an identity when it has no `sub`) was ~12 % of the server's
@@ -211,7 +216,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation: keys::validation(Algorithm::HS256),
-            public: Vec::new(),
+            public: KeyRing::new(Vec::new()),
             verified: Mutex::new(HashMap::new()),
             revocations: Arc::new(RevocationList::default()),
         }
@@ -219,13 +224,26 @@ impl TokenKeys {
 
     /// The same, also accepting tokens signed by these public keys.
     pub fn with_public_keys(mut self, public: Vec<PublicKey>) -> Self {
-        self.public = public;
+        self.public = KeyRing::new(public);
         self
     }
 
-    /// The identity providers' keys this node verifies with.
-    pub fn public_keys(&self) -> &[PublicKey] {
-        &self.public
+    /// The identity providers' keys this node verifies with, as of now.
+    pub fn public_keys(&self) -> Arc<[PublicKey]> {
+        self.public.current()
+    }
+
+    /// From now on, the keys fetched from `url` are `keys` (the ones it
+    /// gave before are dropped). Tokens verified before are checked again:
+    /// one signed by a key the provider withdrew stops working at once.
+    pub fn replace_fetched_keys(&self, url: &str, keys: Vec<PublicKey>) {
+        self.public.replace(url, keys);
+        self.cache().clear();
+    }
+
+    /// Resolves when a token names a `kid` that no key has.
+    pub async fn unknown_kid(&self) {
+        self.public.unknown_kid().await
     }
 
     /// The revoked tokens this node refuses.
@@ -281,7 +299,11 @@ impl TokenKeys {
     /// secret or by the public key its header picks.
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
-        let chosen = keys::pick(&self.public, header.alg, header.kid.as_deref())
+        let public = self.public.current();
+        if let (Some(kid), false) = (&header.kid, header.alg == Algorithm::HS256) {
+            self.public.saw_kid(&public, kid);
+        }
+        let chosen = keys::pick(&public, header.alg, header.kid.as_deref())
             .map_err(|why| AuthError::Invalid(why.into()))?;
         let indexes = match chosen {
             Pick::Secret => {
@@ -291,7 +313,7 @@ impl TokenKeys {
             }
             Pick::Keys(indexes) => indexes,
         };
-        for key in indexes.into_iter().map(|i| &self.public[i]) {
+        for key in indexes.into_iter().map(|i| &public[i]) {
             match jsonwebtoken::decode::<ProviderClaims>(token, key.decoding_key(), key.validation()) {
                 Ok(data) => return Ok(data.claims.into()),
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,

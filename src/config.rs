@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::keys::{KeySet, PublicKey};
+use crate::auth::remote::RemoteSettings;
 use crate::secret::{DatabaseUrl, Secret};
 
 #[derive(Debug, Parser)]
@@ -58,6 +59,18 @@ pub struct ServeConfig {
     /// read at start only, never fetched.
     #[arg(long = "token-jwks", env = "POLLCAST_TOKEN_JWKS", value_name = "FILE", value_delimiter = ',', value_parser = load_jwks)]
     pub token_jwks: Vec<KeySet>,
+
+    /// An identity provider's JWKS URL (its `jwks_uri`): fetched at start,
+    /// every --token-jwks-refresh, and at once (at most every 10 s) when a
+    /// token names a `kid` it does not have, so that the provider's key
+    /// rotation needs no restart. Repeatable. A failed fetch keeps the
+    /// last keys.
+    #[arg(long = "token-jwks-url", env = "POLLCAST_TOKEN_JWKS_URL", value_name = "URL", value_delimiter = ',', value_parser = parse_jwks_url)]
+    pub token_jwks_urls: Vec<String>,
+
+    /// How often each --token-jwks-url is fetched again.
+    #[arg(long, env = "POLLCAST_TOKEN_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    pub token_jwks_refresh: Duration,
 
     /// Identity-provider tokens must name one of these in `aud`
     /// (repeatable). Set it when the provider signs tokens for other
@@ -314,6 +327,15 @@ fn load_jwks(path: &str) -> Result<KeySet, String> {
     crate::auth::keys::load_jwks_file(path)
 }
 
+/// `--token-jwks-url`: an absolute `http` or `https` URL.
+fn parse_jwks_url(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("give the provider's jwks_uri, an http:// or https:// URL".into());
+    }
+    Ok(url.to_string())
+}
+
 fn parse_ip_net(raw: &str) -> Result<crate::net::IpNet, String> {
     crate::net::IpNet::parse(raw)
 }
@@ -340,6 +362,16 @@ impl ServeConfig {
             .collect()
     }
 
+    /// What to fetch for `--token-jwks-url`, checked like the files' keys.
+    pub fn remote_keys(&self) -> RemoteSettings {
+        RemoteSettings {
+            urls: self.token_jwks_urls.clone(),
+            refresh: self.token_jwks_refresh,
+            audience: self.token_audience.clone(),
+            issuer: self.token_issuer.clone(),
+        }
+    }
+
     /// The defaults, listening on an ephemeral port: what tests start from.
     pub fn for_tests() -> Self {
         let cli = Cli::parse_from(["pollcast", "--listen", "127.0.0.1:0"]);
@@ -349,6 +381,7 @@ impl ServeConfig {
         config.token_secret = None;
         config.token_public_keys.clear();
         config.token_jwks.clear();
+        config.token_jwks_urls.clear();
         config.token_audience.clear();
         config.token_issuer.clear();
         config.cors_origins.clear();

@@ -114,9 +114,10 @@ impl Server {
         let shutdown = CancellationToken::new();
         let keys =
             Arc::new(TokenKeys::new(secret.expose().as_bytes()).with_public_keys(config.public_keys()));
-        for key in keys.public_keys() {
+        for key in keys.public_keys().iter() {
             tracing::info!(alg = ?key.alg, kid = ?key.kid, source = %key.source, "verifying tokens with a public key");
         }
+        auth::remote::start(Arc::clone(&keys), config.remote_keys(), shutdown.clone()).await;
         let polling = Polling::start(
             Arc::clone(&store),
             PollingSettings {

@@ -1,5 +1,6 @@
 //! Address blocks, as `--trusted-proxy` names them (`10.0.0.0/8`,
-//! `fd00::/8`), and the one form addresses are compared in.
+//! `fd00::/8`), and the one form addresses are compared in; and what an
+//! outgoing request's error says in the end.
 
 use std::net::IpAddr;
 
@@ -74,4 +75,14 @@ pub fn canonical(address: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// The innermost error's text: "connection refused", not "error sending
+/// request for url (…)", which is what an admin reading a log can act on.
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
 }

@@ -13,10 +13,12 @@
 //! confusion) is checked against the secret and fails. `alg: none` is not
 //! an algorithm jsonwebtoken knows, so such a token never gets this far.
 //!
-//! Files are read at start only, never fetched: rotating keys means
-//! updating the file and restarting (each node in turn). A file that
-//! cannot be read, or holds anything but public keys of a supported type,
-//! stops the start with a message naming it.
+//! Files are read at start only: rotating their keys means updating the
+//! file and restarting (each node in turn). A file that cannot be read, or
+//! holds anything but public keys of a supported type, stops the start
+//! with a message naming it. A provider's JWKS URL (`--token-jwks-url`)
+//! is fetched instead, and again when it rotates (`remote.rs`); both end
+//! up in one [`super::ring::KeyRing`].
 
 use std::fmt;
 
@@ -156,13 +158,19 @@ pub(crate) fn pem_material(text: &[u8]) -> Result<Material, String> {
 /// `--token-jwks FILE`: the signing keys of a JSON Web Key Set.
 pub fn load_jwks_file(path: &str) -> Result<KeySet, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let keys = jwks::parse(&text)
-        .map_err(|e| format!("{path}: {e}"))?
+    jwks_keys(&text, path)
+}
+
+/// The signing keys of a JWKS text read from `origin` (a file or a URL,
+/// named in each key's `source` and in the error).
+pub fn jwks_keys(text: &str, origin: &str) -> Result<KeySet, String> {
+    let keys = jwks::parse(text)
+        .map_err(|e| format!("{origin}: {e}"))?
         .into_iter()
         .map(|key| {
             let source = match &key.kid {
-                Some(kid) => format!("{path} (kid {kid:?})"),
-                None => format!("{path} (key {})", key.index + 1),
+                Some(kid) => format!("{origin} (kid {kid:?})"),
+                None => format!("{origin} (key {})", key.index + 1),
             };
             PublicKey::new(&key.material, key.alg, key.kid, source)
         })

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use super::signing::SigningKey;
+use crate::net::root_cause;
 
 /// What one attempt met instead of a 2xx.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,16 +137,6 @@ impl Sender {
             Failure::Other(root_cause(error))
         }
     }
-}
-
-/// The innermost error's text: "connection refused", not "error sending
-/// request for url (…)".
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = error;
-    while let Some(source) = inner.source() {
-        inner = source;
-    }
-    inner.to_string()
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
-//! A real HTTP receiver for webhook tests: a small hyper server on a
-//! port-0 listener that checks each delivery's Standard Webhooks
+//! A real HTTP receiver for webhook tests: a local server
+//! (`local_http.rs`) that checks each delivery's Standard Webhooks
 //! signature itself (HMAC-SHA256 over `id.timestamp.body`, computed here,
 //! not with pollcast's signing code), and can be told to answer 500 (or
 //! any status, with a `Retry-After` if asked), to hang past the sender's
 //! deadline, or to accept. Shared with
 //! tests/faults through `#[path]`.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,12 +14,11 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::net::TcpListener;
+
+use crate::local_http::serve;
 
 /// What the receiver does with the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,30 +98,17 @@ impl Receiver {
     pub async fn start() -> Receiver {
         let key: [u8; 32] = rand::random();
         let secret = format!("whsec_{}", STANDARD.encode(key));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             mode: Some(Mode::Accept),
             attempts: Vec::new(),
         }));
         let (shared, key) = (Arc::clone(&state), secret.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (state, secret) = (Arc::clone(&shared), key.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (state, secret) = (Arc::clone(&state), secret.clone());
-                        async move { Ok::<_, Infallible>(handle(request, &state, &secret).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, task) = serve(move |request| {
+            let (state, secret) = (Arc::clone(&shared), key.clone());
+            async move { handle(request, &state, &secret).await }
+        })
+        .await;
+        let url = format!("http://{addr}/hook");
         Receiver {
             url,
             secret,

@@ -8,6 +8,8 @@ mod nodes;
 mod outages;
 mod shutdown;
 // Shared with tests/api, which uses all of it.
+#[path = "../api/local_http.rs"]
+mod local_http;
 #[allow(dead_code)]
 #[path = "../api/webhook_receiver.rs"]
 mod webhook_receiver;
