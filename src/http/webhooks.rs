@@ -4,7 +4,9 @@
 //!
 //! Event ids are strings here as everywhere in the API (`cursor`, `head`,
 //! `afterId`). The secret is shown once, when it is set (create, or a
-//! PATCH that gives a new one); never in a list or a read.
+//! PATCH that gives a new one); never in a list or a read. A PATCH's new
+//! secret signs beside the old one for a day (`previousSecretExpiresAt`)
+//! unless `dropPreviousSecret` ends that.
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -48,6 +50,8 @@ struct UpdateIn {
     description: Option<Option<String>>,
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default, rename = "dropPreviousSecret")]
+    drop_previous_secret: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +109,11 @@ fn render(view: &WebhookView, with_secret: bool) -> Value {
         "lastDeliveredAt": row.last_delivered_at.as_ref().map(format_timestamp),
         "deliveringNode": view.delivering_node,
         "createdAt": format_timestamp(&row.created_at),
+        "previousSecretExpiresAt": row
+            .previous_secret
+            .as_ref()
+            .filter(|previous| previous.until > chrono::Utc::now())
+            .map(|previous| format_timestamp(&previous.until)),
     });
     if with_secret {
         body["secret"] = json!(row.secret);
@@ -187,6 +196,7 @@ pub async fn update(raw_id: String, state: AppState, ctx: RequestContext, body: 
                     secret: input.secret,
                     description: input.description,
                     enabled: input.enabled,
+                    drop_previous_secret: input.drop_previous_secret.unwrap_or(false),
                 },
             )
             .await?;

@@ -31,6 +31,13 @@ pub struct DeliveryError {
     pub message: String,
 }
 
+/// A secret that was replaced and still signs until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub until: DateTime<Utc>,
+}
+
 /// One webhook as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRow {
@@ -43,6 +50,8 @@ pub struct WebhookRow {
     pub tenant: Option<String>,
     /// `whsec_` + base64 of the key.
     pub secret: String,
+    /// The secret before the last change, while it still signs.
+    pub previous_secret: Option<PreviousSecret>,
     pub description: Option<String>,
     pub enabled: bool,
     /// The last event delivered (or skipped by a replay's `afterId`).
@@ -59,6 +68,32 @@ pub struct WebhookRow {
 }
 
 impl WebhookRow {
+    /// The secrets a message is signed with at `now`: the current one,
+    /// then the previous one until it expires.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|previous| previous.until > now)
+            .map(|previous| previous.secret.as_str());
+        std::iter::once(self.secret.as_str()).chain(previous)
+    }
+
+    /// Applies a change's secret rule: a new secret keeps the one it
+    /// replaces signing until `previous_until`; `drop_previous` ends that
+    /// at once (also for the secret being replaced now).
+    pub fn change_secret(&mut self, change: &WebhookChange) {
+        if let Some(secret) = change.secret.as_ref().filter(|s| **s != self.secret) {
+            let old = std::mem::replace(&mut self.secret, secret.clone());
+            self.previous_secret = change
+                .previous_until
+                .map(|until| PreviousSecret { secret: old, until });
+        }
+        if change.drop_previous {
+            self.previous_secret = None;
+        }
+    }
+
     /// The node whose lease is in force at `now`, if any.
     pub fn delivering_node(&self, now: DateTime<Utc>) -> Option<Uuid> {
         match (self.leased_by, self.lease_until) {
@@ -97,6 +132,11 @@ pub struct WebhookChange {
     pub url: Option<String>,
     pub topics: Option<Vec<String>>,
     pub secret: Option<String>,
+    /// With a new `secret`: until when the replaced one still signs
+    /// (`None`: it stops at once).
+    pub previous_until: Option<DateTime<Utc>>,
+    /// The previous secret stops signing now.
+    pub drop_previous: bool,
     pub description: Option<Option<String>>,
     pub enabled: Option<bool>,
     /// A replay: delivery goes on after this id.
@@ -146,4 +186,79 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Gives up every lease `node` holds (at shutdown), so another node
     /// takes over at once rather than after the lease expires.
     async fn release_all(&self, node: Uuid) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(secret: &str) -> WebhookRow {
+        let now = Utc::now();
+        WebhookRow {
+            id: Uuid::nil(),
+            url: "http://127.0.0.1:9/".into(),
+            topics: vec!["a:*".into()],
+            tenant: None,
+            secret: secret.into(),
+            previous_secret: None,
+            description: None,
+            enabled: true,
+            cursor: 0,
+            revision: 1,
+            consecutive_failures: 0,
+            last_error: None,
+            last_delivered_at: None,
+            leased_by: None,
+            lease_until: None,
+            created_at: now,
+        }
+    }
+
+    fn new_secret(secret: &str, until: Option<DateTime<Utc>>) -> WebhookChange {
+        WebhookChange {
+            secret: Some(secret.into()),
+            previous_until: until,
+            ..WebhookChange::default()
+        }
+    }
+
+    #[test]
+    fn a_new_secret_keeps_the_old_one_signing_until_it_expires() {
+        // Given a webhook signing with "one", when "two" replaces it with a
+        // day's overlap, then both sign until then, the new one first.
+        let now = Utc::now();
+        let tomorrow = now + chrono::TimeDelta::hours(24);
+        let mut webhook = row("one");
+        webhook.change_secret(&new_secret("two", Some(tomorrow)));
+        assert_eq!(webhook.signing_secrets(now).collect::<Vec<_>>(), ["two", "one"]);
+        // ...and only the new one once the overlap is over.
+        let later = tomorrow + chrono::TimeDelta::seconds(1);
+        assert_eq!(webhook.signing_secrets(later).collect::<Vec<_>>(), ["two"]);
+    }
+
+    #[test]
+    fn the_same_secret_again_or_a_drop_leaves_one_signer() {
+        let now = Utc::now();
+        let tomorrow = now + chrono::TimeDelta::hours(24);
+        let mut webhook = row("one");
+        // The same secret again is no rotation.
+        webhook.change_secret(&new_secret("one", Some(tomorrow)));
+        assert_eq!(webhook.previous_secret, None);
+        // A rotation, then a drop: the new one alone, at once.
+        webhook.change_secret(&new_secret("two", Some(tomorrow)));
+        webhook.change_secret(&WebhookChange {
+            drop_previous: true,
+            ..WebhookChange::default()
+        });
+        assert_eq!(webhook.signing_secrets(now).collect::<Vec<_>>(), ["two"]);
+        // A new secret with a drop in the same change replaces outright.
+        webhook.change_secret(&WebhookChange {
+            drop_previous: true,
+            ..new_secret("three", Some(tomorrow))
+        });
+        assert_eq!(webhook.signing_secrets(now).collect::<Vec<_>>(), ["three"]);
+        // Another change leaves the secrets alone.
+        webhook.change_secret(&WebhookChange::default());
+        assert_eq!(webhook.signing_secrets(now).collect::<Vec<_>>(), ["three"]);
+    }
 }

@@ -47,6 +47,9 @@ use shared::Shared;
 
 /// Most webhooks one server keeps.
 pub const MAX_WEBHOOKS: u64 = 1000;
+/// How long a replaced secret keeps signing beside the new one: a day for
+/// the receiver's owner to deploy the new secret (Svix keeps one as long).
+pub const PREVIOUS_SECRET_KEPT: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// Why a webhook request was refused.
 #[derive(Debug)]
@@ -87,6 +90,9 @@ pub struct UpdateWebhook {
     pub secret: Option<String>,
     pub description: Option<Option<String>>,
     pub enabled: Option<bool>,
+    /// The replaced secret stops signing now (it leaked, or every
+    /// receiver has the new one).
+    pub drop_previous_secret: bool,
 }
 
 /// A webhook with what the API shows beside it.
@@ -216,6 +222,11 @@ impl Webhooks {
                 .map_err(invalid)?,
             enabled: input.enabled,
             cursor: None,
+            previous_until: input
+                .secret
+                .is_some()
+                .then(|| chrono::Utc::now() + PREVIOUS_SECRET_KEPT),
+            drop_previous: input.drop_previous_secret,
         };
         self.change(id, change).await
     }

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::signing::SigningKey;
+use super::signing::{signature_header, SigningKey};
 use crate::net::root_cause;
 
 /// What one attempt met instead of a 2xx.
@@ -94,16 +94,18 @@ impl Sender {
         Ok(Sender { client, timeout })
     }
 
-    /// POSTs `body` to `url`, signed with `key` for this attempt.
+    /// POSTs `body` to `url`, signed with each of `keys` for this attempt
+    /// (the signatures space-separated, as the specification has it for a
+    /// secret being rotated).
     pub async fn send(
         &self,
         url: &str,
-        key: &SigningKey,
+        keys: &[&SigningKey],
         message_id: &str,
         body: &str,
     ) -> Result<(), Failure> {
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = key.sign(message_id, timestamp, body);
+        let signature = signature_header(keys, message_id, timestamp, body);
         let attempt = self
             .client
             .post(url)

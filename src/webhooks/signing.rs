@@ -63,6 +63,17 @@ impl SigningKey {
     }
 }
 
+/// The `webhook-signature` header of one attempt: a signature per key,
+/// separated by spaces (the current secret first, then a replaced one
+/// that still signs); a receiver accepts the message when any matches.
+pub fn signature_header(keys: &[&SigningKey], message_id: &str, timestamp: i64, body: &str) -> String {
+    let signatures: Vec<String> = keys
+        .iter()
+        .map(|key| key.sign(message_id, timestamp, body))
+        .collect();
+    signatures.join(" ")
+}
+
 /// A new secret: `whsec_` and the base64 of 24 random bytes.
 pub fn generate_secret() -> String {
     let key: [u8; 24] = rand::random();
@@ -125,6 +136,27 @@ mod tests {
         assert_ne!(signed, key.sign("msg_1", 101, "{}"));
         assert_ne!(signed, key.sign("msg_1", 100, "{ }"));
         assert_eq!(signed, key.sign("msg_1", 100, "{}"));
+    }
+
+    #[test]
+    fn while_a_secret_is_rotated_both_sign_current_first() {
+        let (current, previous) = (
+            SigningKey::parse(&generate_secret()).unwrap(),
+            SigningKey::parse(&generate_secret()).unwrap(),
+        );
+        let header = signature_header(&[&current, &previous], "msg_1", 100, "{}");
+        assert_eq!(
+            header,
+            format!(
+                "{} {}",
+                current.sign("msg_1", 100, "{}"),
+                previous.sign("msg_1", 100, "{}")
+            )
+        );
+        assert_eq!(
+            signature_header(&[&current], "msg_1", 100, "{}"),
+            current.sign("msg_1", 100, "{}")
+        );
     }
 
     #[test]

@@ -40,16 +40,24 @@ const IDLE_POLL: Duration = Duration::from_secs(10);
 struct Target {
     row: WebhookRow,
     filter: TopicFilter,
-    key: Option<SigningKey>,
 }
 
 impl Target {
     fn new(row: WebhookRow) -> Self {
         Target {
             filter: stored_filter(&row.topics, row.tenant.as_deref()),
-            key: SigningKey::parse(&row.secret).ok(),
             row,
         }
+    }
+
+    /// The keys an attempt made now is signed with: the secret's, then a
+    /// replaced one's while it still signs. `None` if one does not parse.
+    fn keys(&self) -> Option<Vec<SigningKey>> {
+        let now = chrono::Utc::now();
+        self.row
+            .signing_secrets(now)
+            .map(|secret| SigningKey::parse(secret).ok())
+            .collect()
     }
 }
 
@@ -166,14 +174,15 @@ impl Worker {
     async fn attempt(&self, target: &Target, event: &StoredEvent, failures: &mut u32) -> Option<Step> {
         let node = self.shared.settings.node_id;
         let row = &target.row;
-        let sent = match &target.key {
-            Some(key) => {
+        let sent = match target.keys() {
+            Some(keys) => {
+                let keys: Vec<&SigningKey> = keys.iter().collect();
                 let id = message_id(row.id, event);
                 let body = message_body(event);
                 tokio::select! {
                     biased;
                     _ = self.lost.cancelled() => return None,
-                    sent = self.shared.sender.send(&row.url, key, &id, &body) => sent,
+                    sent = self.shared.sender.send(&row.url, &keys, &id, &body) => sent,
                 }
             }
             // Only checked secrets are stored; should one not parse, say so.

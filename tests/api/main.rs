@@ -28,4 +28,5 @@ mod webhook_delivery;
 mod webhook_etiquette;
 mod webhook_leases;
 mod webhook_receiver;
+mod webhook_rotation;
 mod webhooks;

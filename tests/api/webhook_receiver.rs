@@ -39,8 +39,10 @@ pub struct Attempt {
     /// The event id in the body (`data.id`), or -1.
     pub event_id: i64,
     pub body: Value,
-    /// Whether the signature matched the secret.
+    /// Whether a signature matched the secret.
     pub signed: bool,
+    /// How many signatures `webhook-signature` carried.
+    pub signatures: usize,
     /// Whether it was accepted (2xx).
     pub accepted: bool,
     /// When it arrived.
@@ -50,12 +52,15 @@ pub struct Attempt {
 #[derive(Default)]
 struct State {
     mode: Option<Mode>,
+    /// The secret signatures are checked with.
+    secret: String,
     attempts: Vec<Attempt>,
 }
 
 pub struct Receiver {
     pub url: String,
-    /// The secret the test gives the webhook (`whsec_…`).
+    /// The secret the test gives the webhook (`whsec_…`), which the
+    /// receiver checks with until told another.
     pub secret: String,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
@@ -100,12 +105,13 @@ impl Receiver {
         let secret = format!("whsec_{}", STANDARD.encode(key));
         let state = Arc::new(Mutex::new(State {
             mode: Some(Mode::Accept),
+            secret: secret.clone(),
             attempts: Vec::new(),
         }));
-        let (shared, key) = (Arc::clone(&state), secret.clone());
+        let shared = Arc::clone(&state);
         let (addr, task) = serve(move |request| {
-            let (state, secret) = (Arc::clone(&shared), key.clone());
-            async move { handle(request, &state, &secret).await }
+            let state = Arc::clone(&shared);
+            async move { handle(request, &state).await }
         })
         .await;
         let url = format!("http://{addr}/hook");
@@ -119,6 +125,11 @@ impl Receiver {
 
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    /// From now on, check signatures with this secret.
+    pub fn set_secret(&self, secret: &str) {
+        self.state.lock().unwrap().secret = secret.to_owned();
     }
 
     pub fn attempts(&self) -> Vec<Attempt> {
@@ -147,15 +158,19 @@ impl Receiver {
     }
 }
 
-async fn handle(
-    request: Request<hyper::body::Incoming>,
-    state: &Mutex<State>,
-    secret: &str,
-) -> Response<Full<Bytes>> {
+async fn handle(request: Request<hyper::body::Incoming>, state: &Mutex<State>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mode = state.lock().unwrap().mode.unwrap_or(Mode::Accept);
-    let signed = verified(secret, &parts, &body);
+    let (mode, secret) = {
+        let state = state.lock().unwrap();
+        (state.mode.unwrap_or(Mode::Accept), state.secret.clone())
+    };
+    let signed = verified(&secret, &parts, &body);
+    let signatures = parts
+        .headers
+        .get("webhook-signature")
+        .and_then(|v| v.to_str().ok())
+        .map_or(0, |v| v.split(' ').count());
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let attempt = Attempt {
         webhook_id: parts
@@ -170,6 +185,7 @@ async fn handle(
             .unwrap_or(-1),
         body: json,
         signed,
+        signatures,
         accepted: signed && mode == Mode::Accept,
         at: tokio::time::Instant::now(),
     };

@@ -52,6 +52,7 @@ impl WebhookStore for MemoryWebhooks {
             topics: webhook.topics,
             tenant: webhook.tenant,
             secret: webhook.secret,
+            previous_secret: None,
             description: webhook.description,
             enabled: true,
             cursor: webhook.cursor,
@@ -82,14 +83,12 @@ impl WebhookStore for MemoryWebhooks {
         let Some(row) = rows.get_mut(&id) else {
             return Ok(None);
         };
+        row.change_secret(&change);
         if let Some(url) = change.url {
             row.url = url;
         }
         if let Some(topics) = change.topics {
             row.topics = topics;
-        }
-        if let Some(secret) = change.secret {
-            row.secret = secret;
         }
         if let Some(description) = change.description {
             row.description = description;

@@ -16,11 +16,12 @@ use super::error::{during, no_connection};
 use crate::domain::event::EventId;
 use crate::store::error::StoreError;
 use crate::store::webhooks::{
-    AfterFailure, DeliveryError, NewWebhook, WebhookChange, WebhookRow, WebhookStore,
+    AfterFailure, DeliveryError, NewWebhook, PreviousSecret, WebhookChange, WebhookRow, WebhookStore,
 };
 
 const COLUMNS: &str = "id, url, topics, secret, description, enabled, delivered_through, revision, \
-     consecutive_failures, last_error_at, last_error, last_delivered_at, leased_by, lease_until, created_at, tenant";
+     consecutive_failures, last_error_at, last_error, last_delivered_at, leased_by, lease_until, created_at, tenant, \
+     previous_secret, previous_secret_until";
 
 pub struct PgWebhooks {
     pool: Pool,
@@ -57,6 +58,10 @@ fn row_to_webhook(row: &tokio_postgres::Row) -> WebhookRow {
         lease_until: row.get(13),
         created_at: row.get(14),
         tenant: row.get(15),
+        previous_secret: row
+            .get::<_, Option<String>>(16)
+            .zip(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(17))
+            .map(|(secret, until)| PreviousSecret { secret, until }),
     }
 }
 
@@ -124,6 +129,13 @@ impl WebhookStore for PgWebhooks {
                          url = coalesce($2, url),
                          topics = coalesce($3, topics),
                          secret = coalesce($4, secret),
+                         previous_secret = CASE WHEN $9 THEN NULL
+                             WHEN $4 IS NOT NULL AND $4 <> secret AND $10::timestamptz IS NOT NULL THEN secret
+                             WHEN $4 IS NOT NULL AND $4 <> secret THEN NULL
+                             ELSE previous_secret END,
+                         previous_secret_until = CASE WHEN $9 THEN NULL
+                             WHEN $4 IS NOT NULL AND $4 <> secret THEN $10
+                             ELSE previous_secret_until END,
                          description = CASE WHEN $5 THEN $6 ELSE description END,
                          enabled = coalesce($7, enabled),
                          delivered_through = coalesce($8, delivered_through),
@@ -142,6 +154,8 @@ impl WebhookStore for PgWebhooks {
                     &description,
                     &change.enabled,
                     &change.cursor,
+                    &change.drop_previous,
+                    &change.previous_until,
                 ],
             )
             .await
