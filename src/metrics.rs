@@ -18,6 +18,7 @@ pub const VOTE_BATCH_SIZE: &str = "pollcast_vote_batch_size";
 pub const JOIN_BATCH_SIZE: &str = "pollcast_join_batch_size";
 pub const WEBHOOK_ATTEMPTS: &str = "pollcast_webhook_attempts_total";
 pub const OUTBOX_EVENTS: &str = "pollcast_outbox_events_total";
+pub const JWKS_FETCHES: &str = "pollcast_jwks_fetches_total";
 
 /// The process-wide recorder. Installed once: the `metrics` facade has one
 /// global recorder, and tests start many servers in one process.
@@ -62,6 +63,10 @@ fn describe() {
         "Rows of pollcast.outbox (publishes made in SQL) this node's writer took, by result (published, dropped)"
     );
     metrics::describe_counter!(
+        JWKS_FETCHES,
+        "Fetches of --token-jwks-url key sets, by result (changed, unchanged, failed)"
+    );
+    metrics::describe_counter!(
         TCP_REFUSED,
         "Connections refused or evicted at accept, by reason (per_address, at_capacity, evicted_waiting)"
     );
@@ -90,6 +95,12 @@ pub fn connection_timed_out(reason: &'static str) {
 pub fn webhook_attempt(delivered: bool) {
     let result = if delivered { "delivered" } else { "failed" };
     metrics::counter!(WEBHOOK_ATTEMPTS, "result" => result).increment(1);
+}
+
+/// A JWKS URL was fetched: `changed` (new keys installed), `unchanged`,
+/// or `failed` (the last keys stay).
+pub fn jwks_fetched(result: &'static str) {
+    metrics::counter!(JWKS_FETCHES, "result" => result).increment(1);
 }
 
 pub fn outbox_taken(published: usize, dropped: usize) {

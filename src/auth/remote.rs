@@ -127,10 +127,12 @@ impl Fetcher {
             Ok(body) => body,
             Err(why) => {
                 tracing::warn!(url = %self.url, error = %why, "cannot fetch a JWKS; its last keys stay in force");
+                crate::metrics::jwks_fetched("failed");
                 return false;
             }
         };
         if self.last_body.as_deref() == Some(body.as_str()) {
+            crate::metrics::jwks_fetched("unchanged");
             return true;
         }
         match keys_of(&body, &self.url, &self.settings) {
@@ -139,10 +141,12 @@ impl Fetcher {
                 tracing::info!(url = %self.url, kids = %kids.join(" "), "verifying tokens with the keys of a JWKS URL");
                 self.keys.replace_fetched_keys(&self.url, keys);
                 self.last_body = Some(body);
+                crate::metrics::jwks_fetched("changed");
                 true
             }
             Err(why) => {
                 tracing::warn!(error = %why, "a JWKS URL gave no usable key set; its last keys stay in force");
+                crate::metrics::jwks_fetched("failed");
                 false
             }
         }

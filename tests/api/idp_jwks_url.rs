@@ -146,6 +146,11 @@ async fn a_provider_rotating_its_keys_needs_no_restart() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(provider.requests(), 2, "no fetch per made-up kid");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("pollcast_jwks_fetches_total{result=\"changed\"}"),
+        "fetches are counted:\n{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +173,11 @@ async fn a_provider_that_is_down_leaves_the_last_keys_in_force() {
     tokio::time::sleep(Duration::from_millis(2_300)).await;
     assert!(provider.requests() > seen, "refreshed meanwhile");
     assert_eq!(open(&app, &token(&scratch, &key, "k1")).await.0, 200);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("pollcast_jwks_fetches_total{result=\"failed\"}"),
+        "failures are counted:\n{metrics}"
+    );
 }
 
 /// Given a JWKS URL where nothing listens, the server starts all the same:
