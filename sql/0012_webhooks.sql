@@ -9,11 +9,6 @@ CREATE TABLE webhooks (
     url                  text NOT NULL,
     topics               text[] NOT NULL,
     secret               text NOT NULL,
-    -- The secret before the last change, still signing beside the new one
-    -- until previous_secret_until, so that receivers can switch over
-    -- without losing a message (Standard Webhooks' secret rotation).
-    previous_secret       text,
-    previous_secret_until timestamptz,
     description          text,
     -- The tenant whose topics the selectors name (NULL: topics outside any
     -- tenant), as a tenant's token would name them.

@@ -17,6 +17,7 @@
 //! a revoked token is refused like an expired one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -203,6 +204,10 @@ pub struct TokenKeys {
     /// Shared, not copied: a caller's lists and names are cloned once, when
     /// its token is first verified.
     verified: Mutex<HashMap<String, (Arc<Caller>, u64)>>,
+    /// Bumped, under the cache's lock, whenever the public keys change: a
+    /// verification that began before a change does not cache its result,
+    /// so a withdrawn key's token cannot slip back into the cache.
+    keys_generation: AtomicU64,
     /// Revoked tokens, kept in step with the store by the cluster.
     revocations: Arc<RevocationList>,
 }
@@ -218,6 +223,7 @@ impl TokenKeys {
             validation: keys::validation(Algorithm::HS256),
             public: KeyRing::new(Vec::new()),
             verified: Mutex::new(HashMap::new()),
+            keys_generation: AtomicU64::new(0),
             revocations: Arc::new(RevocationList::default()),
         }
     }
@@ -237,13 +243,15 @@ impl TokenKeys {
     /// gave before are dropped). Tokens verified before are checked again:
     /// one signed by a key the provider withdrew stops working at once.
     pub fn replace_fetched_keys(&self, url: &str, keys: Vec<PublicKey>) {
+        let mut cache = self.cache();
         self.public.replace(url, keys);
-        self.cache().clear();
+        self.keys_generation.fetch_add(1, Ordering::AcqRel);
+        cache.clear();
     }
 
-    /// Resolves when a token names a `kid` that no key has.
-    pub async fn unknown_kid(&self) {
-        self.public.unknown_kid().await
+    /// Changes whenever a token is refused for a `kid` that no key has.
+    pub fn unknown_kids(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.public.unknown_kids()
     }
 
     /// The revoked tokens this node refuses.
@@ -275,13 +283,16 @@ impl TokenKeys {
                 caller
             }
             None => {
+                let generation = self.keys_generation.load(Ordering::Acquire);
                 let (caller, exp) = self.verify_uncached(token)?;
                 let caller = Arc::new(caller);
                 let mut cache = self.cache();
                 if cache.len() >= VERIFIED_CACHE {
                     cache.clear();
                 }
-                cache.insert(token.to_string(), (Arc::clone(&caller), exp));
+                if self.keys_generation.load(Ordering::Acquire) == generation {
+                    cache.insert(token.to_string(), (Arc::clone(&caller), exp));
+                }
                 caller
             }
         };
@@ -300,11 +311,15 @@ impl TokenKeys {
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
         let public = self.public.current();
-        if let (Some(kid), false) = (&header.kid, header.alg == Algorithm::HS256) {
-            self.public.saw_kid(&public, kid);
-        }
+        // A refusal for a kid no key has may be the provider's rotation.
+        let refused_kid = |why: AuthError| {
+            if let Some(kid) = &header.kid {
+                self.public.refused_kid(&public, kid);
+            }
+            why
+        };
         let chosen = keys::pick(&public, header.alg, header.kid.as_deref())
-            .map_err(|why| AuthError::Invalid(why.into()))?;
+            .map_err(|why| refused_kid(AuthError::Invalid(why.into())))?;
         let indexes = match chosen {
             Pick::Secret => {
                 return jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
@@ -320,7 +335,7 @@ impl TokenKeys {
                 Err(e) => return Err(refusal(e)),
             }
         }
-        Err(refusal(ErrorKind::InvalidSignature.into()))
+        Err(refused_kid(refusal(ErrorKind::InvalidSignature.into())))
     }
 
     fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {

@@ -117,7 +117,6 @@ impl Server {
         for key in keys.public_keys().iter() {
             tracing::info!(alg = ?key.alg, kid = ?key.kid, source = %key.source, "verifying tokens with a public key");
         }
-        auth::remote::start(Arc::clone(&keys), config.remote_keys(), shutdown.clone()).await;
         let polling = Polling::start(
             Arc::clone(&store),
             PollingSettings {
@@ -198,6 +197,10 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| StoreError::internal("read the listening address").caused_by(e))?;
+        // Nothing after this fails: the keys' fetchers cannot outlive a
+        // start that did not happen. Their first fetch ends before the
+        // server listens.
+        auth::remote::start(Arc::clone(&state.keys), config.remote_keys(), shutdown.clone()).await;
         let mut tasks = JoinSet::new();
         tasks.spawn(fanout::tail::run(
             Arc::clone(&store),

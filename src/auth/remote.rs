@@ -4,9 +4,9 @@
 //!
 //! Each URL is fetched at start (awaited, so tokens work as soon as the
 //! server listens), then every `--token-jwks-refresh`, and at once when a
-//! token names a `kid` that no key has, which is how a rotation shows
-//! itself: that token is refused (401), the fetch brings the new key, and
-//! the client's next try passes. Such on-demand fetches are at most one
+//! token is refused for a `kid` that no key has, which is how a rotation
+//! shows itself: that token is refused (401), the fetch brings the new
+//! key, and the client's next try passes. Such on-demand fetches are at most one
 //! per [`ON_DEMAND_GAP`] per URL, so tokens with made-up `kid`s cannot
 //! turn this node into a load on the provider.
 //!
@@ -14,8 +14,9 @@
 //! not a usable JWKS) changes nothing: the last good keys stay in force
 //! and the fetch is tried again sooner ([`RETRY_FIRST`], doubling up to
 //! the refresh interval). A set that differs from the last one replaces
-//! it whole: keys the provider withdrew stop verifying at once, even for
-//! tokens verified before (the verified-token cache is emptied).
+//! it whole: keys the provider withdrew stop verifying as soon as a fetch
+//! sees them gone, even for tokens verified before (the verified-token
+//! cache is emptied). Logs show a URL without its credentials or query.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +54,21 @@ pub async fn start(keys: Arc<TokenKeys>, settings: RemoteSettings, stop: Cancell
     if settings.urls.is_empty() {
         return;
     }
+    // A few redirects (a provider moving its keys), never from https down
+    // to http: keys read in clear could be anyone's.
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let from_https = attempt.previous().first().is_some_and(|u| u.scheme() == "https");
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if from_https && attempt.url().scheme() != "https" {
+            attempt.error("a redirect from https to http")
+        } else {
+            attempt.follow()
+        }
+    });
     let client = match reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
+        .redirect(redirects)
         .user_agent(concat!("pollcast/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -71,6 +85,7 @@ pub async fn start(keys: Arc<TokenKeys>, settings: RemoteSettings, stop: Cancell
             keys: Arc::clone(&keys),
             client: client.clone(),
             settings: Arc::clone(&settings),
+            shown: shown(url),
             url: url.clone(),
             last_body: None,
         };
@@ -90,6 +105,8 @@ struct Fetcher {
     client: reqwest::Client,
     settings: Arc<RemoteSettings>,
     url: String,
+    /// The URL as logs show it: without credentials or query.
+    shown: String,
     /// The body of the last good fetch: an unchanged set is not installed
     /// again (which would empty the verified-token cache for nothing).
     last_body: Option<String>,
@@ -101,12 +118,14 @@ impl Fetcher {
         let refresh = self.settings.refresh.max(Duration::from_secs(1));
         let mut retry = RETRY_FIRST;
         let mut last_on_demand: Option<Instant> = None;
+        let mut unknown_kids = self.keys.unknown_kids();
+        unknown_kids.mark_unchanged();
         loop {
             let wait = if ok { refresh } else { retry.min(refresh) };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.keys.unknown_kid() => {
+                Ok(()) = unknown_kids.changed() => {
                     if let Some(at) = last_on_demand {
                         tokio::select! {
                             _ = stop.cancelled() => return,
@@ -116,6 +135,9 @@ impl Fetcher {
                     last_on_demand = Some(Instant::now());
                 }
             }
+            // What was refused until now, this fetch answers; refusals
+            // from here on ask for the next one.
+            unknown_kids.mark_unchanged();
             ok = self.fetch().await;
             retry = if ok { RETRY_FIRST } else { (retry * 2).min(refresh) };
         }
@@ -126,7 +148,7 @@ impl Fetcher {
         let body = match get(&self.client, &self.url).await {
             Ok(body) => body,
             Err(why) => {
-                tracing::warn!(url = %self.url, error = %why, "cannot fetch a JWKS; its last keys stay in force");
+                tracing::warn!(url = %self.shown, error = %why, "cannot fetch a JWKS; its last keys stay in force");
                 crate::metrics::jwks_fetched("failed");
                 return false;
             }
@@ -135,10 +157,10 @@ impl Fetcher {
             crate::metrics::jwks_fetched("unchanged");
             return true;
         }
-        match keys_of(&body, &self.url, &self.settings) {
+        match keys_of(&body, &self.shown, &self.settings) {
             Ok(keys) => {
                 let kids: Vec<String> = keys.iter().map(|k| format!("{:?}", k.kid)).collect();
-                tracing::info!(url = %self.url, kids = %kids.join(" "), "verifying tokens with the keys of a JWKS URL");
+                tracing::info!(url = %self.shown, kids = %kids.join(" "), "verifying tokens with the keys of a JWKS URL");
                 self.keys.replace_fetched_keys(&self.url, keys);
                 self.last_body = Some(body);
                 crate::metrics::jwks_fetched("changed");
@@ -153,9 +175,24 @@ impl Fetcher {
     }
 }
 
-/// The signing keys of a fetched set, checked as the files' keys are.
-fn keys_of(body: &str, url: &str, settings: &RemoteSettings) -> Result<Vec<PublicKey>, String> {
-    Ok(jwks_keys(body, url)?
+/// A URL as logs may show it: credentials and query taken out.
+fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// The signing keys of a fetched set (named after `origin`), checked as
+/// the files' keys are.
+fn keys_of(body: &str, origin: &str, settings: &RemoteSettings) -> Result<Vec<PublicKey>, String> {
+    Ok(jwks_keys(body, origin)?
         .keys
         .into_iter()
         .map(|key| key.expecting(&settings.audience, &settings.issuer))

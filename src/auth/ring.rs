@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::keys::PublicKey;
 
@@ -21,9 +21,11 @@ pub struct KeyRing {
     fetched: Mutex<BTreeMap<String, Vec<PublicKey>>>,
     /// `fixed`, then every URL's keys: what tokens are checked against.
     current: RwLock<Arc<[PublicKey]>>,
-    /// Woken when a token names a `kid` that no key has: the provider may
-    /// have rotated, so the fetchers look at once (rate-limited there).
-    unknown_kid: Notify,
+    /// Counts tokens refused for a `kid` that no key has: the provider may
+    /// have rotated, so the fetchers look at once (rate-limited there). A
+    /// counter in a watch rather than a notification: a fetcher busy
+    /// fetching or waiting out its gap still sees it afterwards.
+    unknown_kids: watch::Sender<u64>,
 }
 
 impl KeyRing {
@@ -32,7 +34,7 @@ impl KeyRing {
             current: RwLock::new(fixed.clone().into()),
             fixed,
             fetched: Mutex::default(),
-            unknown_kid: Notify::new(),
+            unknown_kids: watch::Sender::new(0),
         }
     }
 
@@ -54,15 +56,17 @@ impl KeyRing {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = all.into();
     }
 
-    /// A token named this `kid`: if no key has it, wake the fetchers.
-    pub fn saw_kid(&self, keys: &[PublicKey], kid: &str) {
+    /// A token naming `kid` was refused: if no key has that `kid`, tell
+    /// the fetchers.
+    pub fn refused_kid(&self, keys: &[PublicKey], kid: &str) {
         if !keys.iter().any(|key| key.kid.as_deref() == Some(kid)) {
-            self.unknown_kid.notify_waiters();
+            self.unknown_kids
+                .send_modify(|count| *count = count.wrapping_add(1));
         }
     }
 
-    /// Resolves when a token names a `kid` no key has.
-    pub async fn unknown_kid(&self) {
-        self.unknown_kid.notified().await
+    /// Changes whenever a token is refused for an unknown `kid`.
+    pub fn unknown_kids(&self) -> watch::Receiver<u64> {
+        self.unknown_kids.subscribe()
     }
 }

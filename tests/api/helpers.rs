@@ -241,6 +241,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// One sample of `/metrics` (`name{label="value"}` as the page writes
+    /// it), 0 when absent. The recorder is the test process's, shared by
+    /// every app in it: compare before and after, never to a constant.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let page = self.metrics().await;
+        page.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap_or(0.0))
+    }
+
     /// `GET path` with a bearer token.
     pub async fn get_with(&self, token: &str, path: &str) -> reqwest::Response {
         self.http

@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../../sql/0011_publish_from_sql.sql"),
     ),
     ("0012_webhooks", include_str!("../../../sql/0012_webhooks.sql")),
+    (
+        "0013_webhook_previous_secret",
+        include_str!("../../../sql/0013_webhook_previous_secret.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).

@@ -1,4 +1,5 @@
-//! Webhooks on Postgres (the `webhooks` table, `sql/0012_webhooks.sql`).
+//! Webhooks on Postgres (the `webhooks` table, `sql/0012_webhooks.sql` and
+//! `0013_webhook_previous_secret.sql`).
 //!
 //! Plain statements on the pool, outside the writer: webhooks are not
 //! events, and a delivery's cursor write must not wait behind a batch of
