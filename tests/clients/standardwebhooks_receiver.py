@@ -14,7 +14,11 @@ library) verifies every delivery.
      publish answered; the webhook's status `active` and lag 0;
   5. check the verifier is not a rubber stamp: a delivery's body altered by
      one byte, or checked with another secret, must fail verification;
-  6. delete the webhook.
+  6. rotate the secret (PATCH a new one): the next delivery carries two
+     signatures, and the library verifies it with the old secret and with
+     the new; after `dropPreviousSecret`, a delivery fails with the old
+     secret, and the receiver, switched to the new one, gets it on retry;
+  7. delete the webhook.
 
 Any mismatch ends the script with a message and a non-zero exit status.
 
@@ -66,6 +70,10 @@ class Deliveries:
         self.lock = threading.Lock()
         self.seen = []
 
+    def use_secret(self, secret):
+        with self.lock:
+            self.webhook = Webhook(secret)
+
     def handler(self):
         deliveries = self
 
@@ -73,8 +81,10 @@ class Deliveries:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
+                with deliveries.lock:
+                    webhook = deliveries.webhook
                 try:
-                    payload = deliveries.webhook.verify(body, headers)
+                    payload = webhook.verify(body, headers)
                     status, outcome = 204, payload
                 except WebhookVerificationError as error:
                     status, outcome = 401, error
@@ -96,6 +106,47 @@ class Deliveries:
     def refused(self):
         with self.lock:
             return [o for _, _, o in self.seen if isinstance(o, Exception)]
+
+
+def wait_for(what, check, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise Mismatch(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+def rotate(base, path, admin, token, topic, deliveries, old_secret):
+    """Step 6: a secret rotated without losing a message."""
+    new_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    status, changed = request(base, "PATCH", path, {"secret": new_secret}, admin)
+    if status != 200 or not changed.get("previousSecretExpiresAt"):
+        raise Mismatch(f"rotating the secret: expected 200 with previousSecretExpiresAt, got {status}: {changed}")
+    before = len(deliveries.verified())
+    status, event = request(base, "POST", f"/v1/topics/{topic}/events", {"type": "hooks:said", "payload": {}}, token)
+    if status != 201:
+        raise Mismatch(f"publish after rotating: expected 201, got {status}: {event}")
+    wait_for("the delivery after the rotation",
+             lambda: any(p["data"]["id"] == event["id"] for _, _, p in deliveries.verified()[before:]))
+    headers, body, _ = next(d for d in deliveries.verified()[before:] if d[2]["data"]["id"] == event["id"])
+    if len(headers["webhook-signature"].split(" ")) != 2:
+        raise Mismatch(f"during the overlap two signatures, got {headers['webhook-signature']!r}")
+    for label, secret in [("old", old_secret), ("new", new_secret)]:
+        try:
+            Webhook(secret).verify(body, headers)
+        except WebhookVerificationError as error:
+            raise Mismatch(f"during the overlap the {label} secret should verify: {error}")
+
+    status, dropped = request(base, "PATCH", path, {"dropPreviousSecret": True}, admin)
+    if status != 200 or dropped.get("previousSecretExpiresAt") is not None:
+        raise Mismatch(f"dropping the previous secret: got {status}: {dropped}")
+    status, event = request(base, "POST", f"/v1/topics/{topic}/events", {"type": "hooks:said", "payload": {}}, token)
+    if status != 201:
+        raise Mismatch(f"publish after the drop: expected 201, got {status}: {event}")
+    wait_for("a refusal with the old secret", lambda: len(deliveries.refused()) > 0)
+    deliveries.use_secret(new_secret)
+    wait_for("the delivery with the new secret",
+             lambda: any(p["data"]["id"] == event["id"] for _, _, p in deliveries.verified()))
 
 
 def mint_token(topic):
@@ -165,6 +216,8 @@ def main():
                 continue
             raise Mismatch(f"standardwebhooks accepted {label}")
 
+        rotate(base, path, admin, token, topic, deliveries, secret)
+
         deadline = time.monotonic() + 10
         while True:
             status, state = request(base, "GET", path, None, admin)
@@ -178,7 +231,8 @@ def main():
         server.shutdown()
     if status != 204:
         raise Mismatch(f"deleting the webhook: expected 204, got {status}")
-    print(f"standardwebhooks: {EVENTS} deliveries verified, in order; tampering refused")
+    print(f"standardwebhooks: {EVENTS} deliveries verified, in order; tampering refused; "
+          "a secret rotated with both signatures verified")
 
 
 if __name__ == "__main__":
