@@ -161,7 +161,11 @@ impl Server {
             body_timeout: config.body_timeout,
             streams_per_address: StreamQuota::new(config.streams_per_address as usize),
         });
-        let webhooks = webhooks::Webhooks::new(Arc::clone(&store), webhook_settings(config, node_id))?;
+        let webhooks = webhooks::Webhooks::new(
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            webhook_settings(config, node_id),
+        )?;
         let connections = http::connections::Connections::new(connection_limits(config));
         let census = cluster::census::Census::start(
             node_id,

@@ -6,11 +6,18 @@
 //! frame after that cursor, and every later frame through its queue, with
 //! nothing in between. A cursor older than the ring must first be brought
 //! forward from the store (`Attach::Behind`).
+//!
+//! Besides subscribers (streams, each with its own filter and queue), the
+//! hub has observers: in-process followers of every published frame that
+//! are not streams (the webhooks' waker). They share one broadcast
+//! channel and are never dropped for being slow: one that lags is told how
+//! much it missed and decides what to do (the waker wakes everyone).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::broadcast;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +54,13 @@ pub struct Hub {
     config: HubConfig,
     /// Subscribers dropped for being too slow, since start: load shed.
     slow_dropped: AtomicU64,
+    /// Every frame published, for observers; sent to only while one is
+    /// attached (a send without receivers would still take its lock).
+    observers: broadcast::Sender<Arc<Frame>>,
 }
+
+/// Frames an observer may fall behind by before it is told it lagged.
+const OBSERVER_BACKLOG: usize = 4096;
 
 struct State {
     /// Highest id published; every committed event up to it is in the ring
@@ -190,7 +203,15 @@ impl Hub {
             }),
             config,
             slow_dropped: AtomicU64::new(0),
+            observers: broadcast::Sender::new(OBSERVER_BACKLOG),
         })
+    }
+
+    /// Every frame published from now on, in id order. Frames that are
+    /// not received in time are lost to this observer, which then gets
+    /// `RecvError::Lagged` (never a disconnect).
+    pub fn observe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.observers.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -362,11 +383,15 @@ impl Hub {
         let mut delivered = 0u64;
         let mut full = Vec::new();
         let mut closed = Vec::new();
+        let observed = self.observers.receiver_count() > 0;
         for frame in frames {
             if frame.id <= state.high {
                 continue;
             }
             state.high = frame.id;
+            if observed {
+                let _ = self.observers.send(Arc::clone(&frame));
+            }
             state.ring_bytes += frame.bytes.len();
             state.ring.push_back(Arc::clone(&frame));
             while state.ring.len() > self.config.ring_capacity
@@ -406,5 +431,71 @@ impl Hub {
             }
         }
         ::metrics::counter!(metrics::DELIVERIES).increment(delivered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+    use super::*;
+    use crate::domain::event::{EventType, TraceId};
+    use crate::domain::topic::Topic;
+
+    fn event(id: EventId, topic: &str) -> StoredEvent {
+        StoredEvent {
+            id,
+            topic: Topic::parse(topic).unwrap(),
+            event_type: EventType::parse("demo:said").unwrap(),
+            trace_id: TraceId::from_stored("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            payload: RawValue::from_string("{}".into()).unwrap(),
+            timestamp: chrono::DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+            entity: None,
+        }
+    }
+
+    fn received(observer: &mut broadcast::Receiver<Arc<Frame>>) -> Vec<(EventId, String)> {
+        let mut got = Vec::new();
+        while let Ok(frame) = observer.try_recv() {
+            got.push((frame.id, frame.topic.as_str().to_owned()));
+        }
+        got
+    }
+
+    #[test]
+    fn an_observer_sees_every_published_frame_once_in_id_order() {
+        // Given a hub at 10 and an observer, when batches are published,
+        // one overlapping what came before (a re-read of the store), and
+        // one this node committed after a gap (not published)...
+        let hub = Hub::new(10, HubConfig::default());
+        let mut observer = hub.observe();
+        hub.publish(&[event(11, "a:1"), event(12, "b:2")]);
+        hub.publish(&[event(12, "b:2"), event(13, "a:1")]);
+        assert!(!hub.publish_after(20, &[event(21, "c:3")]));
+        assert!(hub.publish_after(13, &[event(14, "c:3")]));
+        // ...then it sees each published event once, in order, any topic.
+        let got = received(&mut observer);
+        let want = [(11, "a:1"), (12, "b:2"), (13, "a:1"), (14, "c:3")];
+        assert_eq!(got, want.map(|(id, t)| (id, t.to_owned())));
+        assert_eq!(observer.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    #[tokio::test]
+    async fn an_observer_that_falls_behind_is_told_not_dropped() {
+        let hub = Hub::new(0, HubConfig::default());
+        let mut observer = hub.observe();
+        let events: Vec<StoredEvent> = (1..=(OBSERVER_BACKLOG as EventId + 10))
+            .map(|id| event(id, "a:1"))
+            .collect();
+        hub.publish(&events);
+        assert!(matches!(observer.recv().await, Err(RecvError::Lagged(10))));
+        // It goes on with what is still held, and with what comes next.
+        assert_eq!(observer.recv().await.unwrap().id, 11);
+        hub.publish(&[event(OBSERVER_BACKLOG as EventId + 11, "a:1")]);
+        let last = received(&mut observer).pop().unwrap();
+        assert_eq!(last.0, OBSERVER_BACKLOG as EventId + 11);
+        // Observers are not subscribers: no stream counts them.
+        assert_eq!(hub.subscriber_count(), 0);
     }
 }

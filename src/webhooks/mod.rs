@@ -10,7 +10,7 @@
 //! shared.rs      the settings, and what the service and its tasks share
 //! supervisor.rs  which webhooks this node delivers (leases in the store)
 //! worker.rs      one webhook's delivery: cursor, retries, fencing
-//! waker.rs       wakes the workers whose selectors match a commit
+//! waker.rs       wakes the workers whose selectors match a commit (a hub observer)
 //! ```
 //!
 //! The cursor, the circuit and the lease live in the store
@@ -40,10 +40,12 @@ pub use retry::{backoff_ceiling, heed_retry_after, retry_delay, status, RetryPol
 pub use shared::WebhookSettings;
 
 use crate::domain::event::EventId;
+use crate::fanout::hub::Hub;
 use crate::store::webhooks::{NewWebhook, WebhookChange, WebhookRow};
 use crate::store::{EventStore, StoreError};
 use sender::Sender;
 use shared::Shared;
+use waker::Wakers;
 
 /// Most webhooks one server keeps.
 pub const MAX_WEBHOOKS: u64 = 1000;
@@ -115,7 +117,11 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    pub fn new(store: Arc<dyn EventStore>, settings: WebhookSettings) -> Result<Self, StoreError> {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        hub: Arc<Hub>,
+        settings: WebhookSettings,
+    ) -> Result<Self, StoreError> {
         let sender = Sender::new(settings.timeout)
             .map_err(|e| StoreError::internal("start the webhooks' HTTP client").caused_by(e))?;
         Ok(Webhooks {
@@ -125,7 +131,7 @@ impl Webhooks {
                 settings,
                 sender,
                 wake: Notify::new(),
-                wakers: Arc::default(),
+                wakers: Arc::new(Wakers::new(hub)),
             }),
         })
     }
@@ -133,13 +139,7 @@ impl Webhooks {
     /// Delivers the webhooks this node holds until `stop`, then gives
     /// their leases up.
     pub async fn run(self, stop: CancellationToken) {
-        let poll = (self.shared.settings.lease / 3).max(std::time::Duration::from_millis(50));
-        let waker = waker::run(
-            Arc::clone(&self.shared.store),
-            Arc::clone(&self.shared.wakers),
-            poll,
-            stop.clone(),
-        );
+        let waker = waker::run(Arc::clone(&self.shared.wakers), stop.clone());
         tokio::join!(supervisor::run(self.shared, stop), waker);
     }
 

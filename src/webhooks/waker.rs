@@ -1,42 +1,37 @@
 //! Wakes a worker when an event its selectors match is committed, so that
-//! idle webhooks cost nothing: one task per node follows the log (this
-//! node's committed batches as they commit, other nodes' commits through
-//! the commit hints and a read, like `fanout::tail`) and checks each
-//! event's topic against every registered worker's filter, in memory. A
-//! thousand idle webhooks then cost one read per commit, not a thousand.
+//! idle webhooks cost nothing: one task per node observes the hub (which
+//! the tail already feeds with every node's commits, in id order) and
+//! checks each event's topic against every registered worker's filter, in
+//! memory. A thousand idle webhooks cost no query per commit at all.
 //!
-//! Nothing is read while no worker is registered. A wake-up may be
-//! spurious (a worker reads and finds nothing); a missed one is covered by
-//! the worker's own slow poll.
+//! With no worker registered, a frame costs a look at an empty map (the
+//! task wakes once per published batch, as the tail does). A wake-up may be
+//! spurious (a worker reads and finds nothing); one lost when the observer
+//! lags is made up by waking every worker, and anything else by the
+//! worker's own slow poll.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::event::{EventId, StoredEvent};
+use crate::domain::event::EventId;
 use crate::domain::topic::TopicFilter;
-use crate::store::EventStore;
-
-/// Events read per query while catching up.
-const PAGE: usize = 1000;
+use crate::fanout::hub::Hub;
 
 struct Entry {
     filter: TopicFilter,
     notify: Arc<Notify>,
 }
 
-/// The registered workers, and how far the log has been followed.
-#[derive(Default)]
+/// The registered workers, and the hub their events come through.
 pub(super) struct Wakers {
+    hub: Arc<Hub>,
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
-    /// Every event up to this id was committed and seen by the waker.
-    seen: AtomicI64,
 }
 
 /// A worker's registration; dropping it unregisters.
@@ -62,6 +57,14 @@ impl Drop for WakeHandle {
 }
 
 impl Wakers {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Wakers {
+            hub,
+            entries: Mutex::default(),
+            next: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.entries
             .lock()
@@ -85,18 +88,16 @@ impl Wakers {
         }
     }
 
-    /// Every event up to this id was committed before it was read here.
+    /// Every event up to this id is committed, and any later one will
+    /// wake the workers it matches: a worker that read the log after
+    /// taking this id and found nothing may sleep past it.
     pub fn seen(&self) -> EventId {
-        self.seen.load(Ordering::Acquire)
+        self.hub.high()
     }
 
-    fn saw(&self, id: EventId) {
-        self.seen.fetch_max(id, Ordering::AcqRel);
-    }
-
-    fn wake_matching(&self, events: &[StoredEvent]) {
+    fn wake_matching(&self, topic: &str) {
         for entry in self.lock().values() {
-            if events.iter().any(|e| entry.filter.matches(e.topic.as_str())) {
+            if entry.filter.matches(topic) {
                 entry.notify.notify_one();
             }
         }
@@ -105,79 +106,21 @@ impl Wakers {
     fn wake_all(&self) {
         self.lock().values().for_each(|entry| entry.notify.notify_one());
     }
-
-    fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
 }
 
-/// Follows the log until `stop`, waking the workers concerned.
-pub(super) async fn run(
-    store: Arc<dyn EventStore>,
-    wakers: Arc<Wakers>,
-    poll: Duration,
-    stop: CancellationToken,
-) {
-    let mut hints = store.commit_hints();
-    let mut batches = store.committed_batches();
-    let start = match store.bounds().await {
-        Ok(bounds) => bounds.head,
-        Err(_) => *hints.borrow_and_update(),
-    };
-    wakers.saw(start);
-    let mut ticker = tokio::time::interval(poll);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let everything = TopicFilter::everything();
+/// Observes the hub until `stop`, waking the workers concerned.
+pub(super) async fn run(wakers: Arc<Wakers>, stop: CancellationToken) {
+    let mut frames = wakers.hub.observe();
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            batch = batches.recv() => match batch {
-                Ok(batch) if batch.after <= wakers.seen() => {
-                    wakers.wake_matching(&batch.events);
-                    if let Some(last) = batch.events.last() {
-                        wakers.saw(last.id);
-                    }
-                    continue;
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            frame = frames.recv() => match frame {
+                Ok(frame) => wakers.wake_matching(frame.topic.as_str()),
+                // Which events were missed is unknown: everyone looks.
+                Err(RecvError::Lagged(_)) => wakers.wake_all(),
                 Err(RecvError::Closed) => return,
             },
-            changed = hints.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                if *hints.borrow_and_update() <= wakers.seen() {
-                    continue;
-                }
-            }
-            _ = ticker.tick() => {}
-        }
-        if wakers.is_empty() {
-            // Nobody to wake: a worker that registers later reads for itself.
-            wakers.saw(*hints.borrow());
-            continue;
-        }
-        loop {
-            match store
-                .read_range(wakers.seen(), EventId::MAX, &everything, PAGE)
-                .await
-            {
-                Ok(events) => {
-                    wakers.wake_matching(&events);
-                    if let Some(last) = events.last() {
-                        wakers.saw(last.id);
-                    }
-                    if events.len() < PAGE {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    // The workers meet the same error and retry on their own.
-                    wakers.wake_all();
-                    break;
-                }
-            }
         }
     }
 }
