@@ -43,16 +43,13 @@ ping_ms="${NGINX_PING_MS:-}"
 
 say() { printf 'nginx-proxy: %s\n' "$*"; }
 fail() { printf 'nginx-proxy: FAILED: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/proxy.sh
+source "$repo_root/tests/clients/lib/proxy.sh"
 
 [[ -x "$nginx" ]] || fail "no nginx at $nginx (Debian: apt-get install nginx; make browser-tools does)"
 [[ "$upstream" =~ ^http://[^/]+$ ]] || fail "POLLCAST_URL must be http://host:port, not '$upstream'"
 
-token="${POLLCAST_TOKEN:-}"
-if [[ -z "$token" ]]; then
-    secret="${POLLCAST_TOKEN_SECRET:?set POLLCAST_TOKEN, or POLLCAST_TOKEN_SECRET to mint one}"
-    token="$("${POLLCAST_BIN:-$repo_root/target/release/pollcast}" token --token-secret "$secret" \
-        --sub demo --publish 'demo:*' --subscribe 'demo:*')"
-fi
+token="$(publisher_token)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/pollcast-nginx.XXXXXX")"
 # nginx's workers run as `nobody` when started by root: let them in.
@@ -68,20 +65,12 @@ cleanup() {
     fi
     for pid in "${readers[@]}" $nginx_pid; do wait "$pid" 2>/dev/null || true; done
     if [[ "$status" != 0 ]]; then
-        for log in "$work"/error.log "$work"/*.headers "$work"/*.log; do
-            [[ -s "$log" ]] || continue
-            printf -- '--- %s\n' "${log#"$work"/}" >&2
-            tail -n 40 "$log" | cut -c1-400 >&2
-        done
+        print_logs "$work"/error.log "$work"/*.headers "$work"/*.log
     fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # --- nginx: defaults, but for where it runs and the control location ---------
 
@@ -118,58 +107,25 @@ http {
 EOF
     "$nginx" -p "$work" -c "$work/nginx.conf" -e "$work/error.log" &
     nginx_pid=$!
-    for _ in $(seq 100); do
-        if ! kill -0 "$nginx_pid" 2>/dev/null; then
-            wait "$nginx_pid" 2>/dev/null || true
-            nginx_pid=
-            return 1
-        fi
-        if curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    fail "nginx did not proxy /healthz within 5 s"
+    local up=0
+    wait_up "$nginx_pid" 5 curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || up=$?
+    case "$up" in
+        0) return 0 ;;
+        1) nginx_pid=; return 1 ;;
+        *) fail "nginx did not proxy /healthz within 5 s" ;;
+    esac
 }
-# The port may be taken between picking and binding: try a few.
-started=
-for _ in 1 2 3; do
-    if start_nginx; then started=1; break; fi
-done
-[[ -n "$started" ]] || fail "nginx would not start (error log above)"
+start_with_retries nginx start_nginx
 proxy="http://127.0.0.1:$port"
 say "nginx $("$nginx" -v 2>&1 | sed 's/.*nginx\///') on $proxy in front of $upstream"
 
-topic="demo:nginx-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-# Each line curl prints, stamped with the time it arrived (bash's clock,
-# no fork per line).
-stamp() {
-    local line
-    while IFS= read -r line; do
-        printf '%s %s\n' "$EPOCHREALTIME" "$line"
-    done
-}
+topic="demo:nginx-$(random_hex)"
 
 # Opens `curl -N` on a stream URL; its output, stamped, goes to $2.log and
 # its response head to $2.headers.
 open_stream() {
     local url="$1" name="$2"
-    mkfifo "$work/$name.fifo"
-    curl -sS -N -D "$work/$name.headers" -H "Authorization: Bearer $token" \
-        "$url" >"$work/$name.fifo" 2>"$work/$name.curl-stderr" &
-    readers+=($!)
-    stamp <"$work/$name.fifo" >"$work/$name.log" &
-    readers+=($!)
-}
-
-wait_for_line() {
-    local file="$1" pattern="$2" what="$3"
-    for _ in $(seq 100); do
-        grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    fail "no $what within 5 s (expected a line matching '$pattern' in ${file##*/})"
+    read_stream "$name" curl -sS -N -D "$work/$name.headers" -H "Authorization: Bearer $token" "$url"
 }
 
 # --- pollcast itself sends X-Accel-Buffering: no -----------------------------
@@ -197,14 +153,10 @@ for i in $(seq "$events"); do
     code="${answer##*$'\n'}"
     body="${answer%$'\n'*}"
     [[ "$code" == 201 ]] || fail "publish $i through nginx: HTTP $code: $body"
-    id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["id"])' "$body" 2>/dev/null || true)"
+    id="$(event_id "$body")"
     [[ "$id" =~ ^[0-9]+$ ]] || fail "publish $i: no id in $body"
     printf '%s %s %s\n' "$started_at" "$id" "$body" >>"$work/published"
-    # Sleep what is left of the spacing.
-    left_ms=$(( spacing_ms - (${EPOCHREALTIME/./} - ${started_at/./}) / 1000 ))
-    if (( left_ms > 0 )); then
-        sleep "$(printf '%d.%03d' $((left_ms / 1000)) $((left_ms % 1000)))"
-    fi
+    sleep_rest "$started_at" "$spacing_ms"
 done
 wait_for_line "$work/stream.log" "^[0-9.]* id: $id\$" "last event (id $id) through nginx"
 if [[ -n "$ping_ms" ]]; then
@@ -223,13 +175,15 @@ sleep 0.2
 
 # --- checks ------------------------------------------------------------------
 
-python3 - "$work" "$max_latency_ms" "${ping_ms:-0}" <<'PY'
+python3 - "$work" "$max_latency_ms" "${ping_ms:-0}" "$repo_root/tests/clients/lib" <<'PY'
 import json
 import re
 import sys
 from pathlib import Path
 
 work, max_latency_ms, ping_ms = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from sse_log import Failed, frames, heartbeats, published, response_head, stored  # noqa: E402
 
 
 def fail(message):
@@ -237,37 +191,7 @@ def fail(message):
     sys.exit(1)
 
 
-def frames(name):
-    """SSE frames as (time the frame was complete, fields, comments)."""
-    out, fields, comments = [], [], []
-    for raw in (work / f"{name}.log").read_text().splitlines():
-        at, _, line = raw.partition(" ")
-        at = float(at)
-        line = line.rstrip("\r")
-        if line == "":
-            if fields or comments:
-                out.append((at, fields, comments))
-            fields, comments = [], []
-        elif line.startswith(":"):
-            comments.append((at, line))
-        else:
-            key, _, value = line.partition(":")
-            fields.append((key, value[1:] if value.startswith(" ") else value))
-    return out
-
-
-def head(name):
-    lines = (work / f"{name}.headers").read_text().splitlines()
-    status = lines[0] if lines else ""
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-    return status, headers
-
-
-status, headers = head("stream")
+status, headers = response_head(work / "stream.headers")
 if not re.match(r"HTTP/1\.[01] 200", status):
     fail(f"stream through nginx: status line {status!r}")
 for name, expected in (("content-type", "text/event-stream"), ("cache-control", "no-cache")):
@@ -277,19 +201,16 @@ for name in ("content-length", "content-encoding"):
     if name in headers:
         fail(f"stream through nginx: unexpected {name}: {headers[name]}")
 
-published = []
-for line in (work / "published").read_text().splitlines():
-    at, event_id, body = line.split(" ", 2)
-    published.append((float(at), event_id, json.loads(body)))
+published = published(work / "published")
 
-stream = frames("stream")
-if not stream or not any(("event", "connection:established") in f for _, f, _ in stream[:1]):
+stream = frames(work / "stream.log")
+if not stream or stream[0][1].get("event") != "connection:established":
     fail(f"the first frame through nginx is not connection:established: {stream[:1]}")
-stored = [(at, dict(fields)) for at, fields, _ in stream if any(k == "id" for k, _ in fields)]
+with_ids = stored(stream)
 # The last one is the big event that flushes the control.
-if not stored or stored[-1][1].get("event") != "demo:flush":
-    fail(f"the flush event is not the last one through nginx: {[f.get('event') for _, f in stored]}")
-events = stored[:-1]
+if not with_ids or with_ids[-1][1].get("event") != "demo:flush":
+    fail(f"the flush event is not the last one through nginx: {[f.get('event') for _, f in with_ids]}")
+events = with_ids[:-1]
 ids = [f["id"] for _, f in events]
 expected_ids = [event_id for _, event_id, _ in published]
 if ids != expected_ids:
@@ -310,18 +231,15 @@ print(f"nginx-proxy: {len(events)} events one by one, publish-to-curl "
       f"{min(latencies):.0f}-{max(latencies):.0f} ms (limit {max_latency_ms:.0f})")
 
 if ping_ms:
-    pings = [at for _, _, comments in stream for at, text in comments if text.strip() == ": ping"]
-    if len(pings) < 2:
-        fail(f"{len(pings)} heartbeat(s) through nginx with --heartbeat {ping_ms:.0f} ms")
-    gaps = [(b - a) * 1000 for a, b in zip(pings, pings[1:])]
-    if max(gaps) > 1.5 * ping_ms:
-        fail(f"heartbeats through nginx {max(gaps):.0f} ms apart (heartbeat {ping_ms:.0f} ms): held back")
-    print(f"nginx-proxy: {len(pings)} heartbeats, {min(gaps):.0f}-{max(gaps):.0f} ms apart")
+    try:
+        print(f"nginx-proxy: {heartbeats(stream, ping_ms, 'nginx')}")
+    except Failed as failed:
+        fail(str(failed))
 
 # The control: with X-Accel-Buffering ignored, nginx's default buffering
 # holds the events; they come late, together, when the big event fills the
 # buffer. If they came promptly here too, the check above would prove nothing.
-control = [(at, dict(fields)) for at, fields, _ in frames("control") if any(k == "id" for k, _ in fields)]
+control = stored(frames(work / "control.log"))
 late = [f["id"] for at, f in control
         if f["id"] in expected_ids
         and (at - published[expected_ids.index(f["id"])][0]) * 1000 > max_latency_ms]

@@ -87,6 +87,8 @@ missed=3
 
 say() { printf 'squid-proxy: %s\n' "$*"; }
 fail() { printf 'squid-proxy: FAILED: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/proxy.sh
+source "$repo_root/tests/clients/lib/proxy.sh"
 
 [[ -x "$squid" ]] || fail "no squid at $squid (Debian: apt-get install squid; make browser-tools does)"
 [[ -r "$default_conf" ]] || fail "no default config at $default_conf (Debian's squid package ships it)"
@@ -107,12 +109,7 @@ for line in 'http_port 3128' 'coredump_dir /var/spool/squid'; do
         || fail "$default_conf does not have exactly one line '$line': see the header of $0"
 done
 
-token="${POLLCAST_TOKEN:-}"
-if [[ -z "$token" ]]; then
-    secret="${POLLCAST_TOKEN_SECRET:?set POLLCAST_TOKEN, or POLLCAST_TOKEN_SECRET to mint one}"
-    token="$("${POLLCAST_BIN:-$repo_root/target/release/pollcast}" token --token-secret "$secret" \
-        --sub demo --publish 'demo:*' --subscribe 'demo:*')"
-fi
+token="$(publisher_token)"
 
 # --- the private directory ---------------------------------------------------
 
@@ -147,20 +144,12 @@ cleanup() {
     fi
     for pid in "${readers[@]}" $squid_pid; do wait "$pid" 2>/dev/null || true; done
     if [[ "$status" != 0 ]]; then
-        for log in "$work"/squid.stderr "$work"/*.headers "$work"/*.log; do
-            [[ -s "$log" ]] || continue
-            printf -- '--- %s\n' "$log" >&2
-            tail -n 40 "$log" | cut -c1-400 >&2
-        done
+        print_logs "$work"/squid.stderr "$work"/*.headers "$work"/*.log
     fi
     if [[ "$work" != "$repo_root/target/squid-proxy" ]]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # Every curl here goes through squid; --noproxy '' keeps a NO_PROXY in the
 # environment from sending loopback requests around it.
@@ -186,26 +175,16 @@ start_squid() {
     # -N: in the foreground, one process (no daemon, no SMP kids).
     "$squid" -N -f "$work/squid.conf" >"$work/squid.stderr" 2>&1 &
     squid_pid=$!
-    for _ in $(seq 100); do
-        if ! kill -0 "$squid_pid" 2>/dev/null; then
-            wait "$squid_pid" 2>/dev/null || true
-            squid_pid=
-            return 1
-        fi
-        if pcurl -fsS -o /dev/null "$upstream/healthz" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    fail "squid did not forward /healthz to $upstream within 10 s"
+    local up=0
+    wait_up "$squid_pid" 10 pcurl -fsS -o /dev/null "$upstream/healthz" || up=$?
+    case "$up" in
+        0) return 0 ;;
+        1) squid_pid=; return 1 ;;
+        *) fail "squid did not forward /healthz to $upstream within 10 s" ;;
+    esac
 }
 "$squid" -k parse -f "$default_conf" >/dev/null 2>&1 || fail "squid cannot parse $default_conf"
-# The port may be taken between picking and binding: try a few.
-started=
-for _ in 1 2 3; do
-    if start_squid; then started=1; break; fi
-done
-[[ -n "$started" ]] || fail "squid would not start (its logs follow)"
+start_with_retries squid start_squid
 say "squid $("$squid" -v | sed -n 's/^Squid Cache: Version //p') as $(ps -o user= -p "$squid_pid"), Debian's config, on $proxy; pollcast at $upstream"
 
 # --- WebSockets through the same proxy ---------------------------------------
@@ -214,16 +193,7 @@ python3 "$repo_root/tests/clients/websocket_via_proxy.py" "$port" "$upstream_por
 
 # --- live events, heartbeats and a resume, with curl -------------------------
 
-topic="demo:squid-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-# Each line curl prints, stamped with the time it arrived (bash's clock,
-# no fork per line).
-stamp() {
-    local line
-    while IFS= read -r line; do
-        printf '%s %s\n' "$EPOCHREALTIME" "$line"
-    done
-}
+topic="demo:squid-$(random_hex)"
 
 # open_stream NAME [CURL ARG...]: `curl -N` on the topic through squid; its
 # output, stamped, goes to NAME.log, its response head to NAME.headers, and
@@ -231,24 +201,9 @@ stamp() {
 open_stream() {
     local name="$1"
     shift
-    mkfifo "$work/$name.fifo"
-    # curl itself, not through pcurl: $! must be curl's pid, to stop it.
-    curl --noproxy '' --proxy "$proxy" -sS -N -D "$work/$name.headers" \
-        -H "Authorization: Bearer $token" "$@" \
-        "$upstream/v1/events?topic=$topic" >"$work/$name.fifo" 2>"$work/$name.curl-stderr" &
-    curl_pid=$!
-    readers+=("$curl_pid")
-    stamp <"$work/$name.fifo" >"$work/$name.log" &
-    readers+=($!)
-}
-
-wait_for_line() {
-    local file="$1" pattern="$2" what="$3"
-    for _ in $(seq 500); do
-        grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-        sleep 0.01
-    done
-    fail "no $what within 5 s (expected a line matching '$pattern' in ${file##*/})"
+    # curl itself, not through pcurl: $curl_pid must be curl's, to stop it.
+    read_stream "$name" curl --noproxy '' --proxy "$proxy" -sS -N -D "$work/$name.headers" \
+        -H "Authorization: Bearer $token" "$@" "$upstream/v1/events?topic=$topic"
 }
 
 # publish NAME N: one event through squid; appends "start id body" to NAME
@@ -263,7 +218,7 @@ publish() {
     body="${answer%$'\n'*}"
     [[ "$code" == 201 ]] || fail "publish $2 through squid: HTTP $code: $body"
     grep -qi '^via:.*squid' "$work/publish.headers" || fail "publish $2: no Via from squid in the answer"
-    id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["id"])' "$body" 2>/dev/null || true)"
+    id="$(event_id "$body")"
     [[ "$id" =~ ^[0-9]+$ ]] || fail "publish $2: no id in $body"
     printf '%s %s %s\n' "$started_at" "$id" "$body" >>"$work/$1"
 }
@@ -280,10 +235,7 @@ for i in $(seq "$events"); do
     started_at="$EPOCHREALTIME"
     publish published "$i"
     wait_for_line "$work/live.log" "^[0-9.]* id: $id\$" "event $id through squid"
-    left_ms=$(( spacing_ms - (${EPOCHREALTIME/./} - ${started_at/./}) / 1000 ))
-    if (( left_ms > 0 )); then
-        sleep "$(printf '%d.%03d' $((left_ms / 1000)) $((left_ms % 1000)))"
-    fi
+    sleep_rest "$started_at" "$spacing_ms"
 done
 last_seen="$id"
 if [[ -n "$ping_ms" ]]; then
@@ -305,13 +257,16 @@ wait_for_line "$work/resume.log" "^[0-9.]* id: $id\$" "a live event ($id) after 
 wait_for_line "$work/bystander.log" "^[0-9.]* id: $id\$" "the last event ($id) on the bystander stream"
 sleep 0.3 # time for a duplicate to show up, if there were one
 
-python3 - "$work" "$max_latency_ms" "${ping_ms:-0}" "$last_seen" <<'PY'
+python3 - "$work" "$max_latency_ms" "${ping_ms:-0}" "$last_seen" "$repo_root/tests/clients/lib" <<'PY'
 import json
 import re
 import sys
 from pathlib import Path
 
 work, max_latency_ms, ping_ms, last_seen = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, sys.argv[5])
+import sse_log  # noqa: E402
+from sse_log import Failed, heartbeats, stored  # noqa: E402
 
 
 def fail(message):
@@ -320,30 +275,15 @@ def fail(message):
 
 
 def frames(name):
-    """SSE frames of a stream: (time the frame was complete, fields dict, comment times)."""
-    out, fields, comments = [], {}, []
-    for raw in (work / f"{name}.log").read_text().splitlines():
-        at, _, line = raw.partition(" ")
-        line = line.rstrip("\r")
-        if line == "":
-            if fields or comments:
-                out.append((float(at), fields, comments))
-            fields, comments = {}, []
-        elif line.startswith(":"):
-            comments.append((float(at), line))
-        else:
-            key, _, value = line.partition(":")
-            fields[key] = value[1:] if value.startswith(" ") else value
-    return out
+    return sse_log.frames(work / f"{name}.log")
+
+
+def published(name):
+    return sse_log.published(work / name)
 
 
 def check_head(name):
-    lines = (work / f"{name}.headers").read_text().splitlines()
-    status = lines[0] if lines else ""
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
+    status, headers = sse_log.response_head(work / f"{name}.headers")
     if not re.match(r"HTTP/1\.[01] 200", status):
         fail(f"{name} stream through squid: status line {status!r}")
     if "squid" not in headers.get("via", ""):
@@ -356,14 +296,6 @@ def check_head(name):
     if not headers.get("x-cache", "").startswith("MISS"):
         fail(f"{name} stream: squid answered from its cache (X-Cache: {headers.get('x-cache')!r})")
     return headers.get("x-cache-lookup", "").split(" ")[0]
-
-
-def published(name):
-    out = []
-    for line in (work / name).read_text().splitlines():
-        at, event_id, body = line.split(" ", 2)
-        out.append((float(at), event_id, json.loads(body)))
-    return out
 
 
 def check_events(what, sent, got):
@@ -385,8 +317,7 @@ live = frames("live")
 if not live or live[0][1].get("event") != "connection:established":
     fail(f"the first frame through squid is not connection:established: {live[:1]}")
 sent = published("published")
-latencies = check_events("live stream through squid", sent,
-                         [(at, f) for at, f, _ in live if "id" in f])
+latencies = check_events("live stream through squid", sent, stored(live))
 slow = [f"{ms:.0f}" for ms in latencies if ms > max_latency_ms]
 if slow:
     fail(f"events reached curl {', '.join(slow)} ms after their publish started "
@@ -395,13 +326,10 @@ print(f"squid-proxy: {len(sent)} events one by one, publish-to-curl "
       f"{min(latencies):.0f}-{max(latencies):.0f} ms (limit {max_latency_ms:.0f})")
 
 if ping_ms:
-    pings = [at for _, _, comments in live for at, text in comments if text.strip() == ": ping"]
-    if len(pings) < 2:
-        fail(f"{len(pings)} heartbeat(s) through squid with --heartbeat {ping_ms:.0f} ms")
-    gaps = [(b - a) * 1000 for a, b in zip(pings, pings[1:])]
-    if max(gaps) > 1.5 * ping_ms:
-        fail(f"heartbeats through squid {max(gaps):.0f} ms apart (heartbeat {ping_ms:.0f} ms): held back")
-    print(f"squid-proxy: {len(pings)} heartbeats, {min(gaps):.0f}-{max(gaps):.0f} ms apart")
+    try:
+        print(f"squid-proxy: {heartbeats(live, ping_ms, 'squid')}")
+    except Failed as failed:
+        fail(str(failed))
 
 resume = frames("resume")
 first = resume[0][1] if resume else {}
@@ -411,7 +339,7 @@ payload = json.loads(first["data"])["payload"]
 missed, after = published("missed"), published("after")
 if (payload.get("replayFrom"), payload.get("replayCount"), payload.get("replayCountExact")) != (last_seen, len(missed), True):
     fail(f"connection:reconnected says {payload}, expected replayFrom {last_seen}, replayCount {len(missed)}, exact")
-got = [(at, f) for at, f, _ in resume if "id" in f]
+got = stored(resume)
 check_events("resumed stream through squid", missed + after, got)
 live_ms = (got[-1][0] - after[0][0]) * 1000
 if live_ms > max_latency_ms:
@@ -419,7 +347,7 @@ if live_ms > max_latency_ms:
 print(f"squid-proxy: resume with Last-Event-ID {last_seen}: exactly the {len(missed)} missed events "
       f"{[e for _, e, _ in missed]} in order, then live ({live_ms:.0f} ms)")
 
-bystander = [(at, f) for at, f, _ in frames("bystander") if "id" in f]
+bystander = stored(frames("bystander"))
 check_events("bystander stream through squid", sent + missed + after, bystander)
 print(f"squid-proxy: the bystander stream got all {len(bystander)} events in order; the later streams' "
       f"cache lookups: {lookups}, each answered by pollcast (X-Cache: MISS)")
