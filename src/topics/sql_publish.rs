@@ -32,6 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use super::publish::{stamped, version_check, VersionCheck};
 use super::reserved;
 use crate::domain::event::{EventType, NewEvent, StoredEvent, TraceId};
 use crate::domain::topic::{is_tenant_name, Topic};
@@ -59,12 +60,17 @@ pub enum RowRefused {
     Payload(String),
     #[error("tenant {0:?} is not a tenant's name")]
     Tenant(String),
+    #[error("entity_id: {0}")]
+    Entity(String),
 }
 
 /// The event a row of the outbox becomes, checked as a REST publish is:
 /// the topic and type syntax, the reserved topics and types, an object
-/// payload within [`MAX_SQL_PAYLOAD`], a tenant's name.
-pub fn event_of(row: &OutboxRow) -> Result<NewEvent, RowRefused> {
+/// payload within [`MAX_SQL_PAYLOAD`], a tenant's name, an entity id; and
+/// the version check of its entity, if it names one (never a conflict:
+/// no version is expected, the entity gets its next one).
+pub fn event_of(row: &OutboxRow) -> Result<(NewEvent, Option<VersionCheck>), RowRefused> {
+    let check = version_check(row.entity_id.clone(), None).map_err(|e| RowRefused::Entity(e.message()))?;
     let topic = Topic::parse(&row.topic).map_err(|e| RowRefused::Topic(e.to_string()))?;
     reserved::check_topic(&topic).map_err(|e| RowRefused::Topic(e.message()))?;
     let event_type = EventType::parse(&row.event_type).map_err(RowRefused::EventType)?;
@@ -84,7 +90,7 @@ pub fn event_of(row: &OutboxRow) -> Result<NewEvent, RowRefused> {
     };
     let trace_id = TraceId::from_traceparent(&format!("00-{}-0000000000000001-00", row.trace_id))
         .unwrap_or_else(TraceId::generate);
-    Ok(NewEvent::new(topic, event_type, trace_id, &payload))
+    Ok((NewEvent::new(topic, event_type, trace_id, &payload), check))
 }
 
 /// Takes up to [`DRAIN_LIMIT`] rows from the outbox and appends their
@@ -101,15 +107,23 @@ impl Command for DrainOutbox {
         let rows = tx.take_outbox(DRAIN_LIMIT).await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            match event_of(row) {
-                Ok(event) => events.push(event),
-                Err(refused) => tracing::warn!(
-                    seq = row.seq,
-                    topic = %row.topic,
-                    %refused,
-                    "dropped a row of pollcast.outbox that no publish may make"
-                ),
-            }
+            let refused = match event_of(row) {
+                Ok((event, check)) => match stamped(tx, event, check).await? {
+                    Ok(event) => {
+                        events.push(event);
+                        continue;
+                    }
+                    // No version is expected, so none can conflict.
+                    Err(rejection) => RowRefused::Entity(rejection.message()),
+                },
+                Err(refused) => refused,
+            };
+            tracing::warn!(
+                seq = row.seq,
+                topic = %row.topic,
+                %refused,
+                "dropped a row of pollcast.outbox that no publish may make"
+            );
         }
         Ok((events, rows.len()))
     }
@@ -179,6 +193,7 @@ async fn drain(store: &dyn EventStore) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topics::publish::next_version;
 
     fn row(topic: &str, event_type: &str, payload: &str, tenant: Option<&str>) -> OutboxRow {
         OutboxRow {
@@ -188,12 +203,15 @@ mod tests {
             payload: payload.into(),
             tenant: tenant.map(str::to_string),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            entity_id: None,
         }
     }
 
     #[test]
     fn a_valid_row_becomes_its_event_with_its_trace_id() {
-        let event = event_of(&row("orders:42", "order:updated", "{\"status\": \"paid\"}", None)).unwrap();
+        let (event, check) =
+            event_of(&row("orders:42", "order:updated", "{\"status\": \"paid\"}", None)).unwrap();
+        assert!(check.is_none(), "no entity, no version");
         assert_eq!(event.topic.as_str(), "orders:42");
         assert_eq!(event.event_type.as_str(), "order:updated");
         assert_eq!(event.payload.get(), "{\"status\":\"paid\"}");
@@ -202,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_tenants_row_lands_on_the_tenants_topic() {
-        let event = event_of(&row("orders:42", "order:updated", "{}", Some("acme"))).unwrap();
+        let (event, _) = event_of(&row("orders:42", "order:updated", "{}", Some("acme"))).unwrap();
         assert_eq!(event.topic.as_str(), "~acme:orders:42");
         assert_eq!(event.topic.display_name(), "orders:42");
     }
@@ -234,13 +252,35 @@ mod tests {
             refused(row("orders", "a:b", "{}", Some("A B"))),
             RowRefused::Tenant(_)
         ));
+        for entity in ["", "a\nb", &"x".repeat(201)] {
+            let bad = OutboxRow {
+                entity_id: Some(entity.to_string()),
+                ..row("orders", "a:b", "{}", None)
+            };
+            assert!(matches!(refused(bad), RowRefused::Entity(_)), "{entity:?}");
+        }
+    }
+
+    #[test]
+    fn a_row_naming_an_entity_gets_its_next_version_whatever_it_is() {
+        let named = OutboxRow {
+            entity_id: Some("order-42".into()),
+            ..row("orders:42", "order:updated", "{}", None)
+        };
+        let (_, check) = event_of(&named).unwrap();
+        let check = check.expect("a version check");
+        assert_eq!(check.entity_id(), "order-42");
+        // No version is expected: the next one, never a conflict.
+        for current in [0, 1, 41] {
+            assert_eq!(next_version(&check, current), Ok(current + 1));
+        }
     }
 
     #[test]
     fn a_bad_trace_id_gets_a_fresh_one() {
         let mut bad = row("orders", "a:b", "{}", None);
         bad.trace_id = "not hex".into();
-        let event = event_of(&bad).unwrap();
+        let (event, _) = event_of(&bad).unwrap();
         assert_eq!(event.trace_id.as_str().len(), 32);
     }
 }

@@ -314,6 +314,7 @@ async fn the_sql_checks_are_the_servers_checks() {
             payload: payload.to_string(),
             tenant: tenant.map(str::to_string),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            entity_id: None,
         });
         assert_eq!(
             sql.is_ok(),
@@ -328,4 +329,79 @@ async fn the_sql_checks_are_the_servers_checks() {
             assert!(message.starts_with("pollcast.publish: "), "{message}");
         }
     }
+}
+
+/// The entity ids the SQL function takes are the ones the server takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_entity_checks_are_the_servers_checks() {
+    let app = app().await;
+    let db = application(&app).await;
+    let (longest, too_long, wide) = ("x".repeat(200), "x".repeat(201), "é".repeat(200));
+    for entity in ["order-1", "", "a\nb", "tab\there", &longest, &too_long, &wide] {
+        let sql = db
+            .query_one(
+                "SELECT pollcast.publish('orders', 'order:paid', '{}', NULL, $1)",
+                &[&entity],
+            )
+            .await;
+        let rust = event_of(&OutboxRow {
+            seq: 1,
+            topic: "orders".into(),
+            event_type: "order:paid".into(),
+            payload: "{}".into(),
+            tenant: None,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            entity_id: Some(entity.to_string()),
+        });
+        assert_eq!(sql.is_ok(), rust.is_ok(), "{entity:.20?}: SQL {sql:?}");
+    }
+}
+
+/// Given an application that publishes about an entity from SQL, when it
+/// does so in two transactions and a REST publisher then writes with the
+/// version it read, then the SQL events carry versions 1 and 2 in commit
+/// order, the REST write expecting 2 gets 3, and one still expecting 2 is
+/// a 409: SQL and REST share the entity's versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_publishes_about_an_entity_take_its_next_versions() {
+    let app = app().await;
+    let db = application(&app).await;
+    let mut stream = app.subscribe(&["demo:orders"], None).await;
+    for status in ["paid", "shipped"] {
+        db.query_one(
+            "SELECT pollcast.publish('demo:orders', 'order:updated', jsonb_build_object('status', $1::text), \
+             entity_id => 'order-9')",
+            &[&status],
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = data(&stream.next_stored().await);
+        seen.push((
+            event["entityId"].clone(),
+            event["version"].clone(),
+            event["payload"]["status"].clone(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!("order-9"), json!(1), json!("paid")),
+            (json!("order-9"), json!(2), json!("shipped")),
+        ]
+    );
+    let token = app.demo_token();
+    let write = |expected: i64| {
+        app.publish_raw(
+            &token,
+            "demo:orders",
+            json!({"type": "order:updated", "entityId": "order-9", "expectedVersion": expected, "payload": {}}),
+        )
+    };
+    let response = write(2).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.json::<Value>().await.unwrap()["version"], 3);
+    assert_eq!(write(2).await.status(), 409);
 }

@@ -18,6 +18,8 @@ pub struct OutboxRow {
     pub payload: String,
     pub tenant: Option<String>,
     pub trace_id: String,
+    /// The entity whose next version the event gets.
+    pub entity_id: Option<String>,
 }
 
 #[async_trait]

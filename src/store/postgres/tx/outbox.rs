@@ -16,7 +16,7 @@ impl OutboxRepo for PgTx<'_> {
             .query(
                 "DELETE FROM pollcast.outbox
                  WHERE seq IN (SELECT seq FROM pollcast.outbox ORDER BY seq LIMIT $1)
-                 RETURNING seq, topic, type, payload::text, tenant, trace_id",
+                 RETURNING seq, topic, type, payload::text, tenant, trace_id, entity_id",
                 &[&limit],
             )
             .await?;
@@ -29,6 +29,7 @@ impl OutboxRepo for PgTx<'_> {
                 payload: row.get(3),
                 tenant: row.get(4),
                 trace_id: row.get(5),
+                entity_id: row.get(6),
             })
             .collect();
         taken.sort_by_key(|row| row.seq);
