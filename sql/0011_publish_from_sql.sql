@@ -32,9 +32,6 @@ CREATE TABLE pollcast.outbox (
     type       text        NOT NULL,
     payload    jsonb       NOT NULL,
     tenant     text,
-    -- The entity the event is about: the writer gives it the entity's next
-    -- version (as a REST publish with an entityId and no expectedVersion).
-    entity_id  text,
     trace_id   text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
@@ -42,8 +39,7 @@ CREATE TABLE pollcast.outbox (
 -- Returns the event's trace id (32 hex digits), which the event carries as
 -- `traceId`: the application can log it and find its event by it. The id
 -- in the log is not known until the writer takes the row, after the commit.
-CREATE FUNCTION pollcast.publish(topic text, type text, payload jsonb, tenant text DEFAULT NULL,
-                                 entity_id text DEFAULT NULL)
+CREATE FUNCTION pollcast.publish(topic text, type text, payload jsonb, tenant text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 -- Runs with its owner's rights: applications get EXECUTE on this function,
@@ -85,19 +81,14 @@ BEGIN
         RAISE EXCEPTION 'pollcast.publish: tenant % must be 1 to 64 characters of [a-z0-9_.-]', quote_literal(tenant)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF entity_id IS NOT NULL
-       AND (entity_id = '' OR char_length(entity_id) > 200 OR entity_id ~ '[[:cntrl:]]') THEN
-        RAISE EXCEPTION 'pollcast.publish: entity_id must be 1 to 200 characters, none of them a control character'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO pollcast.outbox (topic, type, payload, tenant, entity_id, trace_id)
-    VALUES (topic, type, payload, tenant, entity_id, trace);
+    INSERT INTO pollcast.outbox (topic, type, payload, tenant, trace_id)
+    VALUES (topic, type, payload, tenant, trace);
     RETURN trace;
 END;
 $$;
 
 -- Only roles an administrator names may publish:
 --   GRANT USAGE ON SCHEMA pollcast TO app;
---   GRANT EXECUTE ON FUNCTION pollcast.publish(text, text, jsonb, text, text) TO app;
-REVOKE ALL ON FUNCTION pollcast.publish(text, text, jsonb, text, text) FROM PUBLIC;
+--   GRANT EXECUTE ON FUNCTION pollcast.publish(text, text, jsonb, text) TO app;
+REVOKE ALL ON FUNCTION pollcast.publish(text, text, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON TABLE pollcast.outbox FROM PUBLIC;

@@ -337,7 +337,19 @@ async fn the_sql_entity_checks_are_the_servers_checks() {
     let app = app().await;
     let db = application(&app).await;
     let (longest, too_long, wide) = ("x".repeat(200), "x".repeat(201), "é".repeat(200));
-    for entity in ["order-1", "", "a\nb", "tab\there", &longest, &too_long, &wide] {
+    let cases = [
+        "order-1",
+        "",
+        "a\nb",
+        "tab\there",
+        "del\u{7f}",
+        "c1\u{85}",
+        "line\u{2028}sep",
+        &longest,
+        &too_long,
+        &wide,
+    ];
+    for entity in cases {
         let sql = db
             .query_one(
                 "SELECT pollcast.publish('orders', 'order:paid', '{}', NULL, $1)",

@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_webhook_previous_secret",
         include_str!("../../../sql/0013_webhook_previous_secret.sql"),
     ),
+    (
+        "0014_publish_with_entity",
+        include_str!("../../../sql/0014_publish_with_entity.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pollmigr" in ASCII).
