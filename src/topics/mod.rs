@@ -8,6 +8,8 @@
 //! - [`publish`]: a publish checked, then run in the writer's transaction,
 //!   with optimistic locking of entities (`expectedVersion`);
 //! - [`publish_many`]: several publishes in one commit, all or none;
+//! - [`versions`]: the entity versions of a command's events, read and
+//!   written once per command;
 //! - [`sql_publish`]: publishes made in SQL (`pollcast.publish`) inside
 //!   applications' transactions, moved from the outbox into the log;
 //! - [`presence`]: `presence:update` events debounced by the grace period,
@@ -29,3 +31,4 @@ pub mod publish_many;
 pub mod reserved;
 pub mod sql_publish;
 pub mod tail;
+pub mod versions;

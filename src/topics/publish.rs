@@ -6,9 +6,10 @@
 
 use async_trait::async_trait;
 
-use super::outcome::{PublishOutcome, PublishRejection, Published, MAX_ENTITY_ID};
+use super::outcome::{PublishOutcome, PublishRejection, Published};
 use super::reserved;
-use crate::domain::event::{EntityVersion, EventType, NewEvent, StoredEvent, TraceId};
+use super::versions::{key_of, version_check, EntityVersions, VersionCheck};
+use crate::domain::event::{EventType, NewEvent, StoredEvent, TraceId};
 use crate::domain::topic::Topic;
 use crate::store::{execute, Answer, Command, EventStore, Idempotent, StoreError, Tx};
 
@@ -43,56 +44,6 @@ impl PublishRequest {
     }
 }
 
-/// `entityId` / `expectedVersion` of a publish, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionCheck {
-    entity_id: String,
-    expected: Option<i64>,
-}
-
-impl VersionCheck {
-    pub fn entity_id(&self) -> &str {
-        &self.entity_id
-    }
-}
-
-/// Checks an `entityId` and `expectedVersion` pair: `None` when the publish
-/// names no entity.
-pub fn version_check(
-    entity_id: Option<String>,
-    expected: Option<i64>,
-) -> Result<Option<VersionCheck>, PublishRejection> {
-    let Some(entity_id) = entity_id else {
-        if expected.is_some() {
-            return Err(PublishRejection::VersionWithoutEntity);
-        }
-        return Ok(None);
-    };
-    if entity_id.is_empty()
-        || entity_id.chars().count() > MAX_ENTITY_ID
-        || entity_id.chars().any(char::is_control)
-    {
-        return Err(PublishRejection::BadEntityId);
-    }
-    if expected.is_some_and(|v| v < 0) {
-        return Err(PublishRejection::NegativeVersion);
-    }
-    Ok(Some(VersionCheck { entity_id, expected }))
-}
-
-/// The version an entity at `current` gets from a publish: the next one,
-/// unless the publisher expected another.
-pub fn next_version(check: &VersionCheck, current: i64) -> Result<i64, PublishRejection> {
-    match check.expected {
-        Some(expected) if expected != current => Err(PublishRejection::VersionConflict {
-            entity_id: check.entity_id.clone(),
-            expected,
-            current,
-        }),
-        _ => Ok(current + 1),
-    }
-}
-
 /// A checked publish, to run in the writer's transaction.
 #[derive(Debug)]
 pub struct Publish {
@@ -118,17 +69,11 @@ pub(super) async fn stamped(
     let Some(check) = check else {
         return Ok(Ok(event));
     };
-    let topic = event.topic.as_str().to_string();
-    let current = tx.entity_version(&topic, &check.entity_id).await?;
-    let version = match next_version(&check, current) {
-        Ok(version) => version,
-        Err(conflict) => return Ok(Err(conflict)),
-    };
-    tx.set_entity_version(&topic, &check.entity_id, version).await?;
-    event.entity = Some(EntityVersion {
-        entity_id: check.entity_id,
-        version,
-    });
+    let mut versions = EntityVersions::read(tx, [key_of(&event, &check)]).await?;
+    if let Err(conflict) = versions.stamp(&mut event, check) {
+        return Ok(Err(conflict));
+    }
+    versions.write(tx).await?;
     Ok(Ok(event))
 }
 
@@ -180,6 +125,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::topics::outcome::MAX_ENTITY_ID;
+    use crate::topics::versions::next_version;
 
     fn request(entity_id: Option<&str>, expected_version: Option<i64>) -> PublishRequest {
         PublishRequest {

@@ -5,11 +5,10 @@
 
 use async_trait::async_trait;
 
-use std::collections::HashMap;
-
 use super::outcome::PublishRejection;
-use super::publish::{next_version, Publish};
-use crate::domain::event::{EntityVersion, NewEvent, StoredEvent};
+use super::publish::Publish;
+use super::versions::{key_of, EntityVersions};
+use crate::domain::event::{NewEvent, StoredEvent};
 use crate::store::{execute, Answer, Command, EventStore, Idempotent, StoreError, Tx};
 
 /// The most events one request may carry.
@@ -62,33 +61,27 @@ impl Command for PublishMany {
         // Every version is decided before any is written, so a conflict on
         // one item leaves no other's version moved. Items naming the same
         // entity follow each other, in the order sent.
-        let mut versions: HashMap<(String, String), i64> = HashMap::new();
-        let mut events = Vec::with_capacity(self.items.len());
-        for (index, item) in std::mem::take(&mut self.items).into_iter().enumerate() {
-            let (Some(mut event), check) = item.into_parts() else {
+        let mut items = Vec::with_capacity(self.items.len());
+        for item in std::mem::take(&mut self.items) {
+            let (Some(event), check) = item.into_parts() else {
                 return Err(StoreError::internal("a publish ran twice"));
             };
+            items.push((event, check));
+        }
+        let keys = items
+            .iter()
+            .filter_map(|(event, check)| check.as_ref().map(|check| key_of(event, check)));
+        let mut versions = EntityVersions::read(tx, keys).await?;
+        let mut events = Vec::with_capacity(items.len());
+        for (index, (mut event, check)) in items.into_iter().enumerate() {
             if let Some(check) = check {
-                let key = (event.topic.as_str().to_string(), check.entity_id().to_string());
-                let current = match versions.get(&key) {
-                    Some(version) => *version,
-                    None => tx.entity_version(&key.0, &key.1).await?,
-                };
-                let version = match next_version(&check, current) {
-                    Ok(version) => version,
-                    Err(rejection) => return Ok((Vec::new(), Err(ManyRejection { index, rejection }))),
-                };
-                event.entity = Some(EntityVersion {
-                    entity_id: key.1.clone(),
-                    version,
-                });
-                versions.insert(key, version);
+                if let Err(rejection) = versions.stamp(&mut event, check) {
+                    return Ok((Vec::new(), Err(ManyRejection { index, rejection })));
+                }
             }
             events.push(event);
         }
-        for ((topic, entity_id), version) in &versions {
-            tx.set_entity_version(topic, entity_id, *version).await?;
-        }
+        versions.write(tx).await?;
         Ok((events, Ok(())))
     }
 

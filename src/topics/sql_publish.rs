@@ -32,8 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::publish::{stamped, version_check, VersionCheck};
 use super::reserved;
+use super::versions::{key_of, version_check, EntityVersions, VersionCheck};
 use crate::domain::event::{EventType, NewEvent, StoredEvent, TraceId};
 use crate::domain::topic::{is_tenant_name, Topic};
 use crate::store::tx::OutboxRow;
@@ -105,26 +105,29 @@ impl Command for DrainOutbox {
 
     async fn run(&mut self, tx: &mut dyn Tx) -> Result<(Vec<NewEvent>, usize), StoreError> {
         let rows = tx.take_outbox(DRAIN_LIMIT).await?;
-        let mut events = Vec::with_capacity(rows.len());
+        let mut accepted = Vec::with_capacity(rows.len());
         for row in &rows {
-            let refused = match event_of(row) {
-                Ok((event, check)) => match stamped(tx, event, check).await? {
-                    Ok(event) => {
-                        events.push(event);
-                        continue;
-                    }
-                    // No version is expected, so none can conflict.
-                    Err(rejection) => RowRefused::Entity(rejection.message()),
-                },
-                Err(refused) => refused,
-            };
-            tracing::warn!(
-                seq = row.seq,
-                topic = %row.topic,
-                %refused,
-                "dropped a row of pollcast.outbox that no publish may make"
-            );
+            match event_of(row) {
+                Ok((event, check)) => accepted.push((row, event, check)),
+                Err(refused) => dropped(row, &refused),
+            }
         }
+        let keys = accepted
+            .iter()
+            .filter_map(|(_, event, check)| check.as_ref().map(|check| key_of(event, check)));
+        let mut versions = EntityVersions::read(tx, keys).await?;
+        let mut events = Vec::with_capacity(accepted.len());
+        for (row, mut event, check) in accepted {
+            if let Some(check) = check {
+                // No version is expected, so none can conflict.
+                if let Err(rejection) = versions.stamp(&mut event, check) {
+                    dropped(row, &RowRefused::Entity(rejection.message()));
+                    continue;
+                }
+            }
+            events.push(event);
+        }
+        versions.write(tx).await?;
         Ok((events, rows.len()))
     }
 
@@ -132,6 +135,15 @@ impl Command for DrainOutbox {
         crate::metrics::outbox_taken(events.len(), taken - events.len());
         taken
     }
+}
+
+fn dropped(row: &OutboxRow, refused: &RowRefused) {
+    tracing::warn!(
+        seq = row.seq,
+        topic = %row.topic,
+        %refused,
+        "dropped a row of pollcast.outbox that no publish may make"
+    );
 }
 
 /// This node's outbox drain; see the module's header.
@@ -193,7 +205,7 @@ async fn drain(store: &dyn EventStore) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topics::publish::next_version;
+    use crate::topics::versions::next_version;
 
     fn row(topic: &str, event_type: &str, payload: &str, tenant: Option<&str>) -> OutboxRow {
         OutboxRow {

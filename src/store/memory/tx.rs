@@ -14,7 +14,7 @@ use crate::domain::polling::model::{
 };
 use crate::store::error::StoreError;
 use crate::store::tx::{
-    ConnectionRepo, LogRepo, OutboxRepo, OutboxRow, ParticipantRepo, PollRepo, PresenceConnection,
+    ConnectionRepo, EntityKey, LogRepo, OutboxRepo, OutboxRow, ParticipantRepo, PollRepo, PresenceConnection,
     SessionRepo, VersionRepo, VoteRecord, VoteRepo, Voters,
 };
 
@@ -345,17 +345,20 @@ impl ConnectionRepo for MemTx<'_> {
 
 #[async_trait]
 impl VersionRepo for MemTx<'_> {
-    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64> {
-        let key = (topic.to_string(), entity_id.to_string());
-        Ok(self.tables.entity_versions.get(&key).copied().unwrap_or(0))
+    async fn entity_versions(&mut self, keys: &[EntityKey]) -> R<Vec<i64>> {
+        Ok(keys
+            .iter()
+            .map(|key| self.tables.entity_versions.get(key).copied().unwrap_or(0))
+            .collect())
     }
 
-    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()> {
-        let key = (topic.to_string(), entity_id.to_string());
-        if !self.tables.entity_versions.contains_key(&key) {
-            self.tables.make_room(1)?;
+    async fn set_entity_versions(&mut self, versions: &[(EntityKey, i64)]) -> R<()> {
+        for (key, version) in versions {
+            if !self.tables.entity_versions.contains_key(key) {
+                self.tables.make_room(1)?;
+            }
+            self.tables.entity_versions.insert(key.clone(), *version);
         }
-        self.tables.entity_versions.insert(key, version);
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 pub use outbox::{OutboxRepo, OutboxRow};
 pub use polling::{BallotReads, ParticipantRepo, PollRepo, SessionRepo, VoteRecord, VoteRepo, Voters};
 pub use presence::{ConnectionRepo, PresenceConnection};
-pub use topics::VersionRepo;
+pub use topics::{EntityKey, VersionRepo};
 
 use super::error::StoreError;
 use crate::domain::event::EventId;

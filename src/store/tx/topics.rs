@@ -5,15 +5,14 @@ use async_trait::async_trait;
 
 use crate::store::error::StoreError;
 
+/// An entity on a generic topic: (topic, entity id).
+pub type EntityKey = (String, String);
+
 #[async_trait]
 pub trait VersionRepo: Send {
-    /// The current version of an entity on a generic topic; 0 before its
-    /// first versioned event.
-    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> Result<i64, StoreError>;
-    async fn set_entity_version(
-        &mut self,
-        topic: &str,
-        entity_id: &str,
-        version: i64,
-    ) -> Result<(), StoreError>;
+    /// The current versions of these entities, in their order; 0 before an
+    /// entity's first versioned event. One statement however many.
+    async fn entity_versions(&mut self, keys: &[EntityKey]) -> Result<Vec<i64>, StoreError>;
+    /// Sets these entities' versions. One statement however many.
+    async fn set_entity_versions(&mut self, versions: &[(EntityKey, i64)]) -> Result<(), StoreError>;
 }

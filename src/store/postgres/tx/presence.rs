@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::PgTx;
 use crate::domain::polling::ids::ParticipantId;
 use crate::store::error::StoreError;
-use crate::store::tx::{ConnectionRepo, PresenceConnection, VersionRepo};
+use crate::store::tx::{ConnectionRepo, EntityKey, PresenceConnection, VersionRepo};
 
 type R<T> = Result<T, StoreError>;
 
@@ -90,21 +90,36 @@ impl ConnectionRepo for PgTx<'_> {
 
 #[async_trait]
 impl VersionRepo for PgTx<'_> {
-    async fn entity_version(&mut self, topic: &str, entity_id: &str) -> R<i64> {
+    async fn entity_versions(&mut self, keys: &[EntityKey]) -> R<Vec<i64>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (topics, entities): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(t, e)| (t.as_str(), e.as_str())).unzip();
         let rows = self
             .query(
-                "SELECT version FROM entity_versions WHERE topic = $1 AND entity_id = $2",
-                &[&topic, &entity_id],
+                "SELECT coalesce(v.version, 0)
+                   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(topic, entity_id, n)
+                   LEFT JOIN entity_versions v ON v.topic = k.topic AND v.entity_id = k.entity_id
+                  ORDER BY k.n",
+                &[&topics, &entities],
             )
             .await?;
-        Ok(rows.first().map_or(0, |row| row.get(0)))
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    async fn set_entity_version(&mut self, topic: &str, entity_id: &str, version: i64) -> R<()> {
+    async fn set_entity_versions(&mut self, versions: &[(EntityKey, i64)]) -> R<()> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<&str> = versions.iter().map(|((t, _), _)| t.as_str()).collect();
+        let entities: Vec<&str> = versions.iter().map(|((_, e), _)| e.as_str()).collect();
+        let numbers: Vec<i64> = versions.iter().map(|(_, v)| *v).collect();
         self.execute(
-            "INSERT INTO entity_versions (topic, entity_id, version) VALUES ($1, $2, $3)
+            "INSERT INTO entity_versions (topic, entity_id, version)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
              ON CONFLICT (topic, entity_id) DO UPDATE SET version = excluded.version",
-            &[&topic, &entity_id, &version],
+            &[&topics, &entities, &numbers],
         )
         .await?;
         Ok(())
