@@ -8,10 +8,11 @@
 //! forward from the store (`Attach::Behind`).
 //!
 //! Besides subscribers (streams, each with its own filter and queue), the
-//! hub has observers: in-process followers of every published frame that
-//! are not streams (the webhooks' waker). They share one broadcast
-//! channel and are never dropped for being slow: one that lags is told how
-//! much it missed and decides what to do (the waker wakes everyone).
+//! hub has observers: in-process followers of every published event (its
+//! id and topic) that are not streams (the webhooks' waker). They share
+//! one broadcast channel and are never dropped for being slow: one that
+//! lags is told how much it missed and decides what to do (the waker
+//! wakes everyone).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::Frame;
 use crate::domain::event::{EventId, StoredEvent};
-use crate::domain::topic::TopicFilter;
+use crate::domain::topic::{Topic, TopicFilter};
 use crate::metrics;
 
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +55,17 @@ pub struct Hub {
     config: HubConfig,
     /// Subscribers dropped for being too slow, since start: load shed.
     slow_dropped: AtomicU64,
-    /// Every frame published, for observers; sent to only while one is
+    /// Every event published, for observers; sent to only while one is
     /// attached (a send without receivers would still take its lock).
-    observers: broadcast::Sender<Arc<Frame>>,
+    observers: broadcast::Sender<Published>,
+}
+
+/// What an observer learns of each published event: which, and where. Not
+/// the frame: an observer that lags must not hold thousands of bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: EventId,
+    pub topic: Topic,
 }
 
 /// Frames an observer may fall behind by before it is told it lagged.
@@ -207,10 +216,10 @@ impl Hub {
         })
     }
 
-    /// Every frame published from now on, in id order. Frames that are
-    /// not received in time are lost to this observer, which then gets
+    /// Every event published from now on, in id order. Those not received
+    /// in time are lost to this observer, which then gets
     /// `RecvError::Lagged` (never a disconnect).
-    pub fn observe(&self) -> broadcast::Receiver<Arc<Frame>> {
+    pub fn observe(&self) -> broadcast::Receiver<Published> {
         self.observers.subscribe()
     }
 
@@ -390,7 +399,10 @@ impl Hub {
             }
             state.high = frame.id;
             if observed {
-                let _ = self.observers.send(Arc::clone(&frame));
+                let _ = self.observers.send(Published {
+                    id: frame.id,
+                    topic: frame.topic.clone(),
+                });
             }
             state.ring_bytes += frame.bytes.len();
             state.ring.push_back(Arc::clone(&frame));
@@ -441,7 +453,6 @@ mod tests {
 
     use super::*;
     use crate::domain::event::{EventType, TraceId};
-    use crate::domain::topic::Topic;
 
     fn event(id: EventId, topic: &str) -> StoredEvent {
         StoredEvent {
@@ -455,10 +466,10 @@ mod tests {
         }
     }
 
-    fn received(observer: &mut broadcast::Receiver<Arc<Frame>>) -> Vec<(EventId, String)> {
+    fn received(observer: &mut broadcast::Receiver<Published>) -> Vec<(EventId, String)> {
         let mut got = Vec::new();
-        while let Ok(frame) = observer.try_recv() {
-            got.push((frame.id, frame.topic.as_str().to_owned()));
+        while let Ok(published) = observer.try_recv() {
+            got.push((published.id, published.topic.as_str().to_owned()));
         }
         got
     }

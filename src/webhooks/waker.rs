@@ -110,13 +110,13 @@ impl Wakers {
 
 /// Observes the hub until `stop`, waking the workers concerned.
 pub(super) async fn run(wakers: Arc<Wakers>, stop: CancellationToken) {
-    let mut frames = wakers.hub.observe();
+    let mut published = wakers.hub.observe();
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            frame = frames.recv() => match frame {
-                Ok(frame) => wakers.wake_matching(frame.topic.as_str()),
+            event = published.recv() => match event {
+                Ok(event) => wakers.wake_matching(event.topic.as_str()),
                 // Which events were missed is unknown: everyone looks.
                 Err(RecvError::Lagged(_)) => wakers.wake_all(),
                 Err(RecvError::Closed) => return,
