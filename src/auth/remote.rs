@@ -148,7 +148,7 @@ impl Fetcher {
         let body = match get(&self.client, &self.url).await {
             Ok(body) => body,
             Err(why) => {
-                tracing::warn!(url = %self.shown, error = %why, "cannot fetch a JWKS; its last keys stay in force");
+                tracing::warn!(url = %self.shown, error = %why, "cannot fetch a JWKS; the keys it gave before, if any, stay in force");
                 crate::metrics::jwks_fetched("failed");
                 return false;
             }
@@ -167,7 +167,7 @@ impl Fetcher {
                 true
             }
             Err(why) => {
-                tracing::warn!(error = %why, "a JWKS URL gave no usable key set; its last keys stay in force");
+                tracing::warn!(error = %why, "a JWKS URL gave no usable key set; the keys it gave before, if any, stay in force");
                 crate::metrics::jwks_fetched("failed");
                 false
             }
