@@ -100,7 +100,7 @@ impl Sender {
     pub async fn send(
         &self,
         url: &str,
-        keys: &[&SigningKey],
+        keys: &[SigningKey],
         message_id: &str,
         body: &str,
     ) -> Result<(), Failure> {

@@ -66,7 +66,7 @@ impl SigningKey {
 /// The `webhook-signature` header of one attempt: a signature per key,
 /// separated by spaces (the current secret first, then a replaced one
 /// that still signs); a receiver accepts the message when any matches.
-pub fn signature_header(keys: &[&SigningKey], message_id: &str, timestamp: i64, body: &str) -> String {
+pub fn signature_header(keys: &[SigningKey], message_id: &str, timestamp: i64, body: &str) -> String {
     let signatures: Vec<String> = keys
         .iter()
         .map(|key| key.sign(message_id, timestamp, body))
@@ -144,7 +144,7 @@ mod tests {
             SigningKey::parse(&generate_secret()).unwrap(),
             SigningKey::parse(&generate_secret()).unwrap(),
         );
-        let header = signature_header(&[&current, &previous], "msg_1", 100, "{}");
+        let header = signature_header(&[current.clone(), previous.clone()], "msg_1", 100, "{}");
         assert_eq!(
             header,
             format!(
@@ -154,7 +154,7 @@ mod tests {
             )
         );
         assert_eq!(
-            signature_header(&[&current], "msg_1", 100, "{}"),
+            signature_header(std::slice::from_ref(&current), "msg_1", 100, "{}"),
             current.sign("msg_1", 100, "{}")
         );
     }

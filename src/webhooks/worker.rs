@@ -176,7 +176,6 @@ impl Worker {
         let row = &target.row;
         let sent = match target.keys() {
             Some(keys) => {
-                let keys: Vec<&SigningKey> = keys.iter().collect();
                 let id = message_id(row.id, event);
                 let body = message_body(event);
                 tokio::select! {
