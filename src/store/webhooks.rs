@@ -68,6 +68,29 @@ pub struct WebhookRow {
 }
 
 impl WebhookRow {
+    /// A webhook as it is first stored: enabled, revision 1, never
+    /// attempted, held by nobody.
+    pub fn new(id: Uuid, webhook: NewWebhook, created_at: DateTime<Utc>) -> Self {
+        WebhookRow {
+            id,
+            url: webhook.url,
+            topics: webhook.topics,
+            tenant: webhook.tenant,
+            secret: webhook.secret,
+            previous_secret: None,
+            description: webhook.description,
+            enabled: true,
+            cursor: webhook.cursor,
+            revision: 1,
+            consecutive_failures: 0,
+            last_error: None,
+            last_delivered_at: None,
+            leased_by: None,
+            lease_until: None,
+            created_at,
+        }
+    }
+
     /// The secrets a message is signed with at `now`: the current one,
     /// then the previous one until it expires.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
@@ -193,25 +216,15 @@ mod tests {
     use super::*;
 
     fn row(secret: &str) -> WebhookRow {
-        let now = Utc::now();
-        WebhookRow {
-            id: Uuid::nil(),
+        let webhook = NewWebhook {
             url: "http://127.0.0.1:9/".into(),
             topics: vec!["a:*".into()],
             tenant: None,
             secret: secret.into(),
-            previous_secret: None,
             description: None,
-            enabled: true,
             cursor: 0,
-            revision: 1,
-            consecutive_failures: 0,
-            last_error: None,
-            last_delivered_at: None,
-            leased_by: None,
-            lease_until: None,
-            created_at: now,
-        }
+        };
+        WebhookRow::new(Uuid::nil(), webhook, Utc::now())
     }
 
     fn new_secret(secret: &str, until: Option<DateTime<Utc>>) -> WebhookChange {

@@ -107,13 +107,8 @@ http {
 EOF
     "$nginx" -p "$work" -c "$work/nginx.conf" -e "$work/error.log" &
     nginx_pid=$!
-    local up=0
-    wait_up "$nginx_pid" 5 curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || up=$?
-    case "$up" in
-        0) return 0 ;;
-        1) nginx_pid=; return 1 ;;
-        *) fail "nginx did not proxy /healthz within 5 s" ;;
-    esac
+    wait_up "$nginx_pid" 5 "nginx did not proxy /healthz" \
+        curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || { nginx_pid=; return 1; }
 }
 start_with_retries nginx start_nginx
 proxy="http://127.0.0.1:$port"

@@ -175,13 +175,8 @@ start_squid() {
     # -N: in the foreground, one process (no daemon, no SMP kids).
     "$squid" -N -f "$work/squid.conf" >"$work/squid.stderr" 2>&1 &
     squid_pid=$!
-    local up=0
-    wait_up "$squid_pid" 10 pcurl -fsS -o /dev/null "$upstream/healthz" || up=$?
-    case "$up" in
-        0) return 0 ;;
-        1) squid_pid=; return 1 ;;
-        *) fail "squid did not forward /healthz to $upstream within 10 s" ;;
-    esac
+    wait_up "$squid_pid" 10 "squid did not forward /healthz to $upstream" \
+        pcurl -fsS -o /dev/null "$upstream/healthz" || { squid_pid=; return 1; }
 }
 "$squid" -k parse -f "$default_conf" >/dev/null 2>&1 || fail "squid cannot parse $default_conf"
 start_with_retries squid start_squid

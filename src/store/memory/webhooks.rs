@@ -46,24 +46,7 @@ impl MemoryWebhooks {
 #[async_trait]
 impl WebhookStore for MemoryWebhooks {
     async fn create(&self, webhook: NewWebhook) -> Result<WebhookRow, StoreError> {
-        let row = WebhookRow {
-            id: Uuid::new_v4(),
-            url: webhook.url,
-            topics: webhook.topics,
-            tenant: webhook.tenant,
-            secret: webhook.secret,
-            previous_secret: None,
-            description: webhook.description,
-            enabled: true,
-            cursor: webhook.cursor,
-            revision: 1,
-            consecutive_failures: 0,
-            last_error: None,
-            last_delivered_at: None,
-            leased_by: None,
-            lease_until: None,
-            created_at: now_millis(),
-        };
+        let row = WebhookRow::new(Uuid::new_v4(), webhook, now_millis());
         self.rows().insert(row.id, row.clone());
         Ok(row)
     }

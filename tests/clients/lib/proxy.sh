@@ -35,11 +35,12 @@ start_with_retries() {
     fail "$what would not start (its logs follow)"
 }
 
-# wait_up PID SECONDS CHECK...: until CHECK succeeds (0), the process PID
-# exits (1: try again on another port) or SECONDS pass (2).
+# wait_up PID SECONDS WHAT CHECK...: until CHECK succeeds (0) or the
+# process PID exits (1: try again on another port); fails the script,
+# saying WHAT did not happen, when SECONDS pass first.
 wait_up() {
-    local pid="$1" seconds="$2"
-    shift 2
+    local pid="$1" seconds="$2" what="$3"
+    shift 3
     for _ in $(seq $((seconds * 20))); do
         if ! kill -0 "$pid" 2>/dev/null; then
             wait "$pid" 2>/dev/null || true
@@ -48,7 +49,7 @@ wait_up() {
         if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.05
     done
-    return 2
+    fail "$what within $seconds s"
 }
 
 # Each line read, stamped with the time it arrived (bash's clock, no fork
